@@ -1,0 +1,1 @@
+"""Provider-agnostic logic: what happens to an export at each step. No Celery, no provider code."""

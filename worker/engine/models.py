@@ -1,0 +1,179 @@
+"""Records the engine keeps in Redis, and the arguments its tasks carry.
+
+Both are pydantic models serialised as JSON: Redis values and Celery messages never hold pickles,
+and a record that fails validation on load is reported, not silently reinterpreted.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from worker.providers.base import JobState, RemoteFile
+
+
+class ExportStatus(StrEnum):
+    PENDING = "PENDING"
+    """Recorded, submit task not yet done."""
+    RUNNING = "RUNNING"
+    """At least one provider job exists and is being polled."""
+    DOWNLOADING = "DOWNLOADING"
+    """Every provider job is terminal; files are being downloaded."""
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (ExportStatus.COMPLETED, ExportStatus.FAILED, ExportStatus.CANCELLED)
+
+
+class JobStatus(StrEnum):
+    PENDING = "PENDING"
+    """Not created at the provider yet."""
+    SUBMITTING = "SUBMITTING"
+    """A worker is calling create; if it dies here the provider may or may not have the job."""
+    POLLING = "POLLING"
+    SUCCEEDED = "SUCCEEDED"
+    SPLIT = "SPLIT"
+    """Failed for being too large and replaced by smaller child jobs."""
+    FAILED = "FAILED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.SPLIT, JobStatus.FAILED)
+
+
+class FileStatus(StrEnum):
+    PENDING = "PENDING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+class Callback(BaseModel):
+    """A Celery task another application registered to hear about the end of an export."""
+
+    task: str
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+
+
+class JobRecord(BaseModel):
+    """One provider job. An export starts with one; an auto-split adds children."""
+
+    key: str
+    params: dict[str, Any]
+    status: JobStatus = JobStatus.PENDING
+    provider_job_id: str | None = None
+    provider_state: JobState | None = None
+    raw_status: str | None = None
+    message: str | None = None
+    percent_complete: int | None = None
+    records_processed: int | None = None
+    token: int = 0
+    """Fencing token: only the task carrying the current token may advance this job."""
+    polls: int = 0
+    transient_errors: int = 0
+    submit_attempts: int = 0
+    ambiguous_creates: int = 0
+    """Times a worker died inside the create call, so the provider may hold an orphan job."""
+    next_action_at: float | None = None
+    """When the next submit/poll task is due; the watchdog revives chains silent long past it."""
+    parent: str | None = None
+
+
+class FileRecord(BaseModel):
+    """One result file, stored in its own hash field so parallel downloads don't contend."""
+
+    key: str
+    job_key: str
+    name: str
+    safe_name: str
+    url: str
+    authenticated: bool = False
+    expires_at: float | None = None
+    record_count: int | None = None
+    status: FileStatus = FileStatus.PENDING
+    token: int = 0
+    attempts: int = 0
+    url_refreshes: int = 0
+    rows: int = 0
+    quarantined: int = 0
+    bytes: int = 0
+    path: str | None = None
+    quarantine_path: str | None = None
+    error: str | None = None
+    dispatched_at: float = Field(default_factory=time.time)
+    finished_at: float | None = None
+
+    @classmethod
+    def from_remote(cls, key: str, job_key: str, remote: RemoteFile, safe_name: str) -> FileRecord:
+        return cls(
+            key=key,
+            job_key=job_key,
+            name=remote.name,
+            safe_name=safe_name,
+            url=remote.url,
+            authenticated=remote.authenticated,
+            expires_at=remote.expires_at.timestamp() if remote.expires_at else None,
+            record_count=remote.record_count,
+        )
+
+
+class ExportRecord(BaseModel):
+    id: str
+    provider: str
+    params: dict[str, Any]
+    credential: str
+    idempotency_key: str | None = None
+    callback: Callback | None = None
+    status: ExportStatus = ExportStatus.PENDING
+    jobs: dict[str, JobRecord]
+    created_at: float
+    updated_at: float
+    deadline_at: float
+    finished_at: float | None = None
+    error: str | None = None
+    warnings: list[str] = []
+    cancel_requested: bool = False
+    files_total: int = 0
+    rows: int = 0
+    quarantined: int = 0
+    bytes: int = 0
+    schedule: str | None = None
+    """Name of the beat schedule that created it, if any."""
+
+    def job(self, key: str) -> JobRecord:
+        return self.jobs[key]
+
+
+class Progress(BaseModel):
+    """A cheap view for watch/status: derived from the record and its files."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: ExportStatus
+    jobs_total: int
+    jobs_done: int
+    files_total: int
+    files_done: int
+    rows: int
+    quarantined: int
+    percent_complete: int | None
+
+
+class JobTaskArgs(BaseModel):
+    """Arguments of submit and poll tasks: which job, and the fencing token the task was sent with."""
+
+    export_id: str
+    job_key: str
+    token: int
+
+
+class FileTaskArgs(BaseModel):
+    export_id: str
+    file_key: str
+    token: int

@@ -1,0 +1,268 @@
+"""The export state machine as pure functions on a record.
+
+Each function mutates an :class:`ExportRecord` inside :meth:`ExportStore.transact` and stages its
+side writes (files, events); it never does I/O, so every rule here is unit-tested without Redis or
+Celery. Fencing lives here too: a job step only proceeds with the job's current token.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from worker.engine.backoff import BackoffPolicy
+from worker.engine.models import (
+    ExportRecord,
+    ExportStatus,
+    FileRecord,
+    FileStatus,
+    JobRecord,
+    JobStatus,
+)
+from worker.errors import InvalidRequest, StaleTask
+from worker.providers.base import JobSnapshot, JobState
+from worker.store import Writes
+
+
+def _set_status(record: ExportRecord, status: ExportStatus, writes: Writes, **detail: object) -> None:
+    record.status = status
+    writes.event("status", status=status.value, **detail)
+
+
+def fail(record: ExportRecord, writes: Writes, reason: str, now: float) -> bool:
+    """Fail the export unless it already ended; returns whether this call ended it."""
+    if record.status.terminal:
+        return False
+    record.error = reason
+    record.finished_at = now
+    _set_status(record, ExportStatus.FAILED, writes, error=reason)
+    return True
+
+
+def cancel(record: ExportRecord, writes: Writes, now: float) -> bool:
+    if record.status.terminal:
+        return False
+    record.cancel_requested = True
+    record.error = "cancelled by user"
+    record.finished_at = now
+    _set_status(record, ExportStatus.CANCELLED, writes)
+    return True
+
+
+def deadline_reason(record: ExportRecord, now: float) -> str | None:
+    if now <= record.deadline_at:
+        return None
+    waited = now - record.created_at
+    return (
+        f"deadline exceeded: export was still {record.status.value} after {waited:.0f}s; "
+        "submit again with a longer deadline_seconds or raise EXPORT_WORKER_DEADLINE_SECONDS"
+    )
+
+
+def current_job(record: ExportRecord, job_key: str, token: int) -> JobRecord:
+    """The job a task may act on, or StaleTask if the export ended or the token moved on."""
+    if record.status.terminal:
+        raise StaleTask(f"export {record.id} is already {record.status.value}")
+    job = record.jobs.get(job_key)
+    if job is None or job.token != token:
+        raise StaleTask(f"job {job_key} of export {record.id} has moved past token {token}")
+    return job
+
+
+def reschedule(job: JobRecord, delay: float, now: float) -> int:
+    """Hand the job to a new task: bump the fencing token so every older task becomes stale."""
+    job.token += 1
+    job.next_action_at = now + delay
+    return job.token
+
+
+def claim_submit(record: ExportRecord, job_key: str, token: int, now: float, timeout: float, writes: Writes) -> int:
+    """Mark a job SUBMITTING before calling create, so a worker dying mid-create is noticed."""
+    job = current_job(record, job_key, token)
+    if job.status not in (JobStatus.PENDING, JobStatus.SUBMITTING):
+        raise StaleTask(f"job {job_key} of export {record.id} is already {job.status.value}")
+    if job.status is JobStatus.SUBMITTING:
+        job.ambiguous_creates += 1
+        warning = (
+            f"job {job_key}: a worker died during the provider create call; the provider may hold an "
+            "orphan job (not downloaded)"
+        )
+        record.warnings.append(warning)
+        writes.event("warning", message=warning)
+    job.status = JobStatus.SUBMITTING
+    job.submit_attempts += 1
+    return reschedule(job, timeout, now)
+
+
+def record_created(
+    record: ExportRecord, job_key: str, token: int, snapshot: JobSnapshot, delay: float, now: float, writes: Writes
+) -> int:
+    job = current_job(record, job_key, token)
+    job.status = JobStatus.POLLING
+    job.provider_job_id = snapshot.provider_job_id
+    job.transient_errors = 0
+    _copy_snapshot(job, snapshot)
+    if record.status is ExportStatus.PENDING:
+        _set_status(record, ExportStatus.RUNNING, writes)
+    writes.event("submitted", job=job_key, provider_job_id=snapshot.provider_job_id)
+    return reschedule(job, delay, now)
+
+
+def release_submit(record: ExportRecord, job_key: str, token: int, delay: float, now: float) -> int:
+    """The create call was refused (429/5xx before the job existed): back to PENDING, try later."""
+    job = current_job(record, job_key, token)
+    job.status = JobStatus.PENDING
+    job.transient_errors += 1
+    return reschedule(job, delay, now)
+
+
+def _copy_snapshot(job: JobRecord, snapshot: JobSnapshot) -> None:
+    job.provider_state = snapshot.state
+    job.raw_status = snapshot.raw_status
+    job.message = snapshot.message
+    job.percent_complete = snapshot.percent_complete
+    job.records_processed = snapshot.records_processed
+
+
+@dataclass
+class PollOutcome:
+    """What the caller must dispatch after the transaction committed."""
+
+    poll_token: int | None = None
+    poll_delay: float = 0.0
+    submit_jobs: list[tuple[str, int]] = field(default_factory=list)
+    files: list[FileRecord] = field(default_factory=list)
+    check_completion: bool = False
+    failed: bool = False
+
+
+def apply_snapshot(
+    record: ExportRecord,
+    job_key: str,
+    token: int,
+    snapshot: JobSnapshot,
+    *,
+    now: float,
+    policy: BackoffPolicy,
+    rng: random.Random,
+    split: Callable[[dict, JobSnapshot], list[dict] | None],
+    safe_name: Callable[[str, str], str],
+    writes: Writes,
+) -> PollOutcome:
+    """Advance one job from a poll answer: keep polling, fan out files, split, or fail."""
+    job = current_job(record, job_key, token)
+    previous = job.raw_status
+    job.polls += 1
+    job.transient_errors = 0
+    _copy_snapshot(job, snapshot)
+    if snapshot.raw_status != previous:
+        writes.event("job_status", job=job_key, provider_status=snapshot.raw_status, message=snapshot.message)
+
+    if not snapshot.state.terminal:
+        if snapshot.state is JobState.RETRYING:
+            delay = policy.slow_delay(rng)
+        else:
+            delay = policy.delay(job.polls, rng)
+        return PollOutcome(poll_token=reschedule(job, delay, now), poll_delay=delay)
+
+    job.next_action_at = None
+    job.token += 1
+    if snapshot.state is JobState.SUCCEEDED:
+        job.status = JobStatus.SUCCEEDED
+        files = [
+            FileRecord.from_remote(
+                f"{job_key}-{index:04d}", job_key, remote, safe_name(remote.name, f"{job_key}-{index:04d}")
+            )
+            for index, remote in enumerate(snapshot.files)
+        ]
+        for file_record in files:
+            file_record.dispatched_at = now
+            writes.put_file(file_record)
+        record.files_total += len(files)
+        if all(other.status.terminal for other in record.jobs.values()):
+            _set_status(record, ExportStatus.DOWNLOADING, writes, files=record.files_total)
+        return PollOutcome(files=files, check_completion=not files)
+
+    if snapshot.state is JobState.FAILED:
+        children = split(job.params, snapshot)
+        if children:
+            job.status = JobStatus.SPLIT
+            keys: list[tuple[str, int]] = []
+            for index, child_params in enumerate(children):
+                child = JobRecord(
+                    key=f"{job_key}.{index}", params=child_params, parent=job_key, token=1, next_action_at=now
+                )
+                record.jobs[child.key] = child
+                keys.append((child.key, child.token))
+            writes.event("split", job=job_key, children=[key for key, _ in keys], reason=snapshot.message)
+            return PollOutcome(submit_jobs=keys)
+        job.status = JobStatus.FAILED
+        reason = f"provider job {job.provider_job_id} failed: {snapshot.message or snapshot.raw_status}"
+    else:
+        job.status = JobStatus.FAILED
+        reason = f"provider job {job.provider_job_id} was cancelled: {snapshot.message or snapshot.raw_status}"
+    fail(record, writes, reason, now)
+    return PollOutcome(failed=True)
+
+
+def complete_if_done(
+    record: ExportRecord, files: list[FileRecord], finished: int, writes: Writes, now: float
+) -> bool:
+    """End the export once every job is done and every known file finished; True if this call ended it."""
+    if record.status.terminal:
+        return False
+    if not all(job.status in (JobStatus.SUCCEEDED, JobStatus.SPLIT) for job in record.jobs.values()):
+        return False
+    if finished < len(files) or any(f.status is FileStatus.PENDING for f in files):
+        return False
+    record.rows = sum(f.rows for f in files)
+    record.quarantined = sum(f.quarantined for f in files)
+    record.bytes = sum(f.bytes for f in files)
+    record.finished_at = now
+    failed = [f for f in files if f.status is FileStatus.FAILED]
+    if failed:
+        names = "; ".join(f"{f.name}: {f.error}" for f in failed[:5])
+        reason = f"{len(failed)} of {len(files)} file(s) failed ({names}); the other files were written"
+        record.error = reason
+        _set_status(record, ExportStatus.FAILED, writes, error=reason)
+    else:
+        _set_status(record, ExportStatus.COMPLETED, writes, rows=record.rows, quarantined=record.quarantined)
+    return True
+
+
+def reopen_failed_files(record: ExportRecord, files: list[FileRecord], writes: Writes, now: float) -> list[FileRecord]:
+    """Give the failed files of a FAILED export another go; files already written are left alone."""
+    if record.status is not ExportStatus.FAILED:
+        raise InvalidRequest(f"export {record.id} is {record.status.value}; only FAILED exports can be retried")
+    if any(job.status is JobStatus.FAILED for job in record.jobs.values()):
+        raise InvalidRequest(
+            f"export {record.id} failed at the provider ({record.error}); use replay where the provider allows it, "
+            "or submit a new export"
+        )
+    failed = [file for file in files if file.status is FileStatus.FAILED]
+    if not failed:
+        raise InvalidRequest(f"export {record.id} has no failed files to retry ({record.error})")
+    for file in failed:
+        file.status = FileStatus.PENDING
+        file.token += 1
+        file.attempts = 0
+        file.error = None
+        file.dispatched_at = now
+        writes.put_file(file)
+    record.error = None
+    record.finished_at = None
+    _set_status(record, ExportStatus.DOWNLOADING, writes, retried_files=len(failed))
+    return failed
+
+
+def reopen_replayed_job(record: ExportRecord, job_key: str, snapshot: JobSnapshot, delay: float, now: float, writes: Writes) -> int:
+    """After the provider accepted a replay, poll the same job again."""
+    job = record.jobs[job_key]
+    job.status = JobStatus.POLLING
+    job.transient_errors = 0
+    _copy_snapshot(job, snapshot)
+    record.error = None
+    record.finished_at = None
+    _set_status(record, ExportStatus.RUNNING, writes, replayed_job=job_key)
+    return reschedule(job, delay, now)

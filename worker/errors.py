@@ -1,0 +1,76 @@
+"""Failures a user can hit, each carrying a message that says what happened and what to do.
+
+The engine decides what to do from the *class* (retry later, retry with backoff, fail now);
+the message is what ends up on the export record, in logs and in the CLI.
+"""
+
+from __future__ import annotations
+
+
+class ExportWorkerError(Exception):
+    """Base class; ``str(error)`` is the user-facing message."""
+
+
+class InvalidRequest(ExportWorkerError):
+    """Rejected at enqueue time, before anything reaches Redis."""
+
+
+class UnknownExport(ExportWorkerError):
+    def __init__(self, export_id: str) -> None:
+        super().__init__(f"no export with id {export_id!r}; run `export-worker list` to see known exports")
+        self.export_id = export_id
+
+
+class RetryLater(ExportWorkerError):
+    """The provider asked us to slow down (429); ``retry_after`` is in seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TransientError(ExportWorkerError):
+    """5xx, connection reset, timeout, truncated body: worth retrying with backoff."""
+
+
+class PermanentError(ExportWorkerError):
+    """Retrying cannot help; the export (or file) fails with this message."""
+
+
+class AuthError(PermanentError):
+    def __init__(self, credential_name: str, status_code: int, provider: str) -> None:
+        super().__init__(
+            f"{provider} rejected credential {credential_name!r} (HTTP {status_code}); check that "
+            f"EXPORT_WORKER_CREDENTIALS__{credential_name.upper()}__* is set and has the needed scopes"
+        )
+        self.credential_name = credential_name
+        self.status_code = status_code
+
+
+class JobNotFound(PermanentError):
+    def __init__(self, provider: str, job_id: str) -> None:
+        super().__init__(f"{provider} job {job_id!r} was not found (HTTP 404); it may have expired or been deleted")
+        self.job_id = job_id
+
+
+class PayloadError(TransientError):
+    """The provider answered with a body that does not match its documented shape.
+
+    Transient because providers do ship glitches; after ``max_transient_retries`` it fails the export.
+    """
+
+
+class DownloadUrlExpired(ExportWorkerError):
+    """The signed download URL expired (or storage said 403): re-poll the job for a fresh one."""
+
+
+class UrlRejected(PermanentError):
+    """A URL failed the download allowlist; it is never requested."""
+
+
+class ReplayNotAllowed(PermanentError):
+    pass
+
+
+class StaleTask(ExportWorkerError):
+    """A duplicate or superseded task; it must exit without side effects."""

@@ -1,0 +1,90 @@
+"""Shared HTTP plumbing: one place maps status codes and transport failures to our error classes.
+
+Providers call :func:`send`; they never look at status codes themselves, so 429/5xx/401 handling
+is identical for every provider.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from worker.errors import AuthError, JobNotFound, PayloadError, PermanentError, RetryLater, TransientError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+DEFAULT_RETRY_AFTER_SECONDS = 5.0
+
+
+def parse_retry_after(value: str | None, default: float = DEFAULT_RETRY_AFTER_SECONDS) -> float:
+    """Retry-After is either delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def raise_for_status(
+    response: httpx.Response, *, provider: str, credential_name: str, job_id: str | None = None
+) -> None:
+    code = response.status_code
+    if code < 400:
+        return
+    if code == 429:
+        raise RetryLater(
+            f"{provider} rate limit hit (HTTP 429)", parse_retry_after(response.headers.get("Retry-After"))
+        )
+    if code in (401, 403):
+        raise AuthError(credential_name, code, provider)
+    if code == 404 and job_id is not None:
+        raise JobNotFound(provider, job_id)
+    if code >= 500 or code == 408:
+        raise TransientError(f"{provider} answered HTTP {code} for {response.request.url.path}")
+    raise PermanentError(
+        f"{provider} refused {response.request.method} {response.request.url.path} with HTTP {code}: "
+        f"{response.text[:300]}"
+    )
+
+
+def send(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    credential_name: str,
+    job_id: str | None = None,
+    json: Any = None,
+) -> httpx.Response:
+    try:
+        response = client.request(method, url, json=json)
+    except (httpx.TransportError, httpx.TimeoutException) as exc:
+        raise TransientError(f"{provider} {method} {url} failed: {exc.__class__.__name__}: {exc}") from exc
+    raise_for_status(response, provider=provider, credential_name=credential_name, job_id=job_id)
+    return response
+
+
+def parse_body(response: httpx.Response, model: type[ModelT], *, provider: str) -> ModelT:
+    """Validate a provider body, naming the failing field so the user can see what drifted."""
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "<body>"
+        raise PayloadError(
+            f"{provider} sent a {model.__name__} that does not validate: field {field!r}: {first['msg']} "
+            f"({exc.error_count()} error(s))"
+        ) from exc

@@ -1,0 +1,113 @@
+"""The contract between the provider-agnostic engine and one provider module.
+
+A provider translates its wire format into a :class:`JobSnapshot`; the engine only ever looks at
+snapshots. Adding a provider means one module implementing :class:`Provider` plus a registry entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from worker.errors import ReplayNotAllowed
+from worker.parsing.schema import RowSchema
+from worker.settings import Credential
+
+
+class JobState(StrEnum):
+    """Provider-neutral job state the engine reasons about."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    RETRYING = "RETRYING"
+    """The provider failed an attempt and will retry by itself: not terminal, poll slowly."""
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class RemoteFile(BaseModel):
+    """One downloadable result file as the provider describes it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    url: str
+    expires_at: datetime | None = None
+    record_count: int | None = None
+    authenticated: bool = False
+    """True when the URL is on the provider API and needs the credential (never for signed storage URLs)."""
+
+
+class JobSnapshot(BaseModel):
+    """What one poll of the provider told us."""
+
+    provider_job_id: str
+    state: JobState
+    raw_status: str
+    message: str | None = None
+    percent_complete: int | None = None
+    records_processed: int | None = None
+    files: list[RemoteFile] = []
+    resolved_params: dict[str, Any] | None = None
+    """The request as the provider resolved it (e.g. the vehicle list behind tag filters)."""
+
+
+class Operation(StrEnum):
+    CREATE = "create"
+    POLL = "poll"
+    DOWNLOAD = "download"
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``requests`` per ``per_seconds``, shared by every worker through Redis."""
+
+    requests: int
+    per_seconds: float
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """What a provider call gets: an HTTP client bound to base URL and auth, and the credential."""
+
+    client: httpx.Client
+    credential: Credential
+    credential_name: str
+
+
+class Provider:
+    """Base class of providers. Subclasses set the class attributes and implement create/get."""
+
+    name: ClassVar[str]
+    params_model: ClassVar[type[BaseModel]]
+    default_base_url: ClassVar[str]
+    default_download_hosts: ClassVar[tuple[str, ...]] = ()
+    default_deadline_seconds: ClassVar[float | None] = None
+    rate_limits: ClassVar[dict[Operation, RateLimit]] = {}
+    row_schema: ClassVar[RowSchema] = RowSchema()
+
+    def auth(self, credential: Credential, credential_name: str) -> httpx.Auth:
+        raise NotImplementedError
+
+    def create(self, ctx: ProviderContext, params: Any) -> JobSnapshot:
+        raise NotImplementedError
+
+    def get(self, ctx: ProviderContext, provider_job_id: str, params: Any) -> JobSnapshot:
+        raise NotImplementedError
+
+    def replay(self, ctx: ProviderContext, provider_job_id: str, params: Any) -> JobSnapshot:
+        raise ReplayNotAllowed(f"{self.name} jobs cannot be replayed; submit a new export instead")
+
+    def split(self, params: Any, snapshot: JobSnapshot, min_batch: int) -> list[BaseModel] | None:
+        """Smaller requests to try when a job failed for being too large; None when splitting can't help."""
+        return None

@@ -1,0 +1,89 @@
+"""Worker settings, read once from the environment (prefix ``EXPORT_WORKER_``) or a ``.env`` file.
+
+Every setting is documented in ``config/.env.example``. Secrets live only here: tasks and Redis
+carry a credential *name*, and the worker resolves it from ``credentials`` at call time.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Credential(BaseModel):
+    """One named credential. Bearer providers use ``token``; Basic-auth providers use the pair."""
+
+    token: SecretStr | None = None
+    account_sid: str | None = None
+    auth_token: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="EXPORT_WORKER_",
+        env_file=".env",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="State store; rediss:// and user:password@ work.")
+    broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url.")
+    result_backend: str | None = Field(None, description="Celery result backend; defaults to redis_url.")
+    key_prefix: str = Field("aew", description="Prefix of every Redis key this project writes.")
+    queue: str = Field("exports", description="Celery queue the tasks are routed to.")
+
+    poll_initial_seconds: float = Field(2.0, gt=0, description="First poll delay after submit.")
+    poll_max_seconds: float = Field(300.0, gt=0, description="Cap of the poll backoff.")
+    poll_multiplier: float = Field(2.0, ge=1, description="Growth factor of the poll backoff.")
+    poll_jitter: float = Field(0.2, ge=0, le=1, description="Random +/- fraction added to each delay.")
+    slow_poll_seconds: float = Field(900.0, gt=0, description="Delay while a provider retries a job itself.")
+    visibility_timeout_seconds: int = Field(
+        3600, gt=0, description="Broker visibility timeout; must exceed every countdown."
+    )
+
+    default_deadline_seconds: float = Field(6 * 3600, gt=0, description="Deadline when neither call nor provider sets one.")
+    deadline_seconds: dict[str, float] = Field(default_factory=dict, description="Per-provider deadline overrides.")
+    max_transient_retries: int = Field(8, ge=0, description="Transient provider errors tolerated per step.")
+    http_timeout_seconds: float = Field(30.0, gt=0)
+
+    output_dir: Path = Field(Path("exports"), description="Where the JSONL sink writes, one folder per export.")
+    credentials: dict[str, Credential] = Field(default_factory=dict, description="Named credentials (secret).")
+    base_urls: dict[str, str] = Field(default_factory=dict, description="Per-provider API base URL overrides.")
+    download_hosts: dict[str, list[str]] = Field(
+        default_factory=dict, description="Per-provider allowlist overrides of download hosts."
+    )
+    allow_private_networks: bool = Field(
+        False, description="Allow loopback/private download addresses (the simulator needs it)."
+    )
+    max_download_bytes: int = Field(20 * 1024**3, gt=0, description="Largest file accepted.")
+    max_field_bytes: int = Field(1024 * 1024, gt=0, description="Largest single CSV field accepted.")
+    split_min_vehicles: int = Field(1, ge=1, description="Smallest vehicle batch an auto-split produces.")
+
+    watchdog_interval_seconds: float = Field(60.0, gt=0, description="How often beat runs the watchdog.")
+    stale_factor: float = Field(3.0, gt=1, description="A chain is dead after stale_factor x poll_max_seconds silent.")
+    lease_seconds: float = Field(60.0, gt=0, description="Download lease; renewed while a file streams.")
+
+    schedule_file: Path | None = Field(None, description="JSON file of recurring exports for celery beat.")
+    log_json: bool = Field(False, description="Emit JSON log lines.")
+    log_level: str = "INFO"
+    metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port.")
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def effective_result_backend(self) -> str:
+        return self.result_backend or self.redis_url
+
+    @property
+    def stale_after_seconds(self) -> float:
+        return self.stale_factor * self.poll_max_seconds
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

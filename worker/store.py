@@ -1,0 +1,298 @@
+"""Everything that touches Redis, behind :class:`ExportStore`.
+
+Keys (all under ``<prefix>:``, default prefix ``aew``):
+
+=====================================  ======  ================================================
+key                                    type    content
+=====================================  ======  ================================================
+``export:<id>``                        string  :class:`ExportRecord` JSON (jobs included)
+``export:<id>:files``                  set     file keys of the export
+``export:<id>:file:<file_key>``        string  :class:`FileRecord` JSON
+``export:<id>:finished``               set     file keys that reached DONE or FAILED
+``export:<id>:lease:<file_key>``       string  owner of the download lease (expires)
+``idem:<idempotency_key>``             string  export id created for that key
+``exports``                            zset    every export id, scored by creation time
+``active``                             set     export ids not yet terminal (watchdog scans it)
+``events``                             stream  one entry per state change
+``rate:<provider>:<credential>:<op>``  string  GCRA theoretical arrival time (ms)
+=====================================  ======  ================================================
+
+Every change to a record goes through :meth:`ExportStore.transact`: WATCH the key, let a pure
+function mutate a fresh copy, then MULTI/EXEC. A concurrent change aborts the EXEC and the function
+runs again on the new state, so two workers can never both advance an export.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import redis
+from pydantic import ValidationError
+
+from worker.engine.models import ExportRecord, FileRecord, FileStatus
+from worker.errors import ExportWorkerError, UnknownExport
+
+T = TypeVar("T")
+
+EVENTS_MAXLEN = 100_000
+
+_RATE_SCRIPT = """
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
+if tat < now then tat = now end
+local allow_at = tat - burst
+if now < allow_at then return allow_at - now end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now + 1000))
+return 0
+"""
+
+_RENEW_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class CorruptRecord(ExportWorkerError):
+    pass
+
+
+@dataclass
+class Writes:
+    """Side writes staged by a transaction function, applied in the same MULTI/EXEC."""
+
+    files: list[FileRecord] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def put_file(self, record: FileRecord) -> None:
+        self.files.append(record)
+
+    def event(self, kind: str, **detail: Any) -> None:
+        self.events.append({"type": kind, **detail})
+
+
+class ExportStore:
+    def __init__(self, client: redis.Redis, prefix: str = "aew") -> None:
+        self.redis = client
+        self.prefix = prefix
+        self._rate = client.register_script(_RATE_SCRIPT)
+        self._renew = client.register_script(_RENEW_SCRIPT)
+        self._release = client.register_script(_RELEASE_SCRIPT)
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def _export_key(self, export_id: str) -> str:
+        return self.key("export", export_id)
+
+    def _file_key(self, export_id: str, file_key: str) -> str:
+        return self.key("export", export_id, "file", file_key)
+
+    def _files_index(self, export_id: str) -> str:
+        return self.key("export", export_id, "files")
+
+    def _finished_set(self, export_id: str) -> str:
+        return self.key("export", export_id, "finished")
+
+    def _lease_key(self, export_id: str, file_key: str) -> str:
+        return self.key("export", export_id, "lease", file_key)
+
+    @property
+    def events_key(self) -> str:
+        return self.key("events")
+
+    @staticmethod
+    def _load_export(raw: bytes | str | None, export_id: str) -> ExportRecord:
+        if raw is None:
+            raise UnknownExport(export_id)
+        try:
+            return ExportRecord.model_validate_json(raw)
+        except ValidationError as exc:
+            raise CorruptRecord(f"export {export_id} in Redis does not validate: {exc}") from exc
+
+    def _stage_events(self, pipe: Any, export_id: str, events: Iterable[dict[str, Any]]) -> None:
+        for event in events:
+            fields = {"export_id": export_id, "at": f"{time.time():.3f}", "data": json.dumps(event)}
+            pipe.xadd(self.events_key, fields, maxlen=EVENTS_MAXLEN, approximate=True)
+
+    # -- exports ---------------------------------------------------------------------------------
+
+    def create(self, record: ExportRecord) -> tuple[ExportRecord, bool]:
+        """Store a new export; with an idempotency key already used, return that export instead."""
+        idem = self.key("idem", record.idempotency_key) if record.idempotency_key else None
+        export_key = self._export_key(record.id)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    if idem:
+                        pipe.watch(idem)
+                        existing = pipe.get(idem)
+                        if existing is not None:
+                            pipe.reset()
+                            return self.get(existing.decode()), False
+                    pipe.multi()
+                    if idem:
+                        pipe.set(idem, record.id)
+                    pipe.set(export_key, record.model_dump_json())
+                    pipe.zadd(self.key("exports"), {record.id: record.created_at})
+                    pipe.sadd(self.key("active"), record.id)
+                    self._stage_events(pipe, record.id, [{"type": "created", "status": record.status}])
+                    pipe.execute()
+                    return record, True
+                except redis.WatchError:
+                    continue
+
+    def get(self, export_id: str) -> ExportRecord:
+        return self._load_export(self.redis.get(self._export_key(export_id)), export_id)
+
+    def transact(
+        self,
+        export_id: str,
+        mutate: Callable[[ExportRecord, Writes], T],
+        *,
+        watch_files: bool = False,
+    ) -> T:
+        """Apply ``mutate`` atomically. It may raise to abort; its record changes are saved otherwise.
+
+        ``watch_files`` also watches the finished-file set so a completion check can't miss a file
+        that finishes concurrently.
+        """
+        export_key = self._export_key(export_id)
+        watched = [export_key]
+        if watch_files:
+            watched += [self._files_index(export_id), self._finished_set(export_id)]
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(*watched)
+                    record = self._load_export(pipe.get(export_key), export_id)
+                    before = record.model_dump_json()
+                    writes = Writes()
+                    result = mutate(record, writes)
+                    after = record.model_dump_json()
+                    if after == before and not writes.files and not writes.events:
+                        pipe.reset()
+                        return result
+                    record.updated_at = time.time()
+                    pipe.multi()
+                    pipe.set(export_key, record.model_dump_json())
+                    for file_record in writes.files:
+                        self._stage_file(pipe, export_id, file_record)
+                    if record.status.terminal:
+                        pipe.srem(self.key("active"), export_id)
+                    else:
+                        pipe.sadd(self.key("active"), export_id)
+                    self._stage_events(pipe, export_id, writes.events)
+                    pipe.execute()
+                    return result
+                except redis.WatchError:
+                    continue
+
+    def list_ids(self, limit: int = 50) -> list[str]:
+        return [raw.decode() for raw in self.redis.zrevrange(self.key("exports"), 0, limit - 1)]
+
+    def active_ids(self) -> list[str]:
+        return sorted(raw.decode() for raw in self.redis.smembers(self.key("active")))
+
+    # -- files -----------------------------------------------------------------------------------
+
+    def get_file(self, export_id: str, file_key: str) -> FileRecord:
+        raw = self.redis.get(self._file_key(export_id, file_key))
+        if raw is None:
+            raise UnknownExport(f"{export_id} file {file_key}")
+        return FileRecord.model_validate_json(raw)
+
+    def files(self, export_id: str) -> list[FileRecord]:
+        keys = sorted(raw.decode() for raw in self.redis.smembers(self._files_index(export_id)))
+        if not keys:
+            return []
+        raws = self.redis.mget([self._file_key(export_id, key) for key in keys])
+        return [FileRecord.model_validate_json(raw) for raw in raws if raw is not None]
+
+    def finished_count(self, export_id: str) -> tuple[int, int]:
+        """(files finished, files known) in one round trip."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.scard(self._finished_set(export_id))
+            pipe.scard(self._files_index(export_id))
+            finished, total = pipe.execute()
+        return int(finished), int(total)
+
+    def _stage_file(self, pipe: Any, export_id: str, record: FileRecord) -> None:
+        """Write a file record and keep the finished set in step with its status."""
+        pipe.set(self._file_key(export_id, record.key), record.model_dump_json())
+        pipe.sadd(self._files_index(export_id), record.key)
+        if record.status is FileStatus.PENDING:
+            pipe.srem(self._finished_set(export_id), record.key)
+        else:
+            pipe.sadd(self._finished_set(export_id), record.key)
+
+    def transact_file(
+        self, export_id: str, file_key: str, mutate: Callable[[FileRecord, Writes], T]
+    ) -> T:
+        """Atomic change of one file; marks it finished in the same EXEC when it reaches DONE/FAILED."""
+        key = self._file_key(export_id, file_key)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise UnknownExport(f"{export_id} file {file_key}")
+                    record = FileRecord.model_validate_json(raw)
+                    writes = Writes()
+                    result = mutate(record, writes)
+                    pipe.multi()
+                    self._stage_file(pipe, export_id, record)
+                    self._stage_events(pipe, export_id, writes.events)
+                    pipe.execute()
+                    return result
+                except redis.WatchError:
+                    continue
+
+    # -- leases and rate limits ------------------------------------------------------------------
+
+    def acquire_lease(self, export_id: str, file_key: str, owner: str, seconds: float) -> bool:
+        return bool(self.redis.set(self._lease_key(export_id, file_key), owner, nx=True, px=int(seconds * 1000)))
+
+    def renew_lease(self, export_id: str, file_key: str, owner: str, seconds: float) -> bool:
+        return bool(self._renew(keys=[self._lease_key(export_id, file_key)], args=[owner, int(seconds * 1000)]))
+
+    def release_lease(self, export_id: str, file_key: str, owner: str) -> None:
+        self._release(keys=[self._lease_key(export_id, file_key)], args=[owner])
+
+    def lease_holder(self, export_id: str, file_key: str) -> str | None:
+        raw = self.redis.get(self._lease_key(export_id, file_key))
+        return raw.decode() if raw is not None else None
+
+    def rate_limit_wait(self, bucket: str, requests: int, per_seconds: float) -> float:
+        """GCRA shared by every worker: 0 when a request may go now, else seconds to wait."""
+        interval_ms = per_seconds * 1000 / requests
+        burst_ms = per_seconds * 1000 - interval_ms
+        now_ms = time.time() * 1000
+        wait_ms = self._rate(keys=[self.key("rate", bucket)], args=[now_ms, interval_ms, burst_ms])
+        return float(wait_ms) / 1000
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def read_events(
+        self, last_id: str = "$", block_ms: int | None = None, count: int = 100
+    ) -> list[tuple[str, dict[str, Any]]]:
+        answer = self.redis.xread({self.events_key: last_id}, count=count, block=block_ms)
+        events: list[tuple[str, dict[str, Any]]] = []
+        for _stream, entries in answer or []:
+            for entry_id, fields in entries:
+                decoded = {k.decode(): v.decode() for k, v in fields.items()}
+                detail = json.loads(decoded.pop("data", "{}"))
+                events.append((entry_id.decode(), {**decoded, **detail}))
+        return events
