@@ -12,9 +12,9 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from worker.errors import ReplayNotAllowed
+from worker.errors import InvalidRequest, ReplayNotAllowed
 from worker.parsing.schema import RowSchema
 from worker.settings import Credential
 
@@ -95,6 +95,16 @@ class Provider:
     default_deadline_seconds: ClassVar[float | None] = None
     rate_limits: ClassVar[dict[Operation, RateLimit]] = {}
     row_schema: ClassVar[RowSchema] = RowSchema()
+
+    def validate(self, params: dict[str, Any]) -> Any:
+        """Caller parameters as the typed model, naming each offending field when they don't fit."""
+        try:
+            return self.params_model.model_validate(params)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in error['loc']) or 'params'}: {error['msg']}" for error in exc.errors()
+            )
+            raise InvalidRequest(f"invalid {self.name} parameters: {problems}") from exc
 
     def auth(self, credential: Credential, credential_name: str) -> httpx.Auth:
         raise NotImplementedError

@@ -1,0 +1,88 @@
+"""Shared fixtures: fakeredis-backed stores and a dispatcher that records instead of sending."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+
+from worker.engine.models import Callback, ExportRecord, FileTaskArgs, JobTaskArgs
+from worker.settings import Credential, Settings
+from worker.store import ExportStore
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture_json(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+@dataclass
+class RecordingDispatcher:
+    """Collects what the engine would send to Celery, so a test can run the steps by hand."""
+
+    sent: list[tuple[str, Any, float]] = field(default_factory=list)
+    callbacks: list[tuple[Callback, str]] = field(default_factory=list)
+
+    def submit(self, args: JobTaskArgs, countdown: float) -> None:
+        self.sent.append(("submit", args, countdown))
+
+    def poll(self, args: JobTaskArgs, countdown: float) -> None:
+        self.sent.append(("poll", args, countdown))
+
+    def download(self, args: FileTaskArgs, countdown: float) -> None:
+        self.sent.append(("download", args, countdown))
+
+    def callback(self, callback: Callback, record: ExportRecord) -> None:
+        self.callbacks.append((callback, record.status.value))
+
+    def take(self) -> list[tuple[str, Any, float]]:
+        sent, self.sent = self.sent, []
+        return sent
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "output_dir": tmp_path / "out",
+        "credentials": {
+            "default": Credential(token="unit-samsara-token"),
+            "impact": Credential(account_sid="IRunit", auth_token="unit-impact-token"),
+        },
+        "poll_initial_seconds": 1,
+        "poll_max_seconds": 10,
+        "slow_poll_seconds": 60,
+        "visibility_timeout_seconds": 600,
+        "allow_private_networks": True,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def fake_redis() -> Iterator[fakeredis.FakeRedis]:
+    client = fakeredis.FakeRedis()
+    yield client
+    client.flushall()
+
+
+@pytest.fixture
+def store(fake_redis: fakeredis.FakeRedis) -> ExportStore:
+    return ExportStore(fake_redis, prefix="unit")
+
+
+@pytest.fixture
+def dispatcher() -> RecordingDispatcher:
+    return RecordingDispatcher()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--chaos-long", action="store_true", default=False, help="run the long chaos variant")

@@ -1,0 +1,182 @@
+"""Provider wire models accept the documented payloads verbatim and map statuses exactly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from tests.conftest import fixture_bytes
+from worker.errors import AuthError, InvalidRequest, JobNotFound, PayloadError, ReplayNotAllowed, RetryLater, TransientError
+from worker.providers import get_provider
+from worker.providers.base import JobState, ProviderContext
+from worker.providers.impact import ImpactJob, ImpactJobs, ImpactJobStatus, ImpactJobType, ImpactParams
+from worker.providers.samsara import IftaDetailParams, IftaJobEnvelope, IftaJobStatus, SamsaraIftaDetail
+from worker.settings import Credential
+
+
+def context(handler, base_url: str = "https://api.samsara.com", provider=None, **credential) -> ProviderContext:
+    """A provider context over a MockTransport; with ``provider`` the client carries its real auth."""
+    cred = Credential(**credential)
+    auth = provider.auth(cred, "default") if provider else None
+    client = httpx.Client(transport=httpx.MockTransport(handler), base_url=base_url, auth=auth)
+    return ProviderContext(client=client, credential=cred, credential_name="default")
+
+
+def test_samsara_completed_job_payload_validates_verbatim() -> None:
+    job = IftaJobEnvelope.model_validate_json(fixture_bytes("samsara_ifta_job_completed.json")).data
+    assert job.job_status is IftaJobStatus.COMPLETED
+    assert job.args.vehicle_ids == [281474977075130, 281474977075131]
+    assert job.files is not None and [f.record_count for f in job.files] == [1532, 87]
+    assert job.files[0].download_url_expiration_time == datetime(2026, 11, 24, 3, 10, 44, tzinfo=UTC)
+
+
+def test_samsara_requested_job_has_no_files_and_maps_to_queued() -> None:
+    body = fixture_bytes("samsara_ifta_job_requested.json")
+    snapshot = SamsaraIftaDetail().get(context(lambda r: httpx.Response(200, content=body), token="t"), "7f7e7d7c", None)
+    assert snapshot.state is JobState.QUEUED and snapshot.files == []
+
+
+def test_samsara_extra_fields_are_kept_not_fatal() -> None:
+    payload = fixture_bytes("samsara_ifta_job_requested.json").replace(b'"jobId"', b'"newField": 7, "jobId"')
+    job = IftaJobEnvelope.model_validate_json(payload).data
+    assert job.model_extra == {"newField": 7}
+
+
+def test_samsara_unknown_status_names_the_field() -> None:
+    payload = fixture_bytes("samsara_ifta_job_requested.json").replace(b'"Requested"', b'"Exploded"')
+    ctx = context(lambda r: httpx.Response(200, content=payload), token="t")
+    with pytest.raises(PayloadError, match="data.jobStatus"):
+        SamsaraIftaDetail().get(ctx, "7f7e7d7c", None)
+
+
+def test_samsara_create_sends_bearer_and_camel_case_body() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201, content=fixture_bytes("samsara_ifta_job_requested.json"))
+
+    params = IftaDetailParams.model_validate(
+        {"startHour": "2026-11-23T00:00:00Z", "endHour": "2026-11-24T00:00:00Z", "vehicleIds": [1, 2]}
+    )
+    snapshot = SamsaraIftaDetail().create(context(handler, provider=SamsaraIftaDetail(), token="secret-token"), params)
+    assert snapshot.provider_job_id == "7f7e7d7c"
+    request = seen[0]
+    assert request.url.path == "/ifta-detail/csv" and request.method == "POST"
+    assert request.headers["Authorization"] == "Bearer secret-token"
+    assert request.read() == b'{"startHour":"2026-11-23T00:00:00Z","endHour":"2026-11-24T00:00:00Z","vehicleIds":[1,2]}'
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "error"),
+    [
+        (429, {"Retry-After": "7"}, RetryLater),
+        (503, {}, TransientError),
+        (401, {}, AuthError),
+        (404, {}, JobNotFound),
+    ],
+)
+def test_samsara_status_codes_map_to_error_classes(status: int, headers: dict[str, str], error: type[Exception]) -> None:
+    ctx = context(lambda r: httpx.Response(status, headers=headers, json={"message": "x"}), token="t")
+    with pytest.raises(error) as info:
+        SamsaraIftaDetail().get(ctx, "job-1", None)
+    if status == 429:
+        assert info.value.retry_after == 7
+    if status == 401:
+        assert "'default'" in str(info.value)
+    if status == 404:
+        assert "job-1" in str(info.value)
+
+
+def test_samsara_split_bisects_resolved_vehicles() -> None:
+    body = fixture_bytes("samsara_ifta_job_failed.json")
+    provider = SamsaraIftaDetail()
+    snapshot = provider.get(context(lambda r: httpx.Response(200, content=body), token="t"), "8a8b8c8d", None)
+    assert snapshot.state is JobState.FAILED
+    params = IftaDetailParams.model_validate({"startHour": "2026-11-23T00:00:00Z", "endHour": "2026-11-24T00:00:00Z"})
+    children = provider.split(params, snapshot, min_batch=1)
+    assert [child.vehicle_ids for child in children] == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    assert provider.split(params, snapshot.model_copy(update={"message": "Internal error"}), 1) is None
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"startHour": "2026-11-24T00:00:00Z", "endHour": "2026-11-23T00:00:00Z"}, "must be before endHour"),
+        ({"startHour": "2026-11-23T00:00:00Z", "endHour": "2026-11-24T00:00:00Z", "vehicleIds": []}, "vehicleIds"),
+        ({"startHour": "2026-11-23T00:00:00Z", "endHour": "2026-11-24T00:00:00Z", "vehicleIds": [0]}, "positive"),
+        ({"startHour": "2026-11-23T00:30:00Z", "endHour": "2026-11-24T00:00:00Z"}, "whole hour"),
+        ({"startHour": "yesterday", "endHour": "2026-11-24T00:00:00Z"}, "startHour"),
+        ({"startHour": "2026-11-23T00:00:00Z"}, "endHour"),
+    ],
+)
+def test_invalid_samsara_params_are_rejected_with_the_field(params: dict, fragment: str) -> None:
+    with pytest.raises(InvalidRequest, match=fragment):
+        SamsaraIftaDetail().validate(params)
+
+
+def test_unknown_provider_lists_known_ones() -> None:
+    with pytest.raises(InvalidRequest, match="known providers: impact, samsara"):
+        get_provider("salesforce")
+
+
+def test_impact_job_payload_validates_verbatim() -> None:
+    job = ImpactJob.model_validate_json(fixture_bytes("impact_job_completed.json"))
+    assert job.Type is ImpactJobType.DOWNLOAD_REPORT and job.Status is ImpactJobStatus.COMPLETED
+    assert job.AbandonedDate is None and job.RecordsProcessed == 2500 and job.PercentageComplete == 100
+    assert job.CreatedDate is not None and job.CreatedDate.utcoffset().total_seconds() == -5 * 3600
+    assert job.model_extra == {"Uri": "/Mediapartners/IRsimAccount/Jobs/A1b2C3d4E5f6G7h8"}
+
+
+def test_impact_error_is_not_terminal_and_completed_has_one_authenticated_file() -> None:
+    provider = ImpactJobs()
+    error = fixture_bytes("impact_job_error.json")
+    ctx = context(lambda r: httpx.Response(200, content=error), "https://api.impact.com", account_sid="IRsimAccount", auth_token="x")
+    snapshot = provider.get(ctx, "Z9y8X7w6", ImpactParams(job_id="Z9y8X7w6"))
+    assert snapshot.state is JobState.RETRYING and not snapshot.state.terminal
+    assert "attempt 1 of 5" in (snapshot.message or "")
+
+    done = fixture_bytes("impact_job_completed.json")
+    ctx = context(lambda r: httpx.Response(200, content=done), "https://api.impact.com", account_sid="IRsimAccount", auth_token="x")
+    snapshot = provider.get(ctx, "A1b2C3d4E5f6G7h8", ImpactParams(job_id="A1b2C3d4E5f6G7h8"))
+    assert snapshot.state is JobState.SUCCEEDED and snapshot.percent_complete == 100
+    assert [(f.url, f.authenticated) for f in snapshot.files] == [
+        ("/Mediapartners/IRsimAccount/Jobs/A1b2C3d4E5f6G7h8/Download", True)
+    ]
+
+
+def test_impact_report_export_returns_job_from_queued_uri_with_basic_auth() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            200,
+            json={
+                "Status": "QUEUED",
+                "QueuedUri": "/Mediapartners/IRsimAccount/Jobs/J123",
+                "ResultUri": "/Mediapartners/IRsimAccount/Jobs/J123/Download",
+            },
+        )
+
+    ctx = context(handler, "https://api.impact.com", ImpactJobs(), account_sid="IRsimAccount", auth_token="tok")
+    snapshot = ImpactJobs().create(ctx, ImpactParams(report_id="att_adv_performance", report_params={"START_DATE": "2026-11-01"}))
+    assert snapshot.provider_job_id == "J123" and snapshot.state is JobState.QUEUED
+    assert seen[0].url.path == "/Mediapartners/IRsimAccount/ReportExport/att_adv_performance"
+    assert seen[0].url.params["START_DATE"] == "2026-11-01"
+    assert seen[0].headers["Authorization"].startswith("Basic ")
+
+
+def test_impact_replay_refused_when_not_replayable() -> None:
+    done = fixture_bytes("impact_job_completed.json")
+    ctx = context(lambda r: httpx.Response(200, content=done), "https://api.impact.com", account_sid="IRsimAccount", auth_token="x")
+    with pytest.raises(ReplayNotAllowed, match="not Replayable"):
+        ImpactJobs().replay(ctx, "A1b2C3d4E5f6G7h8", ImpactParams(job_id="A1b2C3d4E5f6G7h8"))
+
+
+@pytest.mark.parametrize("params", [{}, {"job_id": "a", "report_id": "b"}, {"job_id": "../etc"}])
+def test_impact_params_need_exactly_one_valid_id(params: dict) -> None:
+    with pytest.raises(InvalidRequest):
+        ImpactJobs().validate(params)

@@ -1,0 +1,134 @@
+"""The Redis store: idempotent create, atomic transitions, finished-file bookkeeping, leases, limits."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from worker.engine.models import ExportRecord, FileRecord, FileStatus, JobRecord
+from worker.errors import UnknownExport
+from worker.store import ExportStore, Writes
+
+
+def new_record(export_id: str = "e1", idempotency_key: str | None = None) -> ExportRecord:
+    return ExportRecord(
+        id=export_id,
+        provider="samsara",
+        params={},
+        credential="default",
+        idempotency_key=idempotency_key,
+        jobs={"0": JobRecord(key="0", params={}, token=1)},
+        created_at=1000.0,
+        updated_at=1000.0,
+        deadline_at=2000.0,
+    )
+
+
+def test_same_idempotency_key_returns_the_first_export(store: ExportStore) -> None:
+    first, created = store.create(new_record("a", "daily-2026-11-24"))
+    second, created_again = store.create(new_record("b", "daily-2026-11-24"))
+    assert created and not created_again and second.id == "a"
+    with pytest.raises(UnknownExport, match="'b'"):
+        store.get("b")
+    assert store.list_ids() == ["a"] and store.active_ids() == ["a"]
+
+
+def test_racing_creates_with_one_key_store_one_export(store: ExportStore) -> None:
+    results: list[tuple[str, bool]] = []
+
+    def create(index: int) -> None:
+        record, created = store.create(new_record(f"r{index}", "same-key"))
+        results.append((record.id, created))
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(created for _, created in results) == 1
+    assert len({export_id for export_id, _ in results}) == 1
+    assert len(store.list_ids()) == 1
+
+
+def test_concurrent_transactions_never_lose_an_update(store: ExportStore) -> None:
+    store.create(new_record())
+
+    def bump(record: ExportRecord, writes: Writes) -> None:
+        record.jobs["0"].polls += 1
+
+    threads = [threading.Thread(target=lambda: [store.transact("e1", bump) for _ in range(25)]) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.get("e1").jobs["0"].polls == 100
+
+
+def test_transaction_that_raises_writes_nothing(store: ExportStore) -> None:
+    store.create(new_record())
+
+    def explode(record: ExportRecord, writes: Writes) -> None:
+        record.error = "should not be saved"
+        writes.event("never")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        store.transact("e1", explode)
+    assert store.get("e1").error is None
+    assert [event["type"] for _, event in store.read_events("0")] == ["created"]
+
+
+def test_files_and_finished_set_stay_in_step(store: ExportStore) -> None:
+    store.create(new_record())
+
+    def add_files(record: ExportRecord, writes: Writes) -> None:
+        for index in range(3):
+            writes.put_file(FileRecord(key=f"0-{index}", job_key="0", name=f"f{index}.csv", safe_name=f"f{index}.csv", url="u"))
+
+    store.transact("e1", add_files)
+    assert store.finished_count("e1") == (0, 3)
+
+    def finish(file: FileRecord, writes: Writes) -> None:
+        file.status = FileStatus.DONE
+
+    store.transact_file("e1", "0-1", finish)
+    assert store.finished_count("e1") == (1, 3)
+    assert [f.status for f in store.files("e1")] == [FileStatus.PENDING, FileStatus.DONE, FileStatus.PENDING]
+
+
+def test_terminal_status_leaves_the_active_index(store: ExportStore) -> None:
+    from worker.engine.models import ExportStatus
+
+    store.create(new_record())
+
+    def complete(record: ExportRecord, writes: Writes) -> None:
+        record.status = ExportStatus.COMPLETED
+
+    store.transact("e1", complete)
+    assert store.active_ids() == []
+
+
+def test_lease_is_exclusive_and_only_its_owner_renews_or_releases(store: ExportStore) -> None:
+    assert store.acquire_lease("e1", "f", "worker-a", 30)
+    assert not store.acquire_lease("e1", "f", "worker-b", 30)
+    assert not store.renew_lease("e1", "f", "worker-b", 30)
+    store.release_lease("e1", "f", "worker-b")
+    assert store.lease_holder("e1", "f") == "worker-a"
+    assert store.renew_lease("e1", "f", "worker-a", 30)
+    store.release_lease("e1", "f", "worker-a")
+    assert store.lease_holder("e1", "f") is None
+
+
+def test_rate_limit_allows_a_burst_then_asks_to_wait(store: ExportStore) -> None:
+    waits = [store.rate_limit_wait("samsara:default:poll", 5, 1.0) for _ in range(6)]
+    assert waits[:5] == [0, 0, 0, 0, 0]
+    assert 0 < waits[5] <= 0.2 + 1e-6
+
+
+def test_corrupt_record_is_reported_not_reinterpreted(store: ExportStore, fake_redis) -> None:
+    from worker.store import CorruptRecord
+
+    fake_redis.set("unit:export:bad", b'{"id": "bad"}')
+    with pytest.raises(CorruptRecord, match="does not validate"):
+        store.get("bad")

@@ -1,0 +1,216 @@
+"""The Python API other applications use: enqueue an export, look at it, cancel, retry.
+
+Everything is validated here, before anything reaches Redis: a bad request raises
+:class:`InvalidRequest` with a message naming the field, and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from worker.engine import runner
+from worker.engine import transitions as tr
+from worker.engine.models import (
+    Callback,
+    ExportRecord,
+    ExportStatus,
+    FileRecord,
+    FileStatus,
+    FileTaskArgs,
+    JobRecord,
+    JobStatus,
+    JobTaskArgs,
+    Progress,
+)
+from worker.errors import InvalidRequest, UnknownExport
+from worker.providers import get_provider
+from worker.store import Writes
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
+
+
+class ExportView(BaseModel):
+    record: ExportRecord
+    files: list[FileRecord]
+    progress: Progress
+
+
+def _check_name(kind: str, value: str) -> None:
+    if not NAME_PATTERN.match(value):
+        raise InvalidRequest(
+            f"{kind} {value!r} is not valid: use 1-200 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
+        )
+
+
+def progress_of(record: ExportRecord, files: list[FileRecord]) -> Progress:
+    leaves = [job for job in record.jobs.values() if job.status is not JobStatus.SPLIT]
+    percents = [job.percent_complete for job in leaves if job.percent_complete is not None]
+    return Progress(
+        status=record.status,
+        jobs_total=len(leaves),
+        jobs_done=sum(job.status.terminal for job in leaves),
+        files_total=len(files),
+        files_done=sum(file.status is not FileStatus.PENDING for file in files),
+        rows=sum(file.rows for file in files),
+        quarantined=sum(file.quarantined for file in files),
+        percent_complete=sum(percents) // len(percents) if percents else None,
+    )
+
+
+class ExportClient:
+    """Bound to a runtime (settings, store, dispatcher); the module functions use the default one."""
+
+    def __init__(self, rt: runner.Runtime) -> None:
+        self.rt = rt
+
+    def submit(
+        self,
+        provider: str,
+        params: dict[str, Any],
+        *,
+        credential: str = "default",
+        idempotency_key: str | None = None,
+        callback: Callback | dict[str, Any] | None = None,
+        deadline_seconds: float | None = None,
+        schedule: str | None = None,
+    ) -> str:
+        """Record an export and enqueue its first step; the same idempotency key returns the same id."""
+        chosen = get_provider(provider)
+        validated = chosen.validate(params)
+        _check_name("credential name", credential)
+        if idempotency_key is not None:
+            _check_name("idempotency key", idempotency_key)
+        if deadline_seconds is not None and deadline_seconds <= 0:
+            raise InvalidRequest(f"deadline_seconds must be positive, got {deadline_seconds}")
+        try:
+            hook = Callback.model_validate(callback) if isinstance(callback, dict) else callback
+        except ValidationError as exc:
+            raise InvalidRequest(f"invalid callback: {exc.errors()[0]['msg']}") from exc
+        if hook is not None:
+            _check_name("callback task", hook.task)
+        settings = self.rt.settings
+        deadline = (
+            deadline_seconds
+            or settings.deadline_seconds.get(provider)
+            or chosen.default_deadline_seconds
+            or settings.default_deadline_seconds
+        )
+        now = self.rt.clock()
+        stored_params = validated.model_dump(mode="json", by_alias=True, exclude_none=True)
+        record = ExportRecord(
+            id=secrets.token_hex(8),
+            provider=provider,
+            params=stored_params,
+            credential=credential,
+            idempotency_key=idempotency_key,
+            callback=hook,
+            jobs={"0": JobRecord(key="0", params=stored_params, token=1, next_action_at=now)},
+            created_at=now,
+            updated_at=now,
+            deadline_at=now + deadline,
+            schedule=schedule,
+        )
+        stored, created = self.rt.store.create(record)
+        if created:
+            self.rt.dispatcher.submit(JobTaskArgs(export_id=stored.id, job_key="0", token=1), 0)
+        return stored.id
+
+    def get(self, export_id: str) -> ExportView:
+        record = self.rt.store.get(export_id)
+        files = self.rt.store.files(export_id)
+        return ExportView(record=record, files=files, progress=progress_of(record, files))
+
+    def recent(self, limit: int = 50) -> list[ExportRecord]:
+        records = []
+        for export_id in self.rt.store.list_ids(limit):
+            try:
+                records.append(self.rt.store.get(export_id))
+            except UnknownExport:
+                continue
+        return records
+
+    def cancel(self, export_id: str) -> ExportRecord:
+        record = self.rt.store.get(export_id)
+        if not runner.cancel_export(self.rt, export_id):
+            raise InvalidRequest(f"export {export_id} already ended as {record.status.value}; nothing to cancel")
+        return self.rt.store.get(export_id)
+
+    def retry(self, export_id: str) -> ExportRecord:
+        """Re-download failed files, or replay a failed provider job where the provider allows it."""
+        record = self.rt.store.get(export_id)
+        failed_jobs = [job for job in record.jobs.values() if job.status is JobStatus.FAILED]
+        if record.status is ExportStatus.FAILED and failed_jobs:
+            return self._replay(record, failed_jobs[0])
+        files = self.rt.store.files(export_id)
+        reopened = self.rt.store.transact(
+            export_id, lambda state, writes: tr.reopen_failed_files(state, files, writes, self.rt.clock())
+        )
+        for file in reopened:
+            self.rt.dispatcher.download(FileTaskArgs(export_id=export_id, file_key=file.key, token=file.token), 0)
+        return self.rt.store.get(export_id)
+
+    def _replay(self, record: ExportRecord, job: JobRecord) -> ExportRecord:
+        if job.provider_job_id is None:
+            raise InvalidRequest(f"export {record.id} failed before its provider job existed; submit it again")
+        gateway = self.rt.gateway(record.provider, record.credential)
+        snapshot = gateway.replay(job.provider_job_id, job.params)
+        delay = self.rt.policy.delay(0, self.rt.rng)
+
+        def mutate(state: ExportRecord, writes: Writes) -> int:
+            return tr.reopen_replayed_job(state, job.key, snapshot, delay, self.rt.clock(), writes)
+
+        token = self.rt.store.transact(record.id, mutate)
+        self.rt.dispatcher.poll(JobTaskArgs(export_id=record.id, job_key=job.key, token=token), delay)
+        return self.rt.store.get(record.id)
+
+    def wait(self, export_id: str, timeout: float = 600, interval: float = 0.5) -> ExportView:
+        """Block until the export ends; for scripts and tests (other apps should use events)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.get(export_id)
+            if view.record.status.terminal:
+                return view
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"export {export_id} still {view.record.status.value} after {timeout}s")
+            time.sleep(interval)
+
+    def events(self, export_id: str | None = None, block_ms: int = 1000, since: str = "$") -> Iterator[dict[str, Any]]:
+        """Follow the event stream (optionally one export's) until the caller stops iterating."""
+        last = since
+        while True:
+            for entry_id, event in self.rt.store.read_events(last, block_ms=block_ms):
+                last = entry_id
+                if export_id is None or event.get("export_id") == export_id:
+                    yield {"id": entry_id, **event}
+
+
+def default_client() -> ExportClient:
+    from worker.runtime import runtime
+
+    return ExportClient(runtime())
+
+
+def submit_export(provider: str, params: dict[str, Any], **options: Any) -> str:
+    return default_client().submit(provider, params, **options)
+
+
+def get_export(export_id: str) -> ExportView:
+    return default_client().get(export_id)
+
+
+def cancel_export(export_id: str) -> ExportRecord:
+    return default_client().cancel(export_id)
+
+
+def retry_export(export_id: str) -> ExportRecord:
+    return default_client().retry(export_id)
+
+
+def list_exports(limit: int = 50) -> list[ExportRecord]:
+    return default_client().recent(limit)
