@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -30,6 +30,8 @@ from worker.engine.models import (
 )
 from worker.errors import InvalidRequest, UnknownExport
 from worker.providers import get_provider
+from worker.schedules import idempotency_key as schedule_key
+from worker.schedules import load_schedules, period_of, render_params
 from worker.store import Writes
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
@@ -180,14 +182,32 @@ class ExportClient:
                 raise TimeoutError(f"export {export_id} still {view.record.status.value} after {timeout}s")
             time.sleep(interval)
 
-    def events(self, export_id: str | None = None, block_ms: int = 1000, since: str = "$") -> Iterator[dict[str, Any]]:
-        """Follow the event stream (optionally one export's) until the caller stops iterating."""
+    def run_schedule(self, name: str, now: datetime | None = None) -> str:
+        """Submit the export of schedule ``name`` for the period before ``now``; idempotent per period."""
+        entry = next((item for item in load_schedules(self.rt.settings) if item.name == name), None)
+        if entry is None:
+            raise InvalidRequest(f"no schedule named {name!r} in {self.rt.settings.schedule_file}")
+        start, end = period_of(entry, now or datetime.now(UTC))
+        return self.submit(
+            entry.provider,
+            render_params(entry, start, end),
+            credential=entry.credential,
+            idempotency_key=schedule_key(entry, start),
+            deadline_seconds=entry.deadline_seconds,
+            schedule=entry.name,
+        )
+
+    def read_events(
+        self, export_id: str | None = None, since: str = "$", block_ms: int | None = 1000
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """One read of the event stream after ``since``: (last entry id, events of this export)."""
         last = since
-        while True:
-            for entry_id, event in self.rt.store.read_events(last, block_ms=block_ms):
-                last = entry_id
-                if export_id is None or event.get("export_id") == export_id:
-                    yield {"id": entry_id, **event}
+        matching: list[dict[str, Any]] = []
+        for entry_id, event in self.rt.store.read_events(since, block_ms=block_ms):
+            last = entry_id
+            if export_id is None or event.get("export_id") == export_id:
+                matching.append({"id": entry_id, **event})
+        return last, matching
 
 
 def default_client() -> ExportClient:

@@ -20,11 +20,20 @@ from worker.store import ExportStore
 
 
 class ProviderGateway:
-    def __init__(self, provider_name: str, credential_name: str, settings: Settings, store: ExportStore) -> None:
+    def __init__(
+        self,
+        provider_name: str,
+        credential_name: str,
+        settings: Settings,
+        store: ExportStore,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.provider = get_provider(provider_name)
         self.credential_name = credential_name
         self.settings = settings
         self.store = store
+        self.transport = transport
+        """Replaces the network (httpx.MockTransport) in unit tests and benchmarks."""
 
     @cached_property
     def context(self) -> ProviderContext:
@@ -40,13 +49,14 @@ class ProviderGateway:
             auth=self.provider.auth(credential, self.credential_name),
             timeout=self.settings.http_timeout_seconds,
             headers={"User-Agent": "async-export-worker/0.1"},
+            transport=self.transport,
         )
         return ProviderContext(client=client, credential=credential, credential_name=self.credential_name)
 
     @cached_property
     def signed_download_client(self) -> httpx.Client:
         """No auth at all: signed storage URLs must never receive the provider token."""
-        return httpx.Client(timeout=self.settings.http_timeout_seconds)
+        return httpx.Client(timeout=self.settings.http_timeout_seconds, transport=self.transport)
 
     @cached_property
     def url_guard(self) -> UrlGuard:

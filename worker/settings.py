@@ -44,6 +44,10 @@ class Settings(BaseSettings):
         3600, gt=0, description="Broker visibility timeout; must exceed every countdown."
     )
 
+    unacked_restore_seconds: int = Field(
+        60, gt=0, description="How often workers re-queue messages of dead workers older than the visibility timeout."
+    )
+
     default_deadline_seconds: float = Field(6 * 3600, gt=0, description="Deadline when neither call nor provider sets one.")
     deadline_seconds: dict[str, float] = Field(default_factory=dict, description="Per-provider deadline overrides.")
     max_transient_retries: int = Field(8, ge=0, description="Transient provider errors tolerated per step.")

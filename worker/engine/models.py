@@ -59,6 +59,8 @@ class Callback(BaseModel):
     task: str
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
+    queue: str | None = None
+    """The caller's own queue, consumed by the caller's workers; None uses this project's queue."""
 
 
 class JobRecord(BaseModel):

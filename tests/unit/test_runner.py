@@ -1,0 +1,369 @@
+"""Engine steps on fakeredis with a scripted provider behind httpx.MockTransport (no Celery, no network).
+
+A :class:`Driver` runs the tasks the engine dispatches, in order, ignoring countdowns, so each test
+reads as the story of one export.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import RecordingDispatcher, make_settings
+from worker.api import ExportClient
+from worker.engine.models import ExportStatus, FileStatus, JobStatus
+from worker.engine.runner import Runtime, run_download, run_poll, run_submit
+from worker.engine.watchdog import run_watchdog
+from worker.store import ExportStore
+
+HEADER = "vehicleId,vehicleName,jurisdiction,startTime,endTime,distanceMeters,taxableDistanceMeters\n"
+PARAMS = {"startHour": "2026-11-23T00:00:00Z", "endHour": "2026-11-24T00:00:00Z", "vehicleIds": [1, 2, 3, 4]}
+
+
+def csv_rows(count: int, vehicle: int = 1) -> str:
+    return HEADER + "".join(
+        f"{vehicle},Truck {vehicle},CA,2026-11-23T01:00:00Z,2026-11-23T02:00:00Z,{1000.5 + i},{900.25 + i}\n"
+        for i in range(count)
+    )
+
+
+def job(job_id: str, status: str, files: list[dict] | None = None, details: str | None = None, vehicles=(1, 2, 3, 4)) -> dict:
+    data = {
+        "args": {"startHour": "2026-11-23T00:00:00Z", "endHour": "2026-11-24T00:00:00Z", "vehicleIds": list(vehicles)},
+        "jobId": job_id,
+        "jobStatus": status,
+        "requestedAtTime": "2026-11-24T02:00:00Z",
+    }
+    if files is not None:
+        data["files"] = files
+    if details is not None:
+        data["details"] = details
+    return {"data": data}
+
+
+def remote_file(name: str, url: str, count: int, expires: str = "2099-01-01T00:00:00Z") -> dict:
+    return {
+        "createdAtTime": "2026-11-24T02:00:00Z",
+        "downloadUrl": url,
+        "downloadUrlExpirationTime": expires,
+        "name": name,
+        "recordCount": count,
+    }
+
+
+@dataclass
+class FakeSamsara:
+    """Scripted provider: a queue of answers per (method, path); the last answer repeats."""
+
+    answers: dict[tuple[str, str], list[httpx.Response]] = field(default_factory=dict)
+    requests: list[httpx.Request] = field(default_factory=list)
+
+    def on(self, method: str, path: str, *responses: httpx.Response) -> None:
+        self.answers.setdefault((method, path), []).extend(responses)
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        queue = self.answers.get((request.method, request.url.path))
+        if not queue:
+            return httpx.Response(404, json={"message": f"unscripted {request.method} {request.url.path}"})
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    def count(self, method: str, path: str) -> int:
+        return sum(1 for r in self.requests if r.method == method and r.url.path == path)
+
+
+@dataclass
+class Driver:
+    rt: Runtime
+    dispatcher: RecordingDispatcher
+    executed: list[str] = field(default_factory=list)
+
+    def step(self) -> bool:
+        if not self.dispatcher.sent:
+            return False
+        kind, args, _countdown = self.dispatcher.sent.pop(0)
+        self.executed.append(kind)
+        if kind == "submit":
+            run_submit(self.rt, args)
+        elif kind == "poll":
+            run_poll(self.rt, args)
+        else:
+            run_download(self.rt, args, owner=f"test-{len(self.executed)}")
+        return True
+
+    def run(self, limit: int = 200) -> None:
+        for _ in range(limit):
+            if not self.step():
+                return
+        raise AssertionError(f"still dispatching after {limit} steps: {self.executed[-10:]}")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def provider() -> FakeSamsara:
+    return FakeSamsara()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def rt(tmp_path: Path, store: ExportStore, dispatcher: RecordingDispatcher, provider: FakeSamsara, clock: Clock) -> Runtime:
+    settings = make_settings(tmp_path, download_hosts={"samsara": ["files.example"]})
+    return Runtime(
+        settings=settings, store=store, dispatcher=dispatcher, clock=clock, rng=random.Random(3),
+        transport=httpx.MockTransport(provider.handler),
+    )
+
+
+@pytest.fixture
+def driver(rt: Runtime, dispatcher: RecordingDispatcher) -> Driver:
+    return Driver(rt, dispatcher)
+
+
+def submit(rt: Runtime, **options) -> str:
+    return ExportClient(rt).submit("samsara", dict(PARAMS), **options)
+
+
+def script_happy_path(provider: FakeSamsara, rows: tuple[int, ...] = (3, 2)) -> None:
+    files = [remote_file(f"part-{i}.csv", f"https://files.example/j1/{i}", count) for i, count in enumerate(rows)]
+    provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
+    provider.on(
+        "GET", "/ifta-detail/csv/j1",
+        httpx.Response(200, json=job("j1", "Processing")),
+        httpx.Response(200, json=job("j1", "Completed", files)),
+    )
+    for i, count in enumerate(rows):
+        provider.on("GET", f"/j1/{i}", httpx.Response(200, text=csv_rows(count)))
+
+
+def test_export_runs_submit_poll_fanout_and_completes(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
+    script_happy_path(provider)
+    export_id = submit(rt, callback={"task": "app.done"})
+    driver.run()
+    view = ExportClient(rt).get(export_id)
+    assert view.record.status is ExportStatus.COMPLETED and view.record.rows == 5
+    assert driver.executed == ["submit", "poll", "poll", "download", "download"]
+    assert [f.rows for f in view.files] == [3, 2]
+    lines = Path(view.files[0].path).read_text().splitlines()
+    assert json.loads(lines[0])["vehicleId"] == 1 and len(lines) == 3
+    assert driver.dispatcher.callbacks[0][1] == "COMPLETED"
+    assert provider.count("POST", "/ifta-detail/csv") == 1
+    auth = [r.headers.get("Authorization") for r in provider.requests if r.url.host == "files.example"]
+    assert auth == [None, None], "signed storage URLs must never receive the provider token"
+
+
+def test_duplicate_poll_delivery_exits_without_a_second_chain(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
+    script_happy_path(provider)
+    submit(rt)
+    driver.step()
+    kind, poll_args, _ = driver.dispatcher.sent[0]
+    assert kind == "poll"
+    driver.step()
+    run_poll(rt, poll_args)
+    polls = [kind for kind, _, _ in driver.dispatcher.sent if kind == "poll"]
+    assert len(polls) == 1
+    assert provider.count("GET", "/ifta-detail/csv/j1") == 1
+
+
+def test_duplicate_download_delivery_writes_once(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
+    script_happy_path(provider)
+    export_id = submit(rt)
+    for _ in range(3):
+        driver.step()
+    downloads = [args for kind, args, _ in driver.dispatcher.sent if kind == "download"]
+    driver.run()
+    for args in downloads:
+        run_download(rt, args, owner="late-duplicate")
+    assert provider.count("GET", "/j1/0") == 1
+    assert ExportClient(rt).get(export_id).record.rows == 5
+
+
+def test_rate_limited_poll_waits_at_least_retry_after(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
+    provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
+    provider.on("GET", "/ifta-detail/csv/j1", httpx.Response(429, headers={"Retry-After": "42"}))
+    submit(rt)
+    driver.step()
+    driver.step()
+    kind, _args, countdown = driver.dispatcher.sent[-1]
+    assert kind == "poll" and countdown >= 42
+
+
+def test_server_errors_retry_then_fail_with_the_last_error(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
+    rt.settings.max_transient_retries = 3
+    provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
+    provider.on("GET", "/ifta-detail/csv/j1", httpx.Response(503))
+    export_id = submit(rt)
+    driver.run()
+    record = rt.store.get(export_id)
+    assert record.status is ExportStatus.FAILED
+    assert "failed 4 times" in (record.error or "") and "HTTP 503" in (record.error or "")
+
+
+def test_bad_credential_fails_fast_naming_it(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
+    provider.on("POST", "/ifta-detail/csv", httpx.Response(401, json={"message": "invalid token"}))
+    export_id = submit(rt)
+    driver.run()
+    record = rt.store.get(export_id)
+    assert record.status is ExportStatus.FAILED and "credential 'default'" in (record.error or "")
+    assert driver.executed == ["submit"]
+
+
+def test_missing_credential_on_the_worker_is_a_clear_error(rt: Runtime, driver: Driver) -> None:
+    export_id = submit(rt, credential="fleet-b")
+    driver.run()
+    error = rt.store.get(export_id).error or ""
+    assert "credential 'fleet-b' is not configured" in error and "EXPORT_WORKER_CREDENTIALS__FLEET-B" in error
+
+
+def test_job_gone_at_the_provider_fails_with_its_id(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
+    provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
+    export_id = submit(rt)
+    driver.run()
+    assert "job 'j1' was not found" in (rt.store.get(export_id).error or "")
+
+
+def test_expired_url_is_refreshed_by_polling_again(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
+    stale = [remote_file("part-0.csv", "https://files.example/old/0", 2)]
+    fresh = [remote_file("part-0.csv", "https://files.example/new/0", 2)]
+    provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
+    provider.on(
+        "GET", "/ifta-detail/csv/j1",
+        httpx.Response(200, json=job("j1", "Completed", stale)),
+        httpx.Response(200, json=job("j1", "Completed", fresh)),
+    )
+    provider.on("GET", "/old/0", httpx.Response(403, text="<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"))
+    provider.on("GET", "/new/0", httpx.Response(200, text=csv_rows(2)))
+    export_id = submit(rt)
+    driver.run()
+    view = ExportClient(rt).get(export_id)
+    assert view.record.status is ExportStatus.COMPLETED and view.files[0].url_refreshes == 1
+
+
+def test_too_many_vehicles_splits_and_completes_from_child_jobs(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
+    too_big = "Try limiting the number of vehicles requested per job. Requested 4 vehicles; limit is 2."
+    provider.on(
+        "POST", "/ifta-detail/csv",
+        httpx.Response(201, json=job("big", "Requested")),
+        httpx.Response(201, json=job("a", "Requested", vehicles=(1, 2))),
+        httpx.Response(201, json=job("b", "Requested", vehicles=(3, 4))),
+    )
+    provider.on("GET", "/ifta-detail/csv/big", httpx.Response(200, json=job("big", "Failed", details=too_big)))
+    for name in ("a", "b"):
+        files = [remote_file(f"{name}.csv", f"https://files.example/{name}", 2)]
+        provider.on("GET", f"/ifta-detail/csv/{name}", httpx.Response(200, json=job(name, "Completed", files)))
+        provider.on("GET", f"/{name}", httpx.Response(200, text=csv_rows(2)))
+    export_id = submit(rt)
+    driver.run()
+    record = rt.store.get(export_id)
+    assert record.status is ExportStatus.COMPLETED and record.rows == 4
+    assert record.jobs["0"].status is JobStatus.SPLIT
+    assert {k: j.params["vehicleIds"] for k, j in record.jobs.items() if j.parent} == {"0.0": [1, 2], "0.1": [3, 4]}
+    bodies = [json.loads(r.content) for r in provider.requests if r.method == "POST"]
+    assert [b.get("vehicleIds") for b in bodies] == [[1, 2, 3, 4], [1, 2], [3, 4]]
+
+
+def test_deadline_fails_the_export_with_a_reason(rt: Runtime, driver: Driver, provider: FakeSamsara, clock: Clock) -> None:
+    provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
+    provider.on("GET", "/ifta-detail/csv/j1", httpx.Response(200, json=job("j1", "Processing")))
+    export_id = submit(rt, deadline_seconds=60)
+    driver.step()
+    driver.step()
+    clock.now += 61
+    driver.run()
+    record = rt.store.get(export_id)
+    assert record.status is ExportStatus.FAILED and "deadline exceeded" in (record.error or "")
+
+
+def test_cancel_stops_the_poll_chain(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
+    provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
+    provider.on("GET", "/ifta-detail/csv/j1", httpx.Response(200, json=job("j1", "Processing")))
+    export_id = submit(rt)
+    driver.step()
+    ExportClient(rt).cancel(export_id)
+    driver.run()
+    assert rt.store.get(export_id).status is ExportStatus.CANCELLED
+    assert provider.count("GET", "/ifta-detail/csv/j1") == 0
+
+
+def test_watchdog_revives_a_dead_poll_chain_exactly_once(
+    rt: Runtime, driver: Driver, provider: FakeSamsara, clock: Clock
+) -> None:
+    script_happy_path(provider)
+    export_id = submit(rt)
+    driver.step()
+    lost = driver.dispatcher.take()
+    assert [kind for kind, _, _ in lost] == ["poll"]
+    clock.now += rt.settings.stale_after_seconds + 60
+    first = run_watchdog(rt)
+    second = run_watchdog(rt)
+    assert (first.jobs_revived, second.jobs_revived) == (1, 0)
+    run_poll(rt, lost[0][1])
+    driver.run()
+    assert rt.store.get(export_id).status is ExportStatus.COMPLETED
+
+
+def test_watchdog_revives_a_lost_download(rt: Runtime, driver: Driver, provider: FakeSamsara, clock: Clock) -> None:
+    script_happy_path(provider)
+    export_id = submit(rt)
+    for _ in range(3):
+        driver.step()
+    lost = [item for item in driver.dispatcher.take() if item[0] == "download"]
+    assert len(lost) == 2
+    clock.now += rt.settings.stale_after_seconds + 1
+    assert run_watchdog(rt).files_revived == 2
+    driver.run()
+    assert rt.store.get(export_id).status is ExportStatus.COMPLETED
+
+
+def test_record_count_mismatch_is_a_warning(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
+    script_happy_path(provider)
+    provider.answers[("GET", "/j1/1")] = [httpx.Response(200, text=csv_rows(1))]
+    export_id = submit(rt)
+    driver.run()
+    record = rt.store.get(export_id)
+    assert record.status is ExportStatus.COMPLETED
+    assert record.warnings == ["file part-1.csv: provider recordCount is 2 but 1 rows were parsed"]
+
+
+def test_file_with_unknown_header_fails_alone_and_retry_reopens_it(
+    rt: Runtime, driver: Driver, provider: FakeSamsara
+) -> None:
+    script_happy_path(provider)
+    provider.answers[("GET", "/j1/1")] = [httpx.Response(200, text="foo,bar\n1,2\n"), httpx.Response(200, text=csv_rows(2))]
+    export_id = submit(rt)
+    driver.run()
+    view = ExportClient(rt).get(export_id)
+    assert view.record.status is ExportStatus.FAILED and "1 of 2 file(s) failed" in (view.record.error or "")
+    assert [f.status for f in view.files] == [FileStatus.DONE, FileStatus.FAILED]
+    assert Path(view.files[0].path).exists()
+    ExportClient(rt).retry(export_id)
+    driver.run()
+    assert rt.store.get(export_id).status is ExportStatus.COMPLETED
+    assert provider.count("GET", "/j1/0") == 1, "the file already written is not downloaded again"
+
+
+def test_events_follow_every_state_change(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
+    script_happy_path(provider)
+    export_id = submit(rt)
+    driver.run()
+    _, events = ExportClient(rt).read_events(export_id, since="0", block_ms=None)
+    kinds = [(e["type"], e.get("status")) for e in events]
+    assert kinds[0] == ("created", "PENDING") and kinds[-1] == ("status", "COMPLETED")
+    assert ("status", "RUNNING") in kinds and ("status", "DOWNLOADING") in kinds
+    assert sum(kind == "file_done" for kind, _ in kinds) == 2
+

@@ -1,0 +1,36 @@
+"""Settings: every one documented, secrets never printable, and dangerous combinations refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_settings
+from worker.settings import Settings
+
+ENV_EXAMPLE = Path(__file__).parents[2] / "config" / ".env.example"
+
+
+def test_every_setting_is_documented_in_env_example() -> None:
+    documented = ENV_EXAMPLE.read_text()
+    missing = [name for name in Settings.model_fields if f"EXPORT_WORKER_{name.upper()}=" not in documented]
+    assert missing == []
+
+
+def test_nested_credentials_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXPORT_WORKER_CREDENTIALS__FLEET_A__TOKEN", "tok-123")
+    monkeypatch.setenv("EXPORT_WORKER_CREDENTIALS__IMPACT__ACCOUNT_SID", "IR1")
+    monkeypatch.setenv("EXPORT_WORKER_CREDENTIALS__IMPACT__AUTH_TOKEN", "sec")
+    settings = Settings(_env_file=None)
+    assert settings.credentials["fleet_a"].token.get_secret_value() == "tok-123"
+    assert settings.credentials["impact"].account_sid == "IR1"
+    assert "tok-123" not in repr(settings) and "sec'" not in repr(settings)
+
+
+def test_visibility_timeout_must_outlast_every_countdown(tmp_path: Path) -> None:
+    from worker.app import check_settings
+
+    with pytest.raises(ValueError, match="VISIBILITY_TIMEOUT_SECONDS"):
+        check_settings(make_settings(tmp_path, visibility_timeout_seconds=100, slow_poll_seconds=900))
+    check_settings(make_settings(tmp_path))

@@ -1,0 +1,188 @@
+"""``export-worker``: enqueue and follow exports from a shell; ``demo`` runs the whole thing locally."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import redis
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from worker.api import ExportClient, ExportView
+from worker.errors import ExportWorkerError
+
+app = typer.Typer(help="Pull large asynchronous exports out of provider APIs with Celery.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+
+def _client() -> ExportClient:
+    from worker.api import default_client
+
+    return default_client()
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=2)
+
+
+def _run(action: Any) -> Any:
+    """Turn the errors a user can hit into one clear line and exit code 2, never a traceback."""
+    try:
+        return action()
+    except ExportWorkerError as exc:
+        raise _fail(str(exc)) from None
+    except redis.ConnectionError as exc:
+        from worker.settings import get_settings
+
+        raise _fail(
+            f"cannot reach Redis at {get_settings().redis_url} ({exc}); start it (docker compose up -d redis) "
+            "or set EXPORT_WORKER_REDIS_URL"
+        ) from None
+
+
+def _parse_params(pairs: list[str], params_json: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if params_json:
+        try:
+            params.update(json.loads(params_json))
+        except json.JSONDecodeError as exc:
+            raise _fail(f"--params-json is not valid JSON: {exc}") from None
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise _fail(f"--param {pair!r} must look like key=value")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+def progress_table(view: ExportView) -> Table:
+    record, progress = view.record, view.progress
+    table = Table(title=f"export {record.id} ({record.provider})", show_header=False)
+    table.add_row("status", f"[bold]{record.status.value}[/]")
+    table.add_row("jobs", f"{progress.jobs_done}/{progress.jobs_total} done")
+    for job in record.jobs.values():
+        detail = f"{job.status.value} {job.raw_status or ''} {job.provider_job_id or ''}".strip()
+        if job.percent_complete is not None:
+            detail += f" {job.percent_complete}%"
+        if job.records_processed is not None:
+            detail += f" {job.records_processed} records"
+        if job.message:
+            detail += f" - {job.message}"
+        table.add_row(f"  job {job.key}", detail)
+    table.add_row("files", f"{progress.files_done}/{progress.files_total} done")
+    table.add_row("rows written", str(progress.rows))
+    table.add_row("rows quarantined", str(progress.quarantined))
+    for warning in record.warnings[-3:]:
+        table.add_row("warning", f"[yellow]{warning}[/]")
+    if record.error:
+        table.add_row("error", f"[red]{record.error}[/]")
+    return table
+
+
+@app.command()
+def submit(
+    provider: Annotated[str, typer.Argument(help="samsara or impact")],
+    param: Annotated[list[str], typer.Option("--param", "-p", help="key=value (value parsed as JSON if it can be)")] = [],  # noqa: B006
+    params_json: Annotated[str | None, typer.Option(help="all parameters as one JSON object")] = None,
+    credential: Annotated[str, typer.Option(help="credential name the worker resolves")] = "default",
+    idempotency_key: Annotated[str | None, typer.Option(help="same key, same export")] = None,
+    deadline_seconds: Annotated[float | None, typer.Option(help="fail the export after this long")] = None,
+    wait: Annotated[bool, typer.Option(help="follow progress until the export ends")] = False,
+) -> None:
+    """Enqueue an export and print its id."""
+    params = _parse_params(param, params_json)
+    client = _client()
+    export_id = _run(
+        lambda: client.submit(
+            provider, params, credential=credential, idempotency_key=idempotency_key, deadline_seconds=deadline_seconds
+        )
+    )
+    console.print(export_id)
+    if wait:
+        _watch(client, export_id)
+
+
+@app.command()
+def status(export_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show one export: state, jobs, files, rows."""
+    view = _run(lambda: _client().get(export_id))
+    if as_json:
+        console.print_json(view.model_dump_json())
+    else:
+        console.print(progress_table(view))
+
+
+def _watch(client: ExportClient, export_id: str) -> ExportView:
+    """Redraw on every event of this export (the Redis stream); the block timeout is the fallback refresh."""
+    view = _run(lambda: client.get(export_id))
+    last = "$"
+    with Live(progress_table(view), console=console, refresh_per_second=4) as live:
+        while not view.record.status.terminal:
+            last, _events = client.read_events(export_id, since=last, block_ms=1000)
+            view = client.get(export_id)
+            live.update(progress_table(view))
+    return view
+
+
+@app.command()
+def watch(export_id: str) -> None:
+    """Live progress of one export until it ends (follows the event stream)."""
+    view = _watch(_client(), export_id)
+    raise typer.Exit(code=0 if view.record.status.value == "COMPLETED" else 1)
+
+
+@app.command("list")
+def list_(limit: Annotated[int, typer.Option(min=1, max=1000)] = 20) -> None:
+    """The most recent exports."""
+    records = _run(lambda: _client().recent(limit))
+    table = Table("id", "provider", "status", "rows", "created", "error")
+    for record in records:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record.created_at))
+        table.add_row(record.id, record.provider, record.status.value, str(record.rows), created, record.error or "")
+    console.print(table)
+
+
+@app.command()
+def cancel(export_id: str) -> None:
+    """Stop an export; downloads in flight stop at the next file boundary."""
+    record = _run(lambda: _client().cancel(export_id))
+    console.print(f"export {record.id} is {record.status.value}")
+
+
+@app.command()
+def retry(export_id: str) -> None:
+    """Re-download failed files, or replay the provider job when the provider allows it."""
+    record = _run(lambda: _client().retry(export_id))
+    console.print(f"export {record.id} is {record.status.value} again")
+
+
+@app.command("run-schedule")
+def run_schedule(name: str) -> None:
+    """Submit a beat schedule's export for the current period now (same period, same export)."""
+    export_id = _run(lambda: _client().run_schedule(name))
+    console.print(export_id)
+
+
+@app.command()
+def demo(
+    vehicles: Annotated[int, typer.Option(min=1, max=1000)] = 4,
+    files: Annotated[int, typer.Option(min=1, max=100)] = 3,
+    rows: Annotated[int, typer.Option(min=1, max=10_000_000)] = 500,
+) -> None:
+    """Run a Samsara IFTA export end to end against the built-in simulator, on Redis or an embedded fake."""
+    from worker.demo import run_demo
+
+    raise typer.Exit(code=run_demo(console, vehicles=vehicles, files=files, rows=rows))
+
+
+def main() -> None:
+    app()

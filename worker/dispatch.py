@@ -1,0 +1,40 @@
+"""Sending the engine's next steps to Celery, by task name, so any process with a broker URL can do it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from worker.engine.models import Callback, ExportRecord, FileTaskArgs, JobTaskArgs
+from worker.settings import Settings
+
+SUBMIT_TASK = "worker.submit_job"
+POLL_TASK = "worker.poll_job"
+DOWNLOAD_TASK = "worker.download_file"
+WATCHDOG_TASK = "worker.watchdog"
+
+
+class CeleryDispatcher:
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        self.app = app
+        self.queue = settings.queue
+        self.max_countdown = settings.visibility_timeout_seconds * 0.9
+        """A longer countdown would outlive the visibility timeout and be redelivered early."""
+
+    def _send(self, task: str, kwargs: dict[str, Any], countdown: float) -> None:
+        countdown = min(max(countdown, 0.0), self.max_countdown)
+        self.app.send_task(task, kwargs=kwargs, countdown=countdown, queue=self.queue)
+
+    def submit(self, args: JobTaskArgs, countdown: float) -> None:
+        self._send(SUBMIT_TASK, args.model_dump(), countdown)
+
+    def poll(self, args: JobTaskArgs, countdown: float) -> None:
+        self._send(POLL_TASK, args.model_dump(), countdown)
+
+    def download(self, args: FileTaskArgs, countdown: float) -> None:
+        self._send(DOWNLOAD_TASK, args.model_dump(), countdown)
+
+    def callback(self, callback: Callback, record: ExportRecord) -> None:
+        kwargs = {**callback.kwargs, "export_id": record.id, "status": record.status.value}
+        self.app.send_task(callback.task, args=callback.args, kwargs=kwargs, queue=callback.queue or self.queue)

@@ -1,0 +1,105 @@
+"""Revive chains that died with their worker: exactly one new task per silent job or file.
+
+A chain is silent when its next step is overdue by ``stale_after_seconds`` (a multiple of the poll
+cap). Reviving bumps the fencing token in the same transaction that checks staleness, so two
+watchdogs racing (two beat processes) still produce one live chain, and the old task, should it
+ever run, exits as stale.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from worker import metrics
+from worker.engine import transitions as tr
+from worker.engine.models import ExportRecord, FileRecord, FileStatus, FileTaskArgs, JobStatus, JobTaskArgs
+from worker.engine.runner import Runtime, enforce_deadline, finish_if_complete
+from worker.errors import StaleTask, UnknownExport
+from worker.store import Writes
+
+log = logging.getLogger("worker.watchdog")
+
+REVIVABLE = (JobStatus.PENDING, JobStatus.SUBMITTING, JobStatus.POLLING)
+
+
+@dataclass
+class WatchdogReport:
+    scanned: int = 0
+    jobs_revived: int = 0
+    files_revived: int = 0
+    expired: int = 0
+    completed: int = 0
+
+
+def _revive_jobs(rt: Runtime, record: ExportRecord, report: WatchdogReport) -> None:
+    now = rt.clock()
+    stale_after = rt.settings.stale_after_seconds
+    for job in record.jobs.values():
+        due = job.next_action_at if job.next_action_at is not None else record.created_at
+        if job.status not in REVIVABLE or now < due + stale_after:
+            continue
+
+        def mutate(state: ExportRecord, writes: Writes, key: str = job.key, token: int = job.token) -> JobStatus:
+            current = tr.current_job(state, key, token)
+            writes.event("revived", job=key)
+            tr.reschedule(current, 0, now)
+            return current.status
+
+        try:
+            status = rt.store.transact(record.id, mutate)
+        except StaleTask:
+            continue
+        args = JobTaskArgs(export_id=record.id, job_key=job.key, token=job.token + 1)
+        if status is JobStatus.POLLING:
+            rt.dispatcher.poll(args, 0)
+        else:
+            rt.dispatcher.submit(args, 0)
+        metrics.CHAINS_REVIVED.labels("job").inc()
+        report.jobs_revived += 1
+        log.warning("revived %s chain of export %s job %s", status.value, record.id, job.key)
+
+
+def _revive_files(rt: Runtime, record: ExportRecord, files: list[FileRecord], report: WatchdogReport) -> None:
+    now = rt.clock()
+    for file in files:
+        if file.status is not FileStatus.PENDING or now < file.dispatched_at + rt.settings.stale_after_seconds:
+            continue
+        if rt.store.lease_holder(record.id, file.key) is not None:
+            continue
+
+        def mutate(current: FileRecord, writes: Writes, token: int = file.token) -> int:
+            if current.token != token or current.status is not FileStatus.PENDING:
+                raise StaleTask(current.key)
+            current.token += 1
+            current.dispatched_at = now
+            writes.event("revived", file=current.key)
+            return current.token
+
+        try:
+            token = rt.store.transact_file(record.id, file.key, mutate)
+        except StaleTask:
+            continue
+        rt.dispatcher.download(FileTaskArgs(export_id=record.id, file_key=file.key, token=token), 0)
+        metrics.CHAINS_REVIVED.labels("file").inc()
+        report.files_revived += 1
+        log.warning("revived download of export %s file %s", record.id, file.key)
+
+
+def run_watchdog(rt: Runtime) -> WatchdogReport:
+    report = WatchdogReport()
+    for export_id in rt.store.active_ids():
+        try:
+            record = rt.store.get(export_id)
+        except UnknownExport:
+            continue
+        report.scanned += 1
+        if enforce_deadline(rt, record):
+            report.expired += 1
+            continue
+        _revive_jobs(rt, record, report)
+        files = rt.store.files(export_id)
+        _revive_files(rt, record, files, report)
+        if finish_if_complete(rt, export_id):
+            report.completed += 1
+    return report

@@ -1,0 +1,190 @@
+"""A whole local deployment in one object: Redis, the provider simulator, worker and beat processes.
+
+The demo, the integration and chaos tests and the benchmarks all run the real thing through it:
+real Celery worker processes talking to Redis (the real one when reachable, otherwise the embedded
+fake) and to the simulator over loopback HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from worker.api import ExportClient
+from worker.embedded import EmbeddedRedis, redis_reachable
+from worker.runtime import build_runtime
+from worker.settings import Credential, Settings
+from worker.simulator import SimulatorConfig, SimulatorThread
+
+SIM_IMPACT_CREDENTIAL = "impact"
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """The environment a worker process needs to load exactly these settings."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump(mode="python").items():
+        if value is None:
+            continue
+        key = f"EXPORT_WORKER_{name.upper()}"
+        if name == "credentials":
+            value = {
+                cred_name: {
+                    field: secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+                    for field, secret in cred.items()
+                    if secret is not None
+                }
+                for cred_name, cred in value.items()
+            }
+        env[key] = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
+    return env
+
+
+class LocalStack:
+    def __init__(
+        self,
+        *,
+        simulator_config: SimulatorConfig | None = None,
+        redis_url: str | None = None,
+        require_real_redis: bool = False,
+        output_dir: Path | None = None,
+        settings_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.simulator_config = simulator_config or SimulatorConfig()
+        self.requested_redis_url = redis_url or os.environ.get("EXPORT_WORKER_REDIS_URL", "redis://127.0.0.1:6379/0")
+        self.require_real_redis = require_real_redis
+        self.output_dir = output_dir
+        self.settings_overrides = settings_overrides or {}
+        self.embedded: EmbeddedRedis | None = None
+        self.simulator: SimulatorThread | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.beat: subprocess.Popen[bytes] | None = None
+        self.run_id = uuid.uuid4().hex[:8]
+        self._tmp = tempfile.TemporaryDirectory(prefix="aew-stack-")
+        self.settings: Settings | None = None
+        self.client: ExportClient | None = None
+
+    @property
+    def using_real_redis(self) -> bool:
+        return self.embedded is None
+
+    def start(self) -> LocalStack:
+        redis_url = self.requested_redis_url
+        if not redis_reachable(redis_url):
+            if self.require_real_redis:
+                raise RuntimeError(
+                    f"no Redis reachable at {redis_url}; start one (docker compose up redis) or unset CI/require_real_redis"
+                )
+            self.embedded = EmbeddedRedis()
+            redis_url = self.embedded.start()
+        self.simulator = SimulatorThread(self.simulator_config).start()
+        sim = self.simulator_config
+        values: dict[str, Any] = {
+            "redis_url": redis_url,
+            "key_prefix": f"aew-{self.run_id}",
+            "queue": f"exports-{self.run_id}",
+            "base_urls": {"samsara": self.simulator.url, "impact": self.simulator.url},
+            "credentials": {
+                "default": Credential(token=sim.samsara_token),
+                SIM_IMPACT_CREDENTIAL: Credential(account_sid=sim.impact_account_sid, auth_token=sim.impact_auth_token),
+            },
+            "allow_private_networks": True,
+            "output_dir": self.output_dir or Path(self._tmp.name) / "out",
+            "poll_initial_seconds": 0.5,
+            "poll_max_seconds": 3.0,
+            "slow_poll_seconds": 3.0,
+            "visibility_timeout_seconds": 30,
+            "unacked_restore_seconds": 2,
+            "watchdog_interval_seconds": 2.0,
+            "stale_factor": 3.0,
+            "lease_seconds": 10.0,
+        }
+        values.update(self.settings_overrides)
+        self.settings = Settings(_env_file=None, **values)
+        self.client = ExportClient(build_runtime(self.settings))
+        return self
+
+    def env(self) -> dict[str, str]:
+        assert self.settings is not None, "start() first"
+        base = {k: v for k, v in os.environ.items() if not k.startswith("EXPORT_WORKER_")}
+        return {**base, **settings_to_env(self.settings), "PYTHONUNBUFFERED": "1"}
+
+    def start_worker(self, concurrency: int = 2, pool: str = "prefork", name: str | None = None) -> subprocess.Popen[bytes]:
+        assert self.settings is not None, "start() first"
+        log = open(Path(self._tmp.name) / f"worker-{len(self.workers)}.log", "ab")  # noqa: SIM115
+        command = [
+            sys.executable, "-m", "celery", "-A", "worker.app", "worker",
+            "-P", pool, "-c", str(concurrency), "-Q", self.settings.queue,
+            "-n", f"{name or 'w' + str(len(self.workers))}-{self.run_id}@%h",
+            "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING",
+        ]
+        process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.workers.append(process)
+        return process
+
+    def start_beat(self) -> subprocess.Popen[bytes]:
+        log = open(Path(self._tmp.name) / "beat.log", "ab")  # noqa: SIM115
+        command = [
+            sys.executable, "-m", "celery", "-A", "worker.app", "beat", "-l", "WARNING",
+            "--schedule", str(Path(self._tmp.name) / "celerybeat-schedule"),
+        ]
+        self.beat = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self.beat
+
+    @staticmethod
+    def kill(process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+        """Kill the whole process group: a prefork worker's children die with it, as on a lost host."""
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def stop_workers(self, sig: int = signal.SIGTERM) -> None:
+        for process in self.workers:
+            self.kill(process, sig)
+        self.workers.clear()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"== {path.name}\n{path.read_text(errors='replace')[-6000:]}" for path in sorted(Path(self._tmp.name).glob("*.log"))
+        )
+
+    def stop(self) -> None:
+        self.stop_workers()
+        if self.beat is not None:
+            self.kill(self.beat, signal.SIGTERM)
+        if self.settings is not None and self.using_real_redis:
+            self._forget_keys()
+        if self.simulator is not None:
+            self.simulator.stop()
+        if self.embedded is not None:
+            self.embedded.stop()
+        self._tmp.cleanup()
+
+    def _forget_keys(self) -> None:
+        """Leave a shared Redis as we found it: drop this run's keys and queue."""
+        assert self.settings is not None and self.client is not None
+        client = self.client.rt.store.redis
+        for pattern in (f"{self.settings.key_prefix}:*", f"{self.settings.queue}*"):
+            for key in client.scan_iter(match=pattern, count=1000):
+                client.delete(key)
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

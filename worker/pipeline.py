@@ -1,0 +1,63 @@
+"""Glue of one file transfer: download chunks → parser → writer, counting bytes and rows on the way.
+
+It never commits: the caller commits after the download finished cleanly and aborts otherwise, so
+a truncated or failed download can never become a half file in the output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from worker.parsing.csv_stream import parse_csv
+from worker.parsing.schema import RowSchema
+from worker.sinks.base import FileWriter
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    rows: int
+    quarantined: int
+    bytes: int
+
+
+class _ByteCounter:
+    """Counts bytes as the parser pulls them, so progress reflects what was actually read."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = chunks
+        self.bytes = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self.bytes += len(chunk)
+            yield chunk
+
+
+def transfer_file(
+    chunks: Iterable[bytes],
+    *,
+    schema: RowSchema,
+    writer: FileWriter,
+    source_name: str,
+    max_field_bytes: int,
+    on_progress: Callable[[int, int], None] | None = None,
+    batch_rows: int = 1000,
+) -> TransferResult:
+    """Parse ``chunks`` into ``writer``; ``on_progress(bytes_so_far, rows_so_far)`` runs once per batch.
+
+    The progress callback is where the caller renews its lease and emits metrics; an exception it
+    raises (e.g. the lease was lost) stops the transfer.
+    """
+    counter = _ByteCounter(chunks)
+    rows = quarantined = 0
+    for batch in parse_csv(counter, schema, max_field_bytes=max_field_bytes, batch_rows=batch_rows):
+        if batch.rows:
+            writer.write_rows(batch.rows)
+            rows += len(batch.rows)
+        if batch.bad:
+            writer.write_bad(batch.bad, source_name)
+            quarantined += len(batch.bad)
+        if on_progress is not None:
+            on_progress(counter.bytes, rows)
+    return TransferResult(rows=rows, quarantined=quarantined, bytes=counter.bytes)

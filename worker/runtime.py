@@ -1,0 +1,39 @@
+"""Process-wide wiring: settings, Redis store and a dispatcher, built once per process (after fork)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import redis
+from celery import Celery
+
+from worker.dispatch import CeleryDispatcher
+from worker.engine.runner import Runtime
+from worker.settings import Settings, get_settings
+from worker.store import ExportStore
+
+
+def make_store(settings: Settings) -> ExportStore:
+    return ExportStore(redis.Redis.from_url(settings.redis_url, health_check_interval=30), settings.key_prefix)
+
+
+def build_runtime(settings: Settings, app: Celery | None = None) -> Runtime:
+    """A runtime for ``settings``; without an app, one is created for the settings' broker."""
+    if app is None:
+        from worker.app import create_app
+
+        app = create_app(settings)
+    return Runtime(settings=settings, store=make_store(settings), dispatcher=CeleryDispatcher(app, settings))
+
+
+@lru_cache(maxsize=4)
+def _runtime_for_pid(pid: int) -> Runtime:
+    from worker.app import app
+
+    return build_runtime(get_settings(), app)
+
+
+def runtime() -> Runtime:
+    """The runtime of this process; keyed by pid so prefork children never share sockets."""
+    return _runtime_for_pid(os.getpid())

@@ -1,0 +1,1 @@
+"""Defences at the edges: which URLs we fetch, which file names we write."""
