@@ -86,9 +86,22 @@ class ExportStore:
     def __init__(self, client: redis.Redis, prefix: str = "aew") -> None:
         self.redis = client
         self.prefix = prefix
-        self._rate = client.register_script(_RATE_SCRIPT)
-        self._renew = client.register_script(_RENEW_SCRIPT)
-        self._release = client.register_script(_RELEASE_SCRIPT)
+        self._shas: dict[str, str] = {}
+
+    def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA, loading the script first rather than after a NOSCRIPT error.
+
+        Loading first matters for the embedded fake server, which drops the connection on any
+        error reply; a real Redis that lost its scripts (restart) still gets one reload and retry.
+        """
+        sha = self._shas.get(script)
+        if sha is None:
+            sha = self._shas[script] = self.redis.script_load(script)
+        try:
+            return self.redis.evalsha(sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            self._shas[script] = self.redis.script_load(script)
+            return self.redis.evalsha(self._shas[script], len(keys), *keys, *args)
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -266,10 +279,10 @@ class ExportStore:
         return bool(self.redis.set(self._lease_key(export_id, file_key), owner, nx=True, px=int(seconds * 1000)))
 
     def renew_lease(self, export_id: str, file_key: str, owner: str, seconds: float) -> bool:
-        return bool(self._renew(keys=[self._lease_key(export_id, file_key)], args=[owner, int(seconds * 1000)]))
+        return bool(self._eval(_RENEW_SCRIPT, [self._lease_key(export_id, file_key)], [owner, int(seconds * 1000)]))
 
     def release_lease(self, export_id: str, file_key: str, owner: str) -> None:
-        self._release(keys=[self._lease_key(export_id, file_key)], args=[owner])
+        self._eval(_RELEASE_SCRIPT, [self._lease_key(export_id, file_key)], [owner])
 
     def lease_holder(self, export_id: str, file_key: str) -> str | None:
         raw = self.redis.get(self._lease_key(export_id, file_key))
@@ -280,7 +293,7 @@ class ExportStore:
         interval_ms = per_seconds * 1000 / requests
         burst_ms = per_seconds * 1000 - interval_ms
         now_ms = time.time() * 1000
-        wait_ms = self._rate(keys=[self.key("rate", bucket)], args=[now_ms, interval_ms, burst_ms])
+        wait_ms = self._eval(_RATE_SCRIPT, [self.key("rate", bucket)], [now_ms, interval_ms, burst_ms])
         return float(wait_ms) / 1000
 
     # -- events ----------------------------------------------------------------------------------
