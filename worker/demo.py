@@ -30,6 +30,7 @@ def run_demo(console: Console, *, vehicles: int, files: int, rows: int) -> int:
         where = "Redis at " + stack.requested_redis_url if stack.using_real_redis else "an embedded Redis (no Redis reachable)"
         console.print(f"[bold]demo[/]: using {where}; provider simulator at {stack.simulator.url}")
         stack.start_worker(concurrency=2)
+        stack.start_beat()
         export_id = stack.client.submit(
             "samsara",
             {"startHour": DEMO_START_HOUR, "endHour": DEMO_END_HOUR, "vehicleIds": list(range(1, vehicles + 1))},

@@ -6,6 +6,7 @@ in; in CI (``CI=true``) a missing Redis is an error, never a silent fallback or 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -48,9 +49,24 @@ class Sim:
         return self.http.get("/_sim/stats").raise_for_status().json()
 
 
+SCHEDULES = {
+    "schedules": [
+        {
+            "name": "sim-daily",
+            "provider": "samsara",
+            "cron": {"minute": "0", "hour": "2"},
+            "params": {"vehicleIds": [1, 2]},
+            "period_params": {"startHour": "{start:%Y-%m-%dT%H:00:00Z}", "endHour": "{end:%Y-%m-%dT%H:00:00Z}"},
+        }
+    ]
+}
+
+
 @pytest.fixture(scope="session")
-def stack() -> Iterator[LocalStack]:
-    with LocalStack(require_real_redis=REQUIRE_REAL_REDIS) as local:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    schedule_file = tmp_path_factory.mktemp("schedules") / "schedules.json"
+    schedule_file.write_text(json.dumps(SCHEDULES))
+    with LocalStack(require_real_redis=REQUIRE_REAL_REDIS, settings_overrides={"schedule_file": schedule_file}) as local:
         local.start_worker(concurrency=4)
         yield local
 
@@ -65,6 +81,14 @@ def client(stack: LocalStack) -> ExportClient:
 def sim(stack: LocalStack) -> Sim:
     assert stack.simulator is not None
     return Sim(stack.simulator.url)
+
+
+def wait_status(client: ExportClient, export_id: str, wanted: set[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while client.get(export_id).record.status.value not in wanted:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"export {export_id} never reached {wanted}")
+        time.sleep(0.1)
 
 
 def wait_done(client: ExportClient, export_id: str, stack: LocalStack, timeout: float = 90):
