@@ -153,6 +153,13 @@ class LocalStack:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
 
+    def replace_worker(self, index: int, concurrency: int = 2) -> subprocess.Popen[bytes]:
+        """SIGKILL worker ``index`` (parent and pool children, as when a host dies) and start a fresh one."""
+        self.kill(self.workers[index])
+        replacement = self.start_worker(concurrency=concurrency, name=f"w{index}r{len(self.workers)}")
+        self.workers[index] = self.workers.pop()
+        return replacement
+
     def stop_workers(self, sig: int = signal.SIGTERM) -> None:
         for process in self.workers:
             self.kill(process, sig)

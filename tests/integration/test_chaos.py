@@ -1,0 +1,102 @@
+"""Chaos: SIGKILL worker processes at random moments while exports run; nothing may be lost or doubled.
+
+The short variant always runs; ``--chaos-long`` runs the issue's full size (50+ exports, 10+ kills).
+Kills alternate between a whole worker (parent and pool, as when a host dies) and a single pool
+child (``task_reject_on_worker_lost`` requeues its task at once).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.integration.conftest import REQUIRE_REAL_REDIS, count_lines, day_after, unique_hour
+from worker.engine.models import ExportStatus
+from worker.localstack import LocalStack
+from worker.simulator import SamsaraBehaviour, SimulatorConfig
+
+pytestmark = pytest.mark.integration
+
+SIZES = {
+    "short": {"exports": 16, "kills": 6, "files": 3, "rows": 20_000, "timeout": 240},
+    "long": {"exports": 60, "kills": 14, "files": 4, "rows": 40_000, "timeout": 900},
+}
+
+
+def kill_one_pool_child(process) -> bool:
+    children = psutil.Process(process.pid).children()
+    if not children:
+        return False
+    random.choice(children).kill()
+    return True
+
+
+def test_sigkilled_workers_lose_and_duplicate_nothing(request: pytest.FixtureRequest) -> None:
+    size = SIZES["long" if request.config.getoption("--chaos-long") else "short"]
+    config = SimulatorConfig(
+        samsara_default=SamsaraBehaviour(
+            requested_seconds=0.5, processing_seconds=3, files=size["files"], rows_per_file=size["rows"]
+        )
+    )
+    rng = random.Random(20261125)
+    with LocalStack(simulator_config=config, require_real_redis=REQUIRE_REAL_REDIS) as stack:
+        assert stack.client is not None and stack.simulator is not None
+        for _ in range(2):
+            stack.start_worker(concurrency=2)
+        stack.start_beat()
+        export_ids: list[str] = []
+        pending = list(range(size["exports"]))
+        per_wave = -(-size["exports"] // size["kills"])
+        kills = whole = 0
+        started = time.monotonic()
+        while kills < size["kills"]:
+            for number in pending[:per_wave]:
+                hour = unique_hour(number)
+                params = {"startHour": hour, "endHour": day_after(hour), "vehicleIds": [1 + number % 5]}
+                export_ids.append(stack.client.submit("samsara", params, idempotency_key=f"chaos-{stack.run_id}-{number}"))
+            pending = pending[per_wave:]
+            time.sleep(rng.uniform(0.2, 1.5))
+            victim = rng.randrange(len(stack.workers))
+            if kills % 2 == 0:
+                stack.replace_worker(victim)
+                whole += 1
+            elif not kill_one_pool_child(stack.workers[victim]):
+                continue
+            kills += 1
+
+        deadline = time.monotonic() + size["timeout"]
+        views = []
+        for export_id in export_ids:
+            try:
+                views.append(stack.client.wait(export_id, timeout=max(1.0, deadline - time.monotonic()), interval=0.5))
+            except TimeoutError:
+                print(stack.logs())
+                raise
+        elapsed = time.monotonic() - started
+
+        stats = httpx.get(f"{stack.simulator.url}/_sim/stats").json()
+        record_counts = {f["name"]: f["recordCount"] for job in stats["jobs"].values() for f in job.get("files", [])}
+        lost = duplicated = 0
+        for view in views:
+            assert view.record.status is ExportStatus.COMPLETED, (view.record.id, view.record.error)
+            for file in view.files:
+                written = count_lines(file.path)
+                lost += max(0, record_counts[file.name] - written)
+                duplicated += max(0, written - record_counts[file.name])
+                assert file.rows == written == record_counts[file.name], file.name
+        ambiguous = sum(job.ambiguous_creates for view in views for job in view.record.jobs.values())
+        creates = stats["creates"]["samsara"]
+        leftovers = list(Path(stack.settings.output_dir).rglob("*.tmp"))
+        print(
+            f"\nCHAOS exports={len(views)} files={sum(len(v.files) for v in views)} "
+            f"rows={sum(v.record.rows for v in views)} kills={kills} (whole workers {whole}, pool children {kills - whole}) "
+            f"lost_rows={lost} duplicated_rows={duplicated} provider_creates={creates} ambiguous_creates={ambiguous} "
+            f"temp_files_left={len(leftovers)} elapsed={elapsed:.1f}s"
+        )
+        assert lost == duplicated == 0
+        assert len(views) <= creates <= len(views) + ambiguous
