@@ -70,5 +70,7 @@ def _configure_logging(**_: Any) -> None:
 @signals.worker_init.connect
 def _serve_metrics(**_: Any) -> None:
     from worker.observability import serve_metrics
+    from worker.runtime import make_store
 
-    serve_metrics(get_settings())
+    settings = get_settings()
+    serve_metrics(settings, make_store(settings))

@@ -17,7 +17,7 @@ from worker.errors import ExportWorkerError
 
 app = typer.Typer(help="Pull large asynchronous exports out of provider APIs with Celery.", no_args_is_help=True)
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _client() -> ExportClient:

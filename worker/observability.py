@@ -7,18 +7,42 @@ empty directory), the children write to it and the endpoint, served by the paren
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
+from worker.engine.models import ExportStatus
 from worker.settings import Settings
+from worker.store import ExportStore
 
 
-def serve_metrics(settings: Settings) -> None:
+class ExportsByStatus(Collector):
+    """Exports in each status, read from Redis at scrape time (one HGETALL), so every worker agrees."""
+
+    def __init__(self, store: ExportStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily("aew_exports", "Exports by status, across all workers", labels=["status"])
+        counts = self.store.status_counts()
+        for status in ExportStatus:
+            gauge.add_metric([status.value], counts.get(status.value, 0))
+        yield gauge
+
+
+def serve_metrics(
+    settings: Settings, store: ExportStore, *, addr: str = "0.0.0.0", registry: CollectorRegistry | None = None
+) -> CollectorRegistry | None:
     if settings.metrics_port is None:
-        return
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        start_http_server(settings.metrics_port, addr="0.0.0.0", registry=registry)
-    else:
-        start_http_server(settings.metrics_port, addr="0.0.0.0")
+        return None
+    if registry is None:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        else:
+            registry = REGISTRY
+    registry.register(ExportsByStatus(store))
+    start_http_server(settings.metrics_port, addr=addr, registry=registry)
+    return registry

@@ -15,6 +15,7 @@ key                                    type    content
 ``active``                             set     export ids not yet terminal (watchdog scans it)
 ``events``                             stream  one entry per state change
 ``rate:<provider>:<credential>:<op>``  string  GCRA theoretical arrival time (ms)
+``stats:status``                       hash    number of exports in each status (metrics)
 =====================================  ======  ================================================
 
 Every change to a record goes through :meth:`ExportStore.transact`: WATCH the key, let a pure
@@ -160,6 +161,7 @@ class ExportStore:
                     pipe.set(export_key, record.model_dump_json())
                     pipe.zadd(self.key("exports"), {record.id: record.created_at})
                     pipe.sadd(self.key("active"), record.id)
+                    pipe.hincrby(self.key("stats", "status"), record.status.value, 1)
                     self._stage_events(pipe, record.id, [{"type": "created", "status": record.status}])
                     pipe.execute()
                     return record, True
@@ -191,6 +193,7 @@ class ExportStore:
                     pipe.watch(*watched)
                     record = self._load_export(pipe.get(export_key), export_id)
                     before = record.model_dump_json()
+                    status_before = record.status
                     writes = Writes()
                     result = mutate(record, writes)
                     after = record.model_dump_json()
@@ -206,11 +209,17 @@ class ExportStore:
                         pipe.srem(self.key("active"), export_id)
                     else:
                         pipe.sadd(self.key("active"), export_id)
+                    if record.status != status_before:
+                        pipe.hincrby(self.key("stats", "status"), status_before.value, -1)
+                        pipe.hincrby(self.key("stats", "status"), record.status.value, 1)
                     self._stage_events(pipe, export_id, writes.events)
                     pipe.execute()
                     return result
                 except redis.WatchError:
                     continue
+
+    def status_counts(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.redis.hgetall(self.key("stats", "status")).items()}
 
     def list_ids(self, limit: int = 50) -> list[str]:
         return [raw.decode() for raw in self.redis.zrevrange(self.key("exports"), 0, limit - 1)]

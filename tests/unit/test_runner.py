@@ -367,3 +367,59 @@ def test_events_follow_every_state_change(rt: Runtime, driver: Driver, provider:
     assert ("status", "RUNNING") in kinds and ("status", "DOWNLOADING") in kinds
     assert sum(kind == "file_done" for kind, _ in kinds) == 2
 
+
+
+def test_malformed_provider_payload_retries_then_fails_naming_the_field(
+    rt: Runtime, driver: Driver, provider: FakeSamsara
+) -> None:
+    rt.settings.max_transient_retries = 2
+    provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
+    broken = job("j1", "Processing")
+    del broken["data"]["requestedAtTime"]
+    provider.on("GET", "/ifta-detail/csv/j1", httpx.Response(200, json=broken))
+    export_id = submit(rt)
+    driver.run()
+    error = rt.store.get(export_id).error or ""
+    assert "field 'data.requestedAtTime'" in error and "failed 3 times" in error
+
+
+def test_hostile_file_names_stay_inside_the_export_folder(
+    rt: Runtime, driver: Driver, provider: FakeSamsara, tmp_path: Path
+) -> None:
+    files = [remote_file("../../../etc/passwd", "https://files.example/x", 1), remote_file("CON.csv", "https://files.example/y", 1)]
+    provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
+    provider.on("GET", "/ifta-detail/csv/j1", httpx.Response(200, json=job("j1", "Completed", files)))
+    provider.on("GET", "/x", httpx.Response(200, text=csv_rows(1)))
+    provider.on("GET", "/y", httpx.Response(200, text=csv_rows(1)))
+    export_id = submit(rt)
+    driver.run()
+    root = (rt.settings.output_dir / export_id).resolve()
+    paths = [Path(f.path).resolve() for f in ExportClient(rt).get(export_id).files]
+    assert all(path.parent == root for path in paths), paths
+    assert not any(path.name.upper().startswith("CON.") for path in paths)
+
+
+def test_file_over_the_size_cap_fails_with_the_setting_to_raise(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
+    rt.settings.max_download_bytes = 100
+    script_happy_path(provider, rows=(3,))
+    export_id = submit(rt)
+    driver.run()
+    view = ExportClient(rt).get(export_id)
+    assert view.files[0].status is FileStatus.FAILED
+    assert "EXPORT_WORKER_MAX_DOWNLOAD_BYTES" in (view.files[0].error or "")
+
+
+def test_bad_rows_are_quarantined_with_line_numbers_and_counted(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
+    body = csv_rows(3) + "2,Truck 2,CA,not-a-date,2026-11-23T02:00:00Z,1.0,1.0\n" + "3,short row\n" + csv_rows(2).split("\n", 1)[1]
+    files = [remote_file("mixed.csv", "https://files.example/m", 7)]
+    provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
+    provider.on("GET", "/ifta-detail/csv/j1", httpx.Response(200, json=job("j1", "Completed", files)))
+    provider.on("GET", "/m", httpx.Response(200, text=body))
+    export_id = submit(rt)
+    driver.run()
+    view = ExportClient(rt).get(export_id)
+    assert view.record.status is ExportStatus.COMPLETED and view.record.warnings == []
+    assert (view.record.rows, view.record.quarantined) == (5, 2)
+    quarantine = [json.loads(line) for line in Path(view.files[0].quarantine_path).read_text().splitlines()]
+    assert [(q["file"], q["line"]) for q in quarantine] == [("mixed.csv", 5), ("mixed.csv", 6)]
+    assert "startTime" in quarantine[0]["reason"]
