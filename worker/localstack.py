@@ -160,6 +160,17 @@ class LocalStack:
         self.workers[index] = self.workers.pop()
         return replacement
 
+    def supervise(self, concurrency: int = 2) -> int:
+        """Restart workers that exited, as systemd or a container restart policy would; returns how many."""
+        restarted = 0
+        for index, process in enumerate(list(self.workers)):
+            if process.poll() is not None:
+                replacement = self.start_worker(concurrency=concurrency, name=f"w{index}s{len(self.workers)}")
+                self.workers[index] = self.workers.pop()
+                assert self.workers[index] is replacement
+                restarted += 1
+        return restarted
+
     def stop_workers(self, sig: int = signal.SIGTERM) -> None:
         for process in self.workers:
             self.kill(process, sig)
