@@ -139,3 +139,18 @@ def test_rejected_credential_fails_fast_naming_it(client: ExportClient, sim: Sim
     export_id = client.submit("samsara", params(hour, [1]))
     view = wait_done(client, export_id, stack, timeout=20)
     assert view.record.status is ExportStatus.FAILED and "credential 'default'" in (view.record.error or "")
+
+
+def test_poll_rate_stays_within_samsaras_limit_across_workers(client: ExportClient, sim: Sim, stack: LocalStack) -> None:
+    """30 exports polling every 0.5-3 s would send >10 polls/s; the shared limiter holds it to 5/s."""
+    hour = unique_hour(29)
+    behave(sim, hour, requested_seconds=8, processing_seconds=8, files=0)
+    ids = [client.submit("samsara", params(hour, [1 + i % 5])) for i in range(30)]
+    wait_status(client, ids[-1], {"RUNNING"})
+    time.sleep(2)
+    first = sim.stats()["polls"]["samsara"]
+    time.sleep(6)
+    rate = (sim.stats()["polls"]["samsara"] - first) / 6
+    assert 2 <= rate <= 5 * 1.15, f"{rate:.1f} polls/s"
+    for export_id in ids:
+        assert wait_done(client, export_id, stack, timeout=120).record.status is ExportStatus.COMPLETED
