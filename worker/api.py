@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from worker.engine import runner
+from worker.engine import lifecycle
 from worker.engine import transitions as tr
 from worker.engine.models import (
     Callback,
@@ -28,6 +28,7 @@ from worker.engine.models import (
     JobTaskArgs,
     Progress,
 )
+from worker.engine.runtime import Runtime
 from worker.errors import InvalidRequest, UnknownExport
 from worker.providers import get_provider
 from worker.schedules import idempotency_key as schedule_key
@@ -68,7 +69,7 @@ def progress_of(record: ExportRecord, files: list[FileRecord]) -> Progress:
 class ExportClient:
     """Bound to a runtime (settings, store, dispatcher); the module functions use the default one."""
 
-    def __init__(self, rt: runner.Runtime) -> None:
+    def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
     def submit(
@@ -139,7 +140,7 @@ class ExportClient:
 
     def cancel(self, export_id: str) -> ExportRecord:
         record = self.rt.store.get(export_id)
-        if not runner.cancel_export(self.rt, export_id):
+        if not lifecycle.cancel_export(self.rt, export_id):
             raise InvalidRequest(f"export {export_id} already ended as {record.status.value}; nothing to cancel")
         return self.rt.store.get(export_id)
 

@@ -37,16 +37,12 @@ def parse_retry_after(value: str | None, default: float = DEFAULT_RETRY_AFTER_SE
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
-def raise_for_status(
-    response: httpx.Response, *, provider: str, credential_name: str, job_id: str | None = None
-) -> None:
+def raise_for_status(response: httpx.Response, *, provider: str, credential_name: str, job_id: str | None = None) -> None:
     code = response.status_code
     if code < 400:
         return
     if code == 429:
-        raise RetryLater(
-            f"{provider} rate limit hit (HTTP 429)", parse_retry_after(response.headers.get("Retry-After"))
-        )
+        raise RetryLater(f"{provider} rate limit hit (HTTP 429)", parse_retry_after(response.headers.get("Retry-After")))
     if code in (401, 403):
         raise AuthError(credential_name, code, provider)
     if code == 404 and job_id is not None:
@@ -54,8 +50,7 @@ def raise_for_status(
     if code >= 500 or code == 408:
         raise TransientError(f"{provider} answered HTTP {code} for {response.request.url.path}")
     raise PermanentError(
-        f"{provider} refused {response.request.method} {response.request.url.path} with HTTP {code}: "
-        f"{response.text[:300]}"
+        f"{provider} refused {response.request.method} {response.request.url.path} with HTTP {code}: {response.text[:300]}"
     )
 
 

@@ -121,10 +121,25 @@ class LocalStack:
         assert self.settings is not None, "start() first"
         log = open(Path(self._tmp.name) / f"worker-{len(self.workers)}.log", "ab")  # noqa: SIM115
         command = [
-            sys.executable, "-m", "celery", "-A", "worker.app", "worker",
-            "-P", pool, "-c", str(concurrency), "-Q", self.settings.queue,
-            "-n", f"{name or 'w' + str(len(self.workers))}-{self.run_id}@%h",
-            "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.app",
+            "worker",
+            "-P",
+            pool,
+            "-c",
+            str(concurrency),
+            "-Q",
+            self.settings.queue,
+            "-n",
+            f"{name or 'w' + str(len(self.workers))}-{self.run_id}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "WARNING",
         ]
         process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.workers.append(process)
@@ -133,8 +148,16 @@ class LocalStack:
     def start_beat(self) -> subprocess.Popen[bytes]:
         log = open(Path(self._tmp.name) / "beat.log", "ab")  # noqa: SIM115
         command = [
-            sys.executable, "-m", "celery", "-A", "worker.app", "beat", "-l", "WARNING",
-            "--schedule", str(Path(self._tmp.name) / "celerybeat-schedule"),
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.app",
+            "beat",
+            "-l",
+            "WARNING",
+            "--schedule",
+            str(Path(self._tmp.name) / "celerybeat-schedule"),
         ]
         self.beat = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self.beat

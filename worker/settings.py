@@ -40,9 +40,7 @@ class Settings(BaseSettings):
     poll_multiplier: float = Field(2.0, ge=1, description="Growth factor of the poll backoff.")
     poll_jitter: float = Field(0.2, ge=0, le=1, description="Random +/- fraction added to each delay.")
     slow_poll_seconds: float = Field(900.0, gt=0, description="Delay while a provider retries a job itself.")
-    visibility_timeout_seconds: int = Field(
-        3600, gt=0, description="Broker visibility timeout; must exceed every countdown."
-    )
+    visibility_timeout_seconds: int = Field(3600, gt=0, description="Broker visibility timeout; must exceed every countdown.")
 
     unacked_restore_seconds: int = Field(
         60, gt=0, description="How often workers re-queue messages of dead workers older than the visibility timeout."
@@ -59,9 +57,7 @@ class Settings(BaseSettings):
     download_hosts: dict[str, list[str]] = Field(
         default_factory=dict, description="Per-provider allowlist overrides of download hosts."
     )
-    allow_private_networks: bool = Field(
-        False, description="Allow loopback/private download addresses (the simulator needs it)."
-    )
+    allow_private_networks: bool = Field(False, description="Allow loopback/private download addresses (the simulator needs it).")
     max_download_bytes: int = Field(20 * 1024**3, gt=0, description="Largest file accepted.")
     max_field_bytes: int = Field(1024 * 1024, gt=0, description="Largest single CSV field accepted.")
     split_min_vehicles: int = Field(1, ge=1, description="Smallest vehicle batch an auto-split produces.")

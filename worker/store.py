@@ -259,9 +259,7 @@ class ExportStore:
         else:
             pipe.sadd(self._finished_set(export_id), record.key)
 
-    def transact_file(
-        self, export_id: str, file_key: str, mutate: Callable[[FileRecord, Writes], T]
-    ) -> T:
+    def transact_file(self, export_id: str, file_key: str, mutate: Callable[[FileRecord, Writes], T]) -> T:
         """Atomic change of one file; marks it finished in the same EXEC when it reaches DONE/FAILED."""
         key = self._file_key(export_id, file_key)
         with self.redis.pipeline() as pipe:
@@ -307,9 +305,7 @@ class ExportStore:
 
     # -- events ----------------------------------------------------------------------------------
 
-    def read_events(
-        self, last_id: str = "$", block_ms: int | None = None, count: int = 100
-    ) -> list[tuple[str, dict[str, Any]]]:
+    def read_events(self, last_id: str = "$", block_ms: int | None = None, count: int = 100) -> list[tuple[str, dict[str, Any]]]:
         answer = self.redis.xread({self.events_key: last_id}, count=count, block=block_ms)
         events: list[tuple[str, dict[str, Any]]] = []
         for _stream, entries in answer or []:

@@ -62,7 +62,9 @@ def test_no_token_in_redis_task_messages_results_or_logs(client: ExportClient, s
             elif kind == b"zset":
                 values = [member for member, _ in redis.zrange(key, 0, -1, withscores=True)]
             elif kind == b"stream":
-                values = [json.dumps({k.decode(): v.decode() for k, v in fields.items()}).encode() for _, fields in redis.xrange(key)]
+                values = [
+                    json.dumps({k.decode(): v.decode() for k, v in fields.items()}).encode() for _, fields in redis.xrange(key)
+                ]
             else:
                 values = []
             scanned += 1

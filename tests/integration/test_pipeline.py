@@ -76,7 +76,8 @@ def test_completion_callback_reaches_the_callers_queue(client: ExportClient, sim
     hour = unique_hour(5)
     queue = f"caller-{stack.run_id}"
     export_id = client.submit(
-        "samsara", samsara_params(hour, [2]),
+        "samsara",
+        samsara_params(hour, [2]),
         callback={"task": "caller.on_export_done", "args": ["batch-7"], "queue": queue},
     )
     wait_done(client, export_id, stack)

@@ -14,8 +14,23 @@ runner = CliRunner()
     ("args", "message"),
     [
         (["submit", "nope"], "unknown provider 'nope'"),
-        (["submit", "samsara", "-p", "startHour=2026-11-24T00:00:00Z", "-p", "endHour=2026-11-23T00:00:00Z"], "must be before endHour"),
-        (["submit", "samsara", "-p", "startHour=2026-11-23T00:00:00Z", "-p", "endHour=2026-11-24T00:00:00Z", "-p", "vehicleIds=[]"], "vehicleIds"),
+        (
+            ["submit", "samsara", "-p", "startHour=2026-11-24T00:00:00Z", "-p", "endHour=2026-11-23T00:00:00Z"],
+            "must be before endHour",
+        ),
+        (
+            [
+                "submit",
+                "samsara",
+                "-p",
+                "startHour=2026-11-23T00:00:00Z",
+                "-p",
+                "endHour=2026-11-24T00:00:00Z",
+                "-p",
+                "vehicleIds=[]",
+            ],
+            "vehicleIds",
+        ),
         (["submit", "samsara", "-p", "startHour"], "must look like key=value"),
         (["submit", "samsara", "--params-json", "{not json"], "not valid JSON"),
         (["submit", "impact", "-p", "job_id=a", "-p", "report_id=b"], "exactly one of job_id"),

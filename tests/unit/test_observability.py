@@ -18,15 +18,27 @@ from worker.store import ExportStore, Writes
 
 def record(export_id: str) -> ExportRecord:
     return ExportRecord(
-        id=export_id, provider="samsara", params={}, credential="default",
-        jobs={"0": JobRecord(key="0", params={})}, created_at=0, updated_at=0, deadline_at=10,
+        id=export_id,
+        provider="samsara",
+        params={},
+        credential="default",
+        jobs={"0": JobRecord(key="0", params={})},
+        created_at=0,
+        updated_at=0,
+        deadline_at=10,
     )
 
 
 def test_json_log_lines_carry_the_export_context() -> None:
     logger = logging.getLogger("test.observability")
     line = logger.makeRecord(
-        logger.name, logging.WARNING, __file__, 1, "poll of %s rescheduled", ("0",), None,
+        logger.name,
+        logging.WARNING,
+        __file__,
+        1,
+        "poll of %s rescheduled",
+        ("0",),
+        None,
         extra={"export_id": "e1", "provider": "samsara", "provider_job_id": "p9"},
     )
     TaskContextFilter().filter(line)

@@ -133,13 +133,17 @@ def test_impact_job_payload_validates_verbatim() -> None:
 def test_impact_error_is_not_terminal_and_completed_has_one_authenticated_file() -> None:
     provider = ImpactJobs()
     error = fixture_bytes("impact_job_error.json")
-    ctx = context(lambda r: httpx.Response(200, content=error), "https://api.impact.com", account_sid="IRsimAccount", auth_token="x")
+    ctx = context(
+        lambda r: httpx.Response(200, content=error), "https://api.impact.com", account_sid="IRsimAccount", auth_token="x"
+    )
     snapshot = provider.get(ctx, "Z9y8X7w6", ImpactParams(job_id="Z9y8X7w6"))
     assert snapshot.state is JobState.RETRYING and not snapshot.state.terminal
     assert "attempt 1 of 5" in (snapshot.message or "")
 
     done = fixture_bytes("impact_job_completed.json")
-    ctx = context(lambda r: httpx.Response(200, content=done), "https://api.impact.com", account_sid="IRsimAccount", auth_token="x")
+    ctx = context(
+        lambda r: httpx.Response(200, content=done), "https://api.impact.com", account_sid="IRsimAccount", auth_token="x"
+    )
     snapshot = provider.get(ctx, "A1b2C3d4E5f6G7h8", ImpactParams(job_id="A1b2C3d4E5f6G7h8"))
     assert snapshot.state is JobState.SUCCEEDED and snapshot.percent_complete == 100
     assert [(f.url, f.authenticated) for f in snapshot.files] == [
@@ -171,7 +175,9 @@ def test_impact_report_export_returns_job_from_queued_uri_with_basic_auth() -> N
 
 def test_impact_replay_refused_when_not_replayable() -> None:
     done = fixture_bytes("impact_job_completed.json")
-    ctx = context(lambda r: httpx.Response(200, content=done), "https://api.impact.com", account_sid="IRsimAccount", auth_token="x")
+    ctx = context(
+        lambda r: httpx.Response(200, content=done), "https://api.impact.com", account_sid="IRsimAccount", auth_token="x"
+    )
     with pytest.raises(ReplayNotAllowed, match="not Replayable"):
         ImpactJobs().replay(ctx, "A1b2C3d4E5f6G7h8", ImpactParams(job_id="A1b2C3d4E5f6G7h8"))
 

@@ -16,8 +16,10 @@ import pytest
 
 from tests.conftest import RecordingDispatcher, make_settings
 from worker.api import ExportClient
+from worker.engine.downloads import run_download
+from worker.engine.jobs import run_poll, run_submit
 from worker.engine.models import ExportStatus, FileStatus, JobStatus
-from worker.engine.runner import Runtime, run_download, run_poll, run_submit
+from worker.engine.runtime import Runtime
 from worker.engine.watchdog import run_watchdog
 from worker.store import ExportStore
 
@@ -125,7 +127,11 @@ def clock() -> Clock:
 def rt(tmp_path: Path, store: ExportStore, dispatcher: RecordingDispatcher, provider: FakeSamsara, clock: Clock) -> Runtime:
     settings = make_settings(tmp_path, download_hosts={"samsara": ["files.example"]})
     return Runtime(
-        settings=settings, store=store, dispatcher=dispatcher, clock=clock, rng=random.Random(3),
+        settings=settings,
+        store=store,
+        dispatcher=dispatcher,
+        clock=clock,
+        rng=random.Random(3),
         transport=httpx.MockTransport(provider.handler),
     )
 
@@ -143,7 +149,8 @@ def script_happy_path(provider: FakeSamsara, rows: tuple[int, ...] = (3, 2)) -> 
     files = [remote_file(f"part-{i}.csv", f"https://files.example/j1/{i}", count) for i, count in enumerate(rows)]
     provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
     provider.on(
-        "GET", "/ifta-detail/csv/j1",
+        "GET",
+        "/ifta-detail/csv/j1",
         httpx.Response(200, json=job("j1", "Processing")),
         httpx.Response(200, json=job("j1", "Completed", files)),
     )
@@ -242,11 +249,16 @@ def test_expired_url_is_refreshed_by_polling_again(rt: Runtime, driver: Driver, 
     fresh = [remote_file("part-0.csv", "https://files.example/new/0", 2)]
     provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
     provider.on(
-        "GET", "/ifta-detail/csv/j1",
+        "GET",
+        "/ifta-detail/csv/j1",
         httpx.Response(200, json=job("j1", "Completed", stale)),
         httpx.Response(200, json=job("j1", "Completed", fresh)),
     )
-    provider.on("GET", "/old/0", httpx.Response(403, text="<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"))
+    provider.on(
+        "GET",
+        "/old/0",
+        httpx.Response(403, text="<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"),
+    )
     provider.on("GET", "/new/0", httpx.Response(200, text=csv_rows(2)))
     export_id = submit(rt)
     driver.run()
@@ -257,7 +269,8 @@ def test_expired_url_is_refreshed_by_polling_again(rt: Runtime, driver: Driver, 
 def test_too_many_vehicles_splits_and_completes_from_child_jobs(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
     too_big = "Try limiting the number of vehicles requested per job. Requested 4 vehicles; limit is 2."
     provider.on(
-        "POST", "/ifta-detail/csv",
+        "POST",
+        "/ifta-detail/csv",
         httpx.Response(201, json=job("big", "Requested")),
         httpx.Response(201, json=job("a", "Requested", vehicles=(1, 2))),
         httpx.Response(201, json=job("b", "Requested", vehicles=(3, 4))),
@@ -340,9 +353,7 @@ def test_record_count_mismatch_is_a_warning(rt: Runtime, driver: Driver, provide
     assert record.warnings == ["file part-1.csv: provider recordCount is 2 but 1 rows were parsed"]
 
 
-def test_file_with_unknown_header_fails_alone_and_retry_reopens_it(
-    rt: Runtime, driver: Driver, provider: FakeSamsara
-) -> None:
+def test_file_with_unknown_header_fails_alone_and_retry_reopens_it(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
     script_happy_path(provider)
     provider.answers[("GET", "/j1/1")] = [httpx.Response(200, text="foo,bar\n1,2\n"), httpx.Response(200, text=csv_rows(2))]
     export_id = submit(rt)
@@ -368,7 +379,6 @@ def test_events_follow_every_state_change(rt: Runtime, driver: Driver, provider:
     assert sum(kind == "file_done" for kind, _ in kinds) == 2
 
 
-
 def test_malformed_provider_payload_retries_then_fails_naming_the_field(
     rt: Runtime, driver: Driver, provider: FakeSamsara
 ) -> None:
@@ -386,7 +396,10 @@ def test_malformed_provider_payload_retries_then_fails_naming_the_field(
 def test_hostile_file_names_stay_inside_the_export_folder(
     rt: Runtime, driver: Driver, provider: FakeSamsara, tmp_path: Path
 ) -> None:
-    files = [remote_file("../../../etc/passwd", "https://files.example/x", 1), remote_file("CON.csv", "https://files.example/y", 1)]
+    files = [
+        remote_file("../../../etc/passwd", "https://files.example/x", 1),
+        remote_file("CON.csv", "https://files.example/y", 1),
+    ]
     provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
     provider.on("GET", "/ifta-detail/csv/j1", httpx.Response(200, json=job("j1", "Completed", files)))
     provider.on("GET", "/x", httpx.Response(200, text=csv_rows(1)))
@@ -410,7 +423,9 @@ def test_file_over_the_size_cap_fails_with_the_setting_to_raise(rt: Runtime, dri
 
 
 def test_bad_rows_are_quarantined_with_line_numbers_and_counted(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
-    body = csv_rows(3) + "2,Truck 2,CA,not-a-date,2026-11-23T02:00:00Z,1.0,1.0\n" + "3,short row\n" + csv_rows(2).split("\n", 1)[1]
+    body = (
+        csv_rows(3) + "2,Truck 2,CA,not-a-date,2026-11-23T02:00:00Z,1.0,1.0\n" + "3,short row\n" + csv_rows(2).split("\n", 1)[1]
+    )
     files = [remote_file("mixed.csv", "https://files.example/m", 7)]
     provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
     provider.on("GET", "/ifta-detail/csv/j1", httpx.Response(200, json=job("j1", "Completed", files)))

@@ -19,10 +19,16 @@ POLICY = BackoffPolicy(initial=2, cap=300, multiplier=2, jitter=0.2, slow=900)
 
 def record(**jobs: JobRecord) -> ExportRecord:
     return ExportRecord(
-        id="e1", provider="samsara", params={}, credential="default",
-        jobs=jobs or {"0": JobRecord(key="0", params={"vehicleIds": [1, 2]}, status=JobStatus.POLLING,
-                                     provider_job_id="p1", token=5)},
-        status=ExportStatus.RUNNING, created_at=0, updated_at=0, deadline_at=10_000,
+        id="e1",
+        provider="samsara",
+        params={},
+        credential="default",
+        jobs=jobs
+        or {"0": JobRecord(key="0", params={"vehicleIds": [1, 2]}, status=JobStatus.POLLING, provider_job_id="p1", token=5)},
+        status=ExportStatus.RUNNING,
+        created_at=0,
+        updated_at=0,
+        deadline_at=10_000,
     )
 
 
@@ -33,8 +39,16 @@ def snapshot(state: JobState, raw: str, **extra) -> JobSnapshot:
 def apply(rec: ExportRecord, snap: JobSnapshot, token: int = 5, split=lambda p, s: None) -> tuple[tr.PollOutcome, Writes]:
     writes = Writes()
     outcome = tr.apply_snapshot(
-        rec, "0", token, snap, now=100.0, policy=POLICY, rng=random.Random(1), split=split,
-        safe_name=lambda name, fallback: name, writes=writes,
+        rec,
+        "0",
+        token,
+        snap,
+        now=100.0,
+        policy=POLICY,
+        rng=random.Random(1),
+        split=split,
+        safe_name=lambda name, fallback: name,
+        writes=writes,
     )
     return outcome, writes
 

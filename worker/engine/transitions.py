@@ -85,8 +85,7 @@ def claim_submit(record: ExportRecord, job_key: str, token: int, now: float, tim
     if job.status is JobStatus.SUBMITTING:
         job.ambiguous_creates += 1
         warning = (
-            f"job {job_key}: a worker died during the provider create call; the provider may hold an "
-            "orphan job (not downloaded)"
+            f"job {job_key}: a worker died during the provider create call; the provider may hold an orphan job (not downloaded)"
         )
         record.warnings.append(warning)
         writes.event("warning", message=warning)
@@ -171,9 +170,7 @@ def apply_snapshot(
     if snapshot.state is JobState.SUCCEEDED:
         job.status = JobStatus.SUCCEEDED
         files = [
-            FileRecord.from_remote(
-                f"{job_key}-{index:04d}", job_key, remote, safe_name(remote.name, f"{job_key}-{index:04d}")
-            )
+            FileRecord.from_remote(f"{job_key}-{index:04d}", job_key, remote, safe_name(remote.name, f"{job_key}-{index:04d}"))
             for index, remote in enumerate(snapshot.files)
         ]
         for file_record in files:
@@ -190,9 +187,7 @@ def apply_snapshot(
             job.status = JobStatus.SPLIT
             keys: list[tuple[str, int]] = []
             for index, child_params in enumerate(children):
-                child = JobRecord(
-                    key=f"{job_key}.{index}", params=child_params, parent=job_key, token=1, next_action_at=now
-                )
+                child = JobRecord(key=f"{job_key}.{index}", params=child_params, parent=job_key, token=1, next_action_at=now)
                 record.jobs[child.key] = child
                 keys.append((child.key, child.token))
             writes.event("split", job=job_key, children=[key for key, _ in keys], reason=snapshot.message)
@@ -206,9 +201,7 @@ def apply_snapshot(
     return PollOutcome(failed=True)
 
 
-def complete_if_done(
-    record: ExportRecord, files: list[FileRecord], finished: int, writes: Writes, now: float
-) -> bool:
+def complete_if_done(record: ExportRecord, files: list[FileRecord], finished: int, writes: Writes, now: float) -> bool:
     """End the export once every job is done and every known file finished; True if this call ended it."""
     if record.status.terminal:
         return False
@@ -256,7 +249,9 @@ def reopen_failed_files(record: ExportRecord, files: list[FileRecord], writes: W
     return failed
 
 
-def reopen_replayed_job(record: ExportRecord, job_key: str, snapshot: JobSnapshot, delay: float, now: float, writes: Writes) -> int:
+def reopen_replayed_job(
+    record: ExportRecord, job_key: str, snapshot: JobSnapshot, delay: float, now: float, writes: Writes
+) -> int:
     """After the provider accepted a replay, poll the same job again."""
     job = record.jobs[job_key]
     job.status = JobStatus.POLLING

@@ -73,8 +73,17 @@ class ImpactJob(_Wire):
     ResultUri: str | None = None
 
     @field_validator(
-        "CreatedDate", "StartedDate", "CompletedDate", "AbandonedDate", "CancelledDate", "FailedDate",
-        "LastProgressUpdateDate", "ProgramId", "CreatedBy", "ResultUri", mode="before",
+        "CreatedDate",
+        "StartedDate",
+        "CompletedDate",
+        "AbandonedDate",
+        "CancelledDate",
+        "FailedDate",
+        "LastProgressUpdateDate",
+        "ProgramId",
+        "CreatedBy",
+        "ResultUri",
+        mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
@@ -135,8 +144,11 @@ class ImpactJobs(Provider):
         query = httpx.QueryParams(params.report_params)
         url = f"{self._root(ctx, params.api_root)}/ReportExport/{params.report_id}"
         response = send(
-            ctx.client, "GET", f"{url}?{query}" if query else url,
-            provider=self.name, credential_name=ctx.credential_name,
+            ctx.client,
+            "GET",
+            f"{url}?{query}" if query else url,
+            provider=self.name,
+            credential_name=ctx.credential_name,
         )
         reference = parse_body(response, ImpactJobReference, provider=self.name)
         return JobSnapshot(
@@ -152,19 +164,26 @@ class ImpactJobs(Provider):
         current = self._fetch(ctx, provider_job_id, params.api_root)
         if not current.Replayable:
             raise ReplayNotAllowed(
-                f"impact job {provider_job_id} is {current.Status.value} and not Replayable; "
-                "submit a new export instead"
+                f"impact job {provider_job_id} is {current.Status.value} and not Replayable; submit a new export instead"
             )
         send(
-            ctx.client, "PUT", f"{self._root(ctx, params.api_root)}/Jobs/{provider_job_id}/Replay",
-            provider=self.name, credential_name=ctx.credential_name, job_id=provider_job_id,
+            ctx.client,
+            "PUT",
+            f"{self._root(ctx, params.api_root)}/Jobs/{provider_job_id}/Replay",
+            provider=self.name,
+            credential_name=ctx.credential_name,
+            job_id=provider_job_id,
         )
         return self.get(ctx, provider_job_id, params)
 
     def _fetch(self, ctx: ProviderContext, provider_job_id: str, api_root: str) -> ImpactJob:
         response = send(
-            ctx.client, "GET", f"{self._root(ctx, api_root)}/Jobs/{provider_job_id}",
-            provider=self.name, credential_name=ctx.credential_name, job_id=provider_job_id,
+            ctx.client,
+            "GET",
+            f"{self._root(ctx, api_root)}/Jobs/{provider_job_id}",
+            provider=self.name,
+            credential_name=ctx.credential_name,
+            job_id=provider_job_id,
         )
         return parse_body(response, ImpactJob, provider=self.name)
 

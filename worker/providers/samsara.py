@@ -146,15 +146,23 @@ class SamsaraIftaDetail(Provider):
 
     def create(self, ctx: ProviderContext, params: IftaDetailParams) -> JobSnapshot:
         response = send(
-            ctx.client, "POST", "/ifta-detail/csv", json=params.wire(),
-            provider=self.name, credential_name=ctx.credential_name,
+            ctx.client,
+            "POST",
+            "/ifta-detail/csv",
+            json=params.wire(),
+            provider=self.name,
+            credential_name=ctx.credential_name,
         )
         return self._snapshot(parse_body(response, IftaJobEnvelope, provider=self.name).data)
 
     def get(self, ctx: ProviderContext, provider_job_id: str, params: IftaDetailParams) -> JobSnapshot:
         response = send(
-            ctx.client, "GET", f"/ifta-detail/csv/{provider_job_id}",
-            provider=self.name, credential_name=ctx.credential_name, job_id=provider_job_id,
+            ctx.client,
+            "GET",
+            f"/ifta-detail/csv/{provider_job_id}",
+            provider=self.name,
+            credential_name=ctx.credential_name,
+            job_id=provider_job_id,
         )
         return self._snapshot(parse_body(response, IftaJobEnvelope, provider=self.name).data)
 
@@ -167,10 +175,7 @@ class SamsaraIftaDetail(Provider):
             return None
         middle = max(min_batch, len(resolved) // 2)
         batches = [resolved[:middle], resolved[middle:]]
-        return [
-            IftaDetailParams(start_hour=params.start_hour, end_hour=params.end_hour, vehicle_ids=batch)
-            for batch in batches
-        ]
+        return [IftaDetailParams(start_hour=params.start_hour, end_hour=params.end_hour, vehicle_ids=batch) for batch in batches]
 
     def _snapshot(self, job: IftaJob) -> JobSnapshot:
         return JobSnapshot(

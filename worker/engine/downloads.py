@@ -1,0 +1,196 @@
+"""The download step: stream one file through the parser into the sink, exactly once.
+
+A lease keeps two live workers off the same file; the fencing token retires duplicated tasks;
+an expired signed URL is refreshed by polling the job again, without touching finished files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from worker import metrics
+from worker.download import open_download
+from worker.engine.lifecycle import enforce_deadline, finish_if_complete
+from worker.engine.models import ExportRecord, FileRecord, FileStatus, FileTaskArgs
+from worker.engine.runtime import Runtime, export_log
+from worker.errors import DownloadUrlExpired, ExportWorkerError, PermanentError, RetryLater, StaleTask, TransientError
+from worker.gateway import ProviderGateway
+from worker.pipeline import TransferResult, transfer_file
+from worker.sinks.base import SinkResult
+from worker.store import Writes
+
+URL_EXPIRY_MARGIN_SECONDS = 30.0
+MAX_URL_REFRESHES_PER_ATTEMPT = 3
+
+
+def _refresh_url(rt: Runtime, gateway: ProviderGateway, record: ExportRecord, file: FileRecord) -> FileRecord:
+    """Re-poll the job: the provider hands out a fresh signed URL for the same file."""
+    job = record.jobs[file.job_key]
+    assert job.provider_job_id is not None
+    snapshot = gateway.get(job.provider_job_id, job.params)
+    fresh = next((remote for remote in snapshot.files if remote.name == file.name), None)
+    if fresh is None:
+        raise PermanentError(f"{record.provider} job {job.provider_job_id} no longer lists file {file.name!r}")
+
+    def mutate(current: FileRecord, writes: Writes) -> FileRecord:
+        if current.token != file.token or current.status is not FileStatus.PENDING:
+            raise StaleTask(f"file {file.key} moved on during URL refresh")
+        current.url = fresh.url
+        current.expires_at = fresh.expires_at.timestamp() if fresh.expires_at else None
+        current.url_refreshes += 1
+        writes.event("url_refreshed", file=file.key)
+        return current.model_copy()
+
+    return rt.store.transact_file(record.id, file.key, mutate)
+
+
+def _stream_to_sink(
+    rt: Runtime, gateway: ProviderGateway, record: ExportRecord, file: FileRecord, renew: Callable[[int, int], None]
+) -> tuple[SinkResult, TransferResult, FileRecord]:
+    for refresh in range(MAX_URL_REFRESHES_PER_ATTEMPT + 1):
+        if file.expires_at is not None and file.expires_at < rt.clock() + URL_EXPIRY_MARGIN_SECONDS:
+            file = _refresh_url(rt, gateway, record, file)
+        writer = rt.sink.open_file(record.id, file.key, file.safe_name)
+        try:
+            with open_download(
+                gateway.download_client(file.authenticated),
+                file.url,
+                guard=gateway.url_guard,
+                max_bytes=rt.settings.max_download_bytes,
+                provider=record.provider,
+                credential_name=record.credential,
+                signed_url=not file.authenticated,
+            ) as chunks:
+                transfer = transfer_file(
+                    chunks,
+                    schema=gateway.provider.row_schema,
+                    writer=writer,
+                    source_name=file.name,
+                    max_field_bytes=rt.settings.max_field_bytes,
+                    on_progress=renew,
+                )
+            return writer.commit(), transfer, file
+        except DownloadUrlExpired:
+            writer.abort()
+            if refresh == MAX_URL_REFRESHES_PER_ATTEMPT:
+                raise TransientError(f"download URL of {file.name!r} was refused after {refresh} refreshes") from None
+            file = _refresh_url(rt, gateway, record, file)
+        except BaseException:
+            writer.abort()
+            raise
+    raise AssertionError("unreachable")
+
+
+def _finish_file(
+    rt: Runtime,
+    record: ExportRecord,
+    file: FileRecord,
+    *,
+    result: SinkResult | None,
+    transfer: TransferResult | None,
+    error: str | None,
+) -> None:
+    now = rt.clock()
+
+    def mutate(current: FileRecord, writes: Writes) -> FileRecord:
+        if current.token != file.token or current.status is not FileStatus.PENDING:
+            raise StaleTask(f"file {file.key} already finished")
+        current.finished_at = now
+        if result is not None and transfer is not None:
+            current.status = FileStatus.DONE
+            current.rows = result.rows
+            current.quarantined = result.quarantined
+            current.bytes = transfer.bytes
+            current.path = str(result.path)
+            current.quarantine_path = str(result.quarantine_path) if result.quarantine_path else None
+            writes.event("file_done", file=file.key, rows=result.rows, quarantined=result.quarantined)
+        else:
+            current.status = FileStatus.FAILED
+            current.error = error
+            writes.event("file_failed", file=file.key, error=error)
+        return current
+
+    try:
+        done = rt.store.transact_file(record.id, file.key, mutate)
+    except StaleTask:
+        metrics.STALE_TASKS.labels("download").inc()
+        return
+    if done.status is FileStatus.DONE:
+        metrics.BYTES_DOWNLOADED.labels(record.provider).inc(done.bytes)
+        metrics.ROWS_WRITTEN.labels(record.provider).inc(done.rows)
+        metrics.ROWS_QUARANTINED.labels(record.provider).inc(done.quarantined)
+        seen = done.rows + done.quarantined
+        if done.record_count is not None and seen != done.record_count:
+            warning = f"file {done.name}: provider recordCount is {done.record_count} but {seen} rows were parsed"
+
+            def warn(state: ExportRecord, writes: Writes) -> None:
+                state.warnings.append(warning)
+                writes.event("warning", message=warning)
+
+            rt.store.transact(record.id, warn)
+    finish_if_complete(rt, record.id)
+
+
+def _retry_file(rt: Runtime, record: ExportRecord, file: FileRecord, exc: ExportWorkerError) -> None:
+    if file.attempts + 1 > rt.settings.max_transient_retries:
+        _finish_file(rt, record, file, result=None, transfer=None, error=f"gave up after {file.attempts + 1} attempts: {exc}")
+        return
+    delay = (
+        rt.policy.after_retry_after(exc.retry_after, rt.rng)
+        if isinstance(exc, RetryLater)
+        else rt.policy.delay(file.attempts, rt.rng)
+    )
+    now = rt.clock()
+
+    def mutate(current: FileRecord, writes: Writes) -> int:
+        if current.token != file.token or current.status is not FileStatus.PENDING:
+            raise StaleTask(f"file {file.key} moved on")
+        current.attempts += 1
+        current.error = str(exc)
+        current.token += 1
+        current.dispatched_at = now + delay
+        return current.token
+
+    try:
+        token = rt.store.transact_file(record.id, file.key, mutate)
+    except StaleTask:
+        return
+    metrics.RETRIES.labels(record.provider, "download", type(exc).__name__).inc()
+    export_log(record).warning("download of %s rescheduled in %.1fs: %s", file.name, delay, exc)
+    rt.dispatcher.download(FileTaskArgs(export_id=record.id, file_key=file.key, token=token), delay)
+
+
+def run_download(rt: Runtime, args: FileTaskArgs, owner: str) -> None:
+    record = rt.store.get(args.export_id)
+    if enforce_deadline(rt, record):
+        return
+    file = rt.store.get_file(args.export_id, args.file_key)
+    if file.status is not FileStatus.PENDING or file.token != args.token:
+        metrics.STALE_TASKS.labels("download").inc()
+        return
+    lease = rt.settings.lease_seconds
+    if not rt.store.acquire_lease(args.export_id, args.file_key, owner, lease):
+        metrics.STALE_TASKS.labels("download").inc()
+        return
+    last_renewal = rt.clock()
+
+    def renew(_bytes: int, _rows: int) -> None:
+        nonlocal last_renewal
+        if rt.clock() - last_renewal < lease / 3:
+            return
+        if not rt.store.renew_lease(args.export_id, args.file_key, owner, lease):
+            raise StaleTask(f"lost the download lease of {file.key}")
+        last_renewal = rt.clock()
+
+    gateway = rt.gateway(record.provider, record.credential)
+    try:
+        result, transfer, file = _stream_to_sink(rt, gateway, record, file, renew)
+        _finish_file(rt, record, file, result=result, transfer=transfer, error=None)
+    except StaleTask:
+        metrics.STALE_TASKS.labels("download").inc()
+    except (RetryLater, TransientError) as exc:
+        _retry_file(rt, record, file, exc)
+    except PermanentError as exc:
+        _finish_file(rt, record, file, result=None, transfer=None, error=str(exc))
+    finally:
+        rt.store.release_lease(args.export_id, args.file_key, owner)

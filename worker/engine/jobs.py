@@ -1,0 +1,176 @@
+"""Submit and poll steps: create the provider job, then poll it by countdown until it is terminal.
+
+The order is always *save, then dispatch*: a worker killed between the two leaves a chain that the
+watchdog revives, never two live chains. Every step first checks its fencing token, so duplicated or
+redelivered tasks exit without side effects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from worker import metrics
+from worker.engine import transitions as tr
+from worker.engine.lifecycle import enforce_deadline, fail_export, finish_if_complete, on_terminal
+from worker.engine.models import ExportRecord, FileTaskArgs, JobStatus, JobTaskArgs
+from worker.engine.runtime import Runtime, export_log
+from worker.errors import PermanentError, RetryLater, StaleTask, TransientError
+from worker.providers.base import JobSnapshot
+from worker.security.filenames import safe_filename
+from worker.store import Writes
+
+
+def _retry_job_step(
+    rt: Runtime, record: ExportRecord, args: JobTaskArgs, exc: RetryLater | TransientError, *, submitting: bool
+) -> None:
+    """Reschedule a submit/poll step after a provider refusal, or fail once retries are exhausted."""
+    job = record.jobs[args.job_key]
+    step = "submit" if submitting else "poll"
+    if isinstance(exc, RetryLater):
+        delay = rt.policy.after_retry_after(exc.retry_after, rt.rng)
+        reason = "rate_limited"
+    else:
+        if job.transient_errors + 1 > rt.settings.max_transient_retries:
+            fail_export(rt, record.id, f"{step} of job {args.job_key} failed {job.transient_errors + 1} times; last error: {exc}")
+            return
+        delay = rt.policy.delay(job.transient_errors, rt.rng)
+        reason = "transient"
+    metrics.RETRIES.labels(record.provider, step, reason).inc()
+    export_log(record, job).warning("%s of job %s rescheduled in %.1fs: %s", step, args.job_key, delay, exc)
+    now = rt.clock()
+
+    def mutate(state: ExportRecord, writes: Writes) -> int:
+        current = tr.current_job(state, args.job_key, args.token)
+        if submitting:
+            current.status = JobStatus.PENDING
+        if reason == "transient":
+            current.transient_errors += 1
+            current.message = str(exc)
+        return tr.reschedule(current, delay, now)
+
+    try:
+        token = rt.store.transact(record.id, mutate)
+    except StaleTask:
+        metrics.STALE_TASKS.labels(step).inc()
+        return
+    next_args = JobTaskArgs(export_id=record.id, job_key=args.job_key, token=token)
+    (rt.dispatcher.submit if submitting else rt.dispatcher.poll)(next_args, delay)
+
+
+def _call_provider(
+    rt: Runtime,
+    record: ExportRecord,
+    args: JobTaskArgs,
+    call: Callable[[], JobSnapshot],
+    *,
+    failure: str,
+    submitting: bool = True,
+) -> JobSnapshot | None:
+    """One create/poll call; a refusal reschedules the step or fails the export, and gives None."""
+    operation = "create" if submitting else "poll"
+    try:
+        snapshot = call()
+    except (RetryLater, TransientError) as exc:
+        metrics.API_CALLS.labels(record.provider, operation, type(exc).__name__).inc()
+        _retry_job_step(rt, record, args, exc, submitting=submitting)
+        return None
+    except PermanentError as exc:
+        metrics.API_CALLS.labels(record.provider, operation, type(exc).__name__).inc()
+        fail_export(rt, record.id, f"{failure}: {exc}")
+        return None
+    metrics.API_CALLS.labels(record.provider, operation, "ok").inc()
+    return snapshot
+
+
+def run_submit(rt: Runtime, args: JobTaskArgs) -> None:
+    record = rt.store.get(args.export_id)
+    if enforce_deadline(rt, record):
+        return
+    now = rt.clock()
+    claim_timeout = 2 * rt.settings.http_timeout_seconds + 5
+    try:
+        token = rt.store.transact(
+            args.export_id, lambda r, w: tr.claim_submit(r, args.job_key, args.token, now, claim_timeout, w)
+        )
+    except StaleTask:
+        metrics.STALE_TASKS.labels("submit").inc()
+        return
+    claimed = JobTaskArgs(export_id=args.export_id, job_key=args.job_key, token=token)
+    job = record.jobs[args.job_key]
+    gateway = rt.gateway(record.provider, record.credential)
+    snapshot = _call_provider(
+        rt, record, claimed, lambda: gateway.create(job.params), failure=f"could not create the {record.provider} job"
+    )
+    if snapshot is None:
+        return
+    delay = rt.policy.delay(0, rt.rng)
+    try:
+        poll_token = rt.store.transact(
+            args.export_id, lambda r, w: tr.record_created(r, args.job_key, token, snapshot, delay, rt.clock(), w)
+        )
+    except StaleTask:
+        export_log(record).error(
+            "provider job %s was created but job %s moved on meanwhile; it will not be tracked",
+            snapshot.provider_job_id,
+            args.job_key,
+        )
+        return
+    export_log(record, job).info("created provider job %s", snapshot.provider_job_id)
+    rt.dispatcher.poll(JobTaskArgs(export_id=args.export_id, job_key=args.job_key, token=poll_token), delay)
+
+
+def run_poll(rt: Runtime, args: JobTaskArgs) -> None:
+    record = rt.store.get(args.export_id)
+    if enforce_deadline(rt, record):
+        return
+    try:
+        job = tr.current_job(record, args.job_key, args.token)
+    except StaleTask:
+        metrics.STALE_TASKS.labels("poll").inc()
+        return
+    assert job.provider_job_id is not None, "a polled job always has a provider job id"
+    gateway = rt.gateway(record.provider, record.credential)
+    provider_job_id = job.provider_job_id
+    snapshot = _call_provider(
+        rt,
+        record,
+        args,
+        lambda: gateway.get(provider_job_id, job.params),
+        failure=f"polling {record.provider} job {provider_job_id} failed",
+        submitting=False,
+    )
+    if snapshot is None:
+        return
+    metrics.POLLS.labels(record.provider, snapshot.raw_status).inc()
+
+    def mutate(state: ExportRecord, writes: Writes) -> tr.PollOutcome:
+        return tr.apply_snapshot(
+            state,
+            args.job_key,
+            args.token,
+            snapshot,
+            now=rt.clock(),
+            policy=rt.policy,
+            rng=rt.rng,
+            split=gateway.split,
+            safe_name=lambda name, fallback: safe_filename(name, fallback=fallback),
+            writes=writes,
+        )
+
+    try:
+        outcome = rt.store.transact(args.export_id, mutate)
+    except StaleTask:
+        metrics.STALE_TASKS.labels("poll").inc()
+        return
+    if outcome.poll_token is not None:
+        rt.dispatcher.poll(
+            JobTaskArgs(export_id=args.export_id, job_key=args.job_key, token=outcome.poll_token), outcome.poll_delay
+        )
+    for child_key, child_token in outcome.submit_jobs:
+        rt.dispatcher.submit(JobTaskArgs(export_id=args.export_id, job_key=child_key, token=child_token), 0)
+    for file_record in outcome.files:
+        rt.dispatcher.download(FileTaskArgs(export_id=args.export_id, file_key=file_record.key, token=0), 0)
+    if outcome.failed:
+        on_terminal(rt, rt.store.get(args.export_id))
+    elif outcome.check_completion:
+        finish_if_complete(rt, args.export_id)

@@ -1,0 +1,65 @@
+"""How an export ends: failed, cancelled, past its deadline, or completed once every file is done."""
+
+from __future__ import annotations
+
+from worker import metrics
+from worker.engine import transitions as tr
+from worker.engine.models import ExportRecord
+from worker.engine.runtime import Runtime, export_log
+from worker.store import Writes
+
+
+def on_terminal(rt: Runtime, record: ExportRecord) -> None:
+    metrics.EXPORTS_FINISHED.labels(record.provider, record.status.value).inc()
+    metrics.EXPORT_SECONDS.labels(record.provider, record.status.value).observe(
+        (record.finished_at or rt.clock()) - record.created_at
+    )
+    export_log(record).info("export %s: %s", record.status.value, record.error or f"{record.rows} rows")
+    if record.callback is not None:
+        rt.dispatcher.callback(record.callback, record)
+
+
+def fail_export(rt: Runtime, export_id: str, reason: str) -> bool:
+    def mutate(record: ExportRecord, writes: Writes) -> ExportRecord | None:
+        return record if tr.fail(record, writes, reason, rt.clock()) else None
+
+    ended = rt.store.transact(export_id, mutate)
+    if ended is not None:
+        on_terminal(rt, ended)
+    return ended is not None
+
+
+def cancel_export(rt: Runtime, export_id: str) -> bool:
+    """Stop an export: its chains exit at their next step, downloads at the next file boundary."""
+
+    def mutate(record: ExportRecord, writes: Writes) -> ExportRecord | None:
+        return record if tr.cancel(record, writes, rt.clock()) else None
+
+    ended = rt.store.transact(export_id, mutate)
+    if ended is not None:
+        on_terminal(rt, ended)
+    return ended is not None
+
+
+def enforce_deadline(rt: Runtime, record: ExportRecord) -> bool:
+    """True when the export has ended (already, or now because its deadline passed)."""
+    if record.status.terminal:
+        return True
+    reason = tr.deadline_reason(record, rt.clock())
+    if reason is None:
+        return False
+    fail_export(rt, record.id, reason)
+    return True
+
+
+def finish_if_complete(rt: Runtime, export_id: str) -> bool:
+    files = rt.store.files(export_id)
+    finished, _ = rt.store.finished_count(export_id)
+
+    def mutate(record: ExportRecord, writes: Writes) -> ExportRecord | None:
+        return record if tr.complete_if_done(record, files, finished, writes, rt.clock()) else None
+
+    ended = rt.store.transact(export_id, mutate, watch_files=True)
+    if ended is not None:
+        on_terminal(rt, ended)
+    return ended is not None
