@@ -6,6 +6,7 @@ the worker is a real Celery worker process. It prints where the parsed rows are.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -48,6 +49,6 @@ def run_demo(console: Console, *, vehicles: int, files: int, rows: int) -> int:
             return 1
         console.print(
             f"[green]COMPLETED[/]: {view.record.rows} rows written, {view.record.quarantined} quarantined, "
-            f"in {view.record.finished_at - view.record.created_at:.1f}s; JSONL files under {output / export_id}"
+            f"in {(view.record.finished_at or time.time()) - view.record.created_at:.1f}s; JSONL files under {output / export_id}"
         )
         return 0

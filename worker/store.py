@@ -65,6 +65,10 @@ return 0
 """
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class CorruptRecord(ExportWorkerError):
     pass
 
@@ -154,7 +158,7 @@ class ExportStore:
                         existing = pipe.get(idem)
                         if existing is not None:
                             pipe.reset()
-                            return self.get(existing.decode()), False
+                            return self.get(_text(existing)), False
                     pipe.multi()
                     if idem:
                         pipe.set(idem, record.id)
@@ -219,13 +223,14 @@ class ExportStore:
                     continue
 
     def status_counts(self) -> dict[str, int]:
-        return {k.decode(): int(v) for k, v in self.redis.hgetall(self.key("stats", "status")).items()}
+        return {_text(k): int(v) for k, v in self.redis.hgetall(self.key("stats", "status")).items()}
 
     def list_ids(self, limit: int = 50) -> list[str]:
-        return [raw.decode() for raw in self.redis.zrevrange(self.key("exports"), 0, limit - 1)]
+        ids: list[bytes] = self.redis.zrevrange(self.key("exports"), 0, limit - 1)  # type: ignore[assignment]
+        return [_text(raw) for raw in ids]
 
     def active_ids(self) -> list[str]:
-        return sorted(raw.decode() for raw in self.redis.smembers(self.key("active")))
+        return sorted(_text(raw) for raw in self.redis.smembers(self.key("active")))
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -236,7 +241,7 @@ class ExportStore:
         return FileRecord.model_validate_json(raw)
 
     def files(self, export_id: str) -> list[FileRecord]:
-        keys = sorted(raw.decode() for raw in self.redis.smembers(self._files_index(export_id)))
+        keys = sorted(_text(raw) for raw in self.redis.smembers(self._files_index(export_id)))
         if not keys:
             return []
         raws = self.redis.mget([self._file_key(export_id, key) for key in keys])
@@ -293,7 +298,7 @@ class ExportStore:
 
     def lease_holder(self, export_id: str, file_key: str) -> str | None:
         raw = self.redis.get(self._lease_key(export_id, file_key))
-        return raw.decode() if raw is not None else None
+        return _text(raw) if raw is not None else None
 
     def rate_limit_wait(self, bucket: str, requests: int, per_seconds: float) -> float:
         """GCRA shared by every worker: 0 when a request may go now, else seconds to wait."""
@@ -306,11 +311,11 @@ class ExportStore:
     # -- events ----------------------------------------------------------------------------------
 
     def read_events(self, last_id: str = "$", block_ms: int | None = None, count: int = 100) -> list[tuple[str, dict[str, Any]]]:
-        answer = self.redis.xread({self.events_key: last_id}, count=count, block=block_ms)
+        answer: Any = self.redis.xread({self.events_key: last_id}, count=count, block=block_ms)
         events: list[tuple[str, dict[str, Any]]] = []
         for _stream, entries in answer or []:
             for entry_id, fields in entries:
-                decoded = {k.decode(): v.decode() for k, v in fields.items()}
+                decoded = {_text(k): _text(v) for k, v in fields.items()}
                 detail = json.loads(decoded.pop("data", "{}"))
-                events.append((entry_id.decode(), {**decoded, **detail}))
+                events.append((_text(entry_id), {**decoded, **detail}))
         return events

@@ -53,7 +53,7 @@ class FileStatus(StrEnum):
     FAILED = "FAILED"
 
 
-class Callback(BaseModel):
+class Callback(BaseModel):  # type: ignore[no-redef]  # a field named kwargs clashes with pydantic-mypy's __init__
     """A Celery task another application registered to hear about the end of an export."""
 
     task: str

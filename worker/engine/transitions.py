@@ -169,10 +169,11 @@ def apply_snapshot(
     job.token += 1
     if snapshot.state is JobState.SUCCEEDED:
         job.status = JobStatus.SUCCEEDED
-        files = [
-            FileRecord.from_remote(f"{job_key}-{index:04d}", job_key, remote, safe_name(remote.name, f"{job_key}-{index:04d}"))
-            for index, remote in enumerate(snapshot.files)
-        ]
+        files = []
+        for index, remote in enumerate(snapshot.files):
+            key = f"{job_key}-{index:04d}"
+            # The key prefix keeps names unique when split sub-jobs return files of the same name.
+            files.append(FileRecord.from_remote(key, job_key, remote, safe_name(f"{key}-{remote.name}", key)))
         for file_record in files:
             file_record.dispatched_at = now
             writes.put_file(file_record)

@@ -1,19 +1,23 @@
 """Stream a CSV download into typed rows and quarantined bad rows, in constant memory and fast.
 
-How it stays fast: Python code runs per *segment* (the complete lines of one download chunk) and
-per *batch*, never per byte, and almost never per row.
+How it stays fast: Python code runs per *segment* (the complete lines of a 64 KiB slice of the
+download) and per *batch*, never per byte and almost never per row.
 
-1. :func:`_segments` decodes chunks incrementally (strict UTF-8 first; ``surrogateescape`` for a
-   chunk that fails, so a bad byte spoils only its own row), strips a BOM, cuts each chunk at its
-   last line break and flags segments holding NUL bytes, invalid UTF-8 or very long lines.
-2. A segment without any ``"`` is split by ``str.splitlines`` and ``str.split(",")``: for such text
-   that *is* what ``csv.reader`` does, at about half the cost. Any other segment goes through
-   ``csv.reader`` over its lines plus a sentinel line; if the sentinel got swallowed, a quoted field
-   runs past the segment, and that last record's lines are carried over to the next segment.
-3. A batch that is clean (one line per record, the header's column count, no flags) is converted
-   column by column (one ``orjson`` call parses a whole numeric column; datetimes in the usual
-   ``YYYY-MM-DDTHH:MM:SSZ`` form are checked with strided slices) and turned into dicts by a
-   generated function. Otherwise each record is checked on its own, with its exact line number.
+1. :func:`_segments` decodes incrementally (strict UTF-8 first; ``surrogateescape`` for a slice that
+   fails, so a bad byte spoils only its own row), strips a BOM, cuts each slice at its last line
+   break and flags segments holding NUL bytes, invalid UTF-8 or very long lines.
+2. A segment without any ``"`` is split with ``str.splitlines`` and one ``str.split(",")`` per
+   batch: for such text that *is* what ``csv.reader`` does, and it is faster than ``csv.reader``.
+   Any other segment goes through ``csv.reader`` over its lines plus a sentinel line; if the
+   sentinel got swallowed, a quoted field runs past the segment, and that last record is parsed
+   again together with the next segment.
+3. A clean batch (one line per record, the header's column count, no flags) is converted column by
+   column (one ``orjson`` call parses a whole numeric column; datetimes already in the usual
+   ``YYYY-MM-DDTHH:MM:SSZ`` form are only validated) and turned into dicts by a generated
+   comprehension. Otherwise each record is checked on its own, with its exact line number.
+
+Memory is bounded by the slice size, ``batch_rows`` and ``max_field_bytes`` (lines longer than
+``max(16, columns + 1) * max_field_bytes`` characters are cut and quarantined).
 """
 
 from __future__ import annotations
@@ -99,17 +103,15 @@ def _raise_field_size_limit(max_field_bytes: int) -> None:
 # --- bytes to segments of complete lines ----------------------------------------------------------
 
 
-def _segments(
-    chunks: Iterable[bytes], max_field_bytes: int, parser: _Parser
-) -> Iterator[tuple[str, int, bool]]:
+def _segments(chunks: Iterable[bytes], max_field_bytes: int, parser: _Parser) -> Iterator[tuple[str, int, bool]]:
     """Yield ``(text, flags, final)``: decoded text ending at a line break, the last one at EOF.
 
     A line longer than ``parser.max_line_chars`` is cut (rest dropped, NUL appended so the record is
     quarantined): without the cut, one endless line would be held whole in memory.
     """
     undecoded = b""
-    carry = ""
-    carry_flags = 0
+    carry: list[str] = []  # text after the last line break, in pieces (joined once, when a break comes)
+    carry_len = carry_flags = 0
     skipping = started = False
     quarter = max(max_field_bytes // 4, 1)
     for chunk in _pieces(chunks):
@@ -133,24 +135,29 @@ def _segments(
                 continue
             text = text[cut:]
             skipping = False
-        if carry:
-            text = carry + text
-            flags |= carry_flags
         cut = _last_break(text)
-        segment, rest = (text[:cut], text[cut:]) if cut < len(text) else (text, "")
-        if len(rest) > parser.max_line_chars:
-            rest = rest[: parser.max_line_chars] + "\x00"
+        if cut == 0:
+            carry.append(text)
+            carry_len += len(text)
+            carry_flags |= flags
+        else:
+            segment = "".join([*carry, text[:cut]]) if carry else text[:cut] if cut < len(text) else text
+            segment_flags = flags | carry_flags
+            rest = text[cut:]
+            carry, carry_len, carry_flags = ([rest], len(rest), flags) if rest else ([], 0, 0)
+            yield segment, segment_flags | _long_run(segment, quarter), False
+        if carry_len > parser.max_line_chars:
+            carry = ["".join(carry)[: parser.max_line_chars] + "\x00"]
+            carry_len = len(carry[0])
+            carry_flags |= _CUT | _NUL | _LONG
             skipping = True
-            flags |= _CUT | _NUL | _LONG
-        carry, carry_flags = rest, (flags if rest else 0)
-        if segment:
-            yield segment, flags | _long_run(segment, quarter), False
-    flags = carry_flags
+    tail = ""
     if undecoded:  # an incomplete multi-byte sequence at EOF
-        tail = "" if skipping else codecs.utf_8_decode(undecoded, "surrogateescape", True)[0]
-        carry += tail
-        flags |= _BAD_UTF8
-    yield carry, flags | _long_run(carry, quarter), True
+        carry_flags |= _BAD_UTF8
+        if not skipping:
+            tail = codecs.utf_8_decode(undecoded, "surrogateescape", True)[0]
+    text = "".join([*carry, tail])
+    yield text, carry_flags | _long_run(text, quarter), True
 
 
 def _pieces(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -216,13 +223,22 @@ class _Parser:
         self.next_line = 1
         self.pending = ""
         self.pending_flags = 0
+        self.backlog: list[str] = []
+        self.backlog_len = 0
 
     def feed(self, text: str, flags: int, *, final: bool) -> Iterator[ParsedBatch]:
         start = self.next_line
         if self.pending:
-            text = self.pending + text
-            flags |= self.pending_flags
-            self.pending = ""
+            # A record runs on from an earlier segment and is parsed again from its start. Wait until
+            # the new text is at least as long as that record, so a huge record costs O(n), not O(n²).
+            self.backlog.append(text)
+            self.backlog_len += len(text)
+            self.pending_flags |= flags
+            if not final and self.backlog_len < len(self.pending):
+                return
+            text = "".join([self.pending, *self.backlog])
+            flags = self.pending_flags
+            self.pending, self.backlog, self.backlog_len, self.pending_flags = "", [], 0, 0
         if not text:
             return
         odd_breaks = _has_odd_breaks(text)
@@ -260,9 +276,7 @@ class _Parser:
             if batch.rows or batch.bad:
                 yield batch
 
-    def _quoted(
-        self, text: str, flags: int, start: int, *, final: bool, odd_breaks: bool
-    ) -> Iterator[ParsedBatch]:
+    def _quoted(self, text: str, flags: int, start: int, *, final: bool, odd_breaks: bool) -> Iterator[ParsedBatch]:
         lines = io.StringIO(text, newline="").readlines() if odd_breaks else text.splitlines(True)
         count = len(lines)
         if not final:
@@ -292,7 +306,7 @@ class _Parser:
             spans.pop()
             records.pop()
             error_rows = [(index, bad) for index, bad in error_rows if bad.line < start + tail]
-            self._keep_pending("".join(lines[tail:count]), flags, start + tail, error_rows)
+            self._keep_pending("".join(lines[tail:count]), flags, start + tail, count - tail, error_rows)
         else:
             self.next_line = start + count
 
@@ -308,6 +322,8 @@ class _Parser:
         if self.plan is None:
             offset = self._read_header(records, errors, raw)
             if self.plan is None:
+                if error_rows:  # the header itself was given up on
+                    raise PermanentError(f"CSV header is unreadable: {error_rows[0][1].reason}")
                 return
         yield from self._batches(records, offset, flags, starts, spans, error_rows, raw, line_of)
 
@@ -349,7 +365,7 @@ class _Parser:
             if batch.rows or batch.bad:
                 yield batch
 
-    def _keep_pending(self, text: str, flags: int, line: int, error_rows: list[tuple[int, BadRow]]) -> None:
+    def _keep_pending(self, text: str, flags: int, line: int, line_count: int, error_rows: list[tuple[int, BadRow]]) -> None:
         self.next_line = line
         if len(text) > self.max_line_chars:  # an unterminated quote: give up on this record
             error_rows.append(
@@ -362,7 +378,7 @@ class _Parser:
                     ),
                 )
             )
-            self.next_line = line + len(text.splitlines())
+            self.next_line = line + line_count
             return
         self.pending = text
         self.pending_flags = flags
@@ -384,9 +400,7 @@ class _Parser:
             raise PermanentError(f"CSV header contains NUL or invalid UTF-8: {_clip(raw(index))[:200]!r}")
         missing = sorted(self.schema.required.difference(header))
         if missing:
-            raise PermanentError(
-                f"CSV header lacks required column(s) {', '.join(missing)}; got {', '.join(header)[:500]}"
-            )
+            raise PermanentError(f"CSV header lacks required column(s) {', '.join(missing)}; got {', '.join(header)[:500]}")
         duplicates = sorted({name for name in header if header.count(name) > 1})
         if duplicates:
             raise PermanentError(f"CSV header repeats column(s) {', '.join(map(repr, duplicates))}")
@@ -417,8 +431,7 @@ def _layout(
             reason = f"malformed CSV: {message}"
             if "field larger than field limit" in message:
                 reason = (
-                    f"a field is larger than {max_field} bytes; raise EXPORT_WORKER_MAX_FIELD_BYTES "
-                    "if such fields are legitimate"
+                    f"a field is larger than {max_field} bytes; raise EXPORT_WORKER_MAX_FIELD_BYTES if such fields are legitimate"
                 )
             error_rows.append((index, BadRow(start + position, reason, _clip(text))))
             position = line_num
@@ -587,7 +600,7 @@ class _Plan:
         self.header = header
         self.ncols = len(header)
         self.max_field_bytes = max_field_bytes
-        self.max_line_bytes = max(_MIN_LINE_FACTOR, self.ncols + 1) * max_field_bytes
+        self.max_line_chars = max(_MIN_LINE_FACTOR, self.ncols + 1) * max_field_bytes
         self.typed = [
             (index, *_CONVERTERS[schema.types[name]])
             for index, name in enumerate(header)
@@ -656,9 +669,7 @@ class _Plan:
                 good_index.append(index)
             else:
                 bad.append(BadRow(lines[index], reason, _clip(raw(index))))
-        batch = self.convert(
-            good, [lines[index] for index in good_index], lambda i: raw(good_index[i])
-        )
+        batch = self.convert(good, [lines[index] for index in good_index], lambda i: raw(good_index[i]))
         if bad:
             batch.bad = sorted(batch.bad + bad, key=operator.attrgetter("line"))
         return batch
@@ -669,8 +680,7 @@ class _Plan:
             if "\x00" in joined:
                 if flags & _CUT:
                     return (
-                        f"line longer than {self.max_line_bytes} characters was cut off "
-                        "(or the record contains a NUL character)"
+                        f"line longer than {self.max_line_chars} characters was cut off (or the record contains a NUL character)"
                     )
                 return "record contains a NUL character"
             match = _SURROGATE.search(joined) if flags & _BAD_UTF8 else None

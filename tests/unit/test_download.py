@@ -1,0 +1,199 @@
+"""Streaming downloads: chunks out, every failure mapped to the error class that decides the retry."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from worker.download import open_download
+from worker.errors import AuthError, DownloadUrlExpired, PermanentError, RetryLater, TransientError
+from worker.security.urls import UrlGuard
+
+URL = "https://bucket.s3.amazonaws.com/ifta.csv?X-Amz-Signature=abc"
+GUARD = UrlGuard(["*.amazonaws.com", "api.samsara.com"])
+
+
+class Body(httpx.SyncByteStream):
+    """A response body that arrives in pieces, may break off, and remembers being closed."""
+
+    def __init__(self, pieces: list[bytes], fail_with: Exception | None = None) -> None:
+        self.pieces = pieces
+        self.fail_with = fail_with
+        self.closed = False
+        self.sent = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for piece in self.pieces:
+            self.sent += len(piece)
+            yield piece
+        if self.fail_with is not None:
+            raise self.fail_with
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def client_for(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.Client:
+    return httpx.Client(transport=httpx.MockTransport(handler))
+
+
+def fetch(client: httpx.Client, *, signed: bool = True, max_bytes: int = 1 << 20, chunk_size: int = 1 << 20) -> list[bytes]:
+    with open_download(
+        client,
+        URL,
+        guard=GUARD,
+        max_bytes=max_bytes,
+        provider="samsara",
+        credential_name="main",
+        signed_url=signed,
+        chunk_size=chunk_size,
+    ) as chunks:
+        return list(chunks)
+
+
+def test_body_streams_in_chunks_and_the_response_is_closed() -> None:
+    body = Body([b"vehicleId,jurisdiction\n", b"1,CA\n" * 1000, b"2,NV\n"])
+    total = sum(len(p) for p in body.pieces)
+    client = client_for(lambda r: httpx.Response(200, headers={"Content-Length": str(total)}, stream=body))
+    chunks = fetch(client, chunk_size=1024)
+    assert len(chunks) > 4 and all(len(c) <= 1024 for c in chunks)
+    assert b"".join(chunks) == b"".join(body.pieces)
+    assert body.closed
+
+
+def test_consumer_failure_still_closes_the_response() -> None:
+    body = Body([b"a\n"] * 10)
+    client = client_for(lambda r: httpx.Response(200, stream=body))
+    with pytest.raises(RuntimeError):
+        with open_download(client, URL, guard=GUARD, max_bytes=100, provider="p", credential_name="c", signed_url=True) as chunks:
+            next(iter(chunks))
+            raise RuntimeError("parser blew up")
+    assert body.closed
+
+
+def test_body_shorter_than_content_length_is_transient() -> None:
+    body = Body([b"a,b\n", b"1,2\n"])
+    client = client_for(lambda r: httpx.Response(200, headers={"Content-Length": "100"}, stream=body))
+    with pytest.raises(TransientError, match="truncated: 8 of 100"):
+        fetch(client)
+    assert body.closed
+
+
+def test_connection_closed_mid_body_is_transient() -> None:
+    body = Body([b"a,b\n", b"1,2\n"], fail_with=httpx.RemoteProtocolError("peer closed connection"))
+    client = client_for(lambda r: httpx.Response(200, stream=body))
+    with pytest.raises(TransientError, match="RemoteProtocolError"):
+        fetch(client)
+    assert body.closed
+
+
+@pytest.mark.parametrize("error", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.ConnectTimeout("x")])
+def test_transport_errors_before_the_response_are_transient(error: Exception) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    with pytest.raises(TransientError):
+        fetch(client_for(handler))
+
+
+def test_403_on_a_signed_url_means_expired_not_bad_credential() -> None:
+    client = client_for(lambda r: httpx.Response(403, content=b"<Error><Code>AccessDenied</Code></Error>"))
+    with pytest.raises(DownloadUrlExpired):
+        fetch(client, signed=True)
+    with pytest.raises(AuthError, match="'main'"):
+        fetch(client, signed=False)
+
+
+def test_400_saying_expired_on_a_signed_url_means_expired() -> None:
+    expired = client_for(lambda r: httpx.Response(400, content=b"<Message>Request has expired</Message>"))
+    with pytest.raises(DownloadUrlExpired):
+        fetch(expired)
+    other = client_for(lambda r: httpx.Response(400, content=b"<Message>Bad digest</Message>"))
+    with pytest.raises(PermanentError, match="Bad digest"):
+        fetch(other)
+
+
+def test_expired_message_does_not_leak_the_signature() -> None:
+    client = client_for(lambda r: httpx.Response(403))
+    with pytest.raises(DownloadUrlExpired) as caught:
+        fetch(client)
+    assert "X-Amz-Signature" not in str(caught.value) and "abc" not in str(caught.value)
+
+
+def test_429_is_retry_later_with_retry_after() -> None:
+    client = client_for(lambda r: httpx.Response(429, headers={"Retry-After": "7"}))
+    with pytest.raises(RetryLater) as caught:
+        fetch(client)
+    assert caught.value.retry_after == 7.0
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_5xx_is_transient(status: int) -> None:
+    with pytest.raises(TransientError, match=str(status)):
+        fetch(client_for(lambda r: httpx.Response(status)))
+
+
+def test_404_is_permanent() -> None:
+    with pytest.raises(PermanentError, match="404"):
+        fetch(client_for(lambda r: httpx.Response(404, content=b"NoSuchKey")))
+
+
+def test_huge_error_body_is_not_read_whole() -> None:
+    body = Body([b"x" * 65536] * 100)
+    with pytest.raises(TransientError):
+        fetch(client_for(lambda r: httpx.Response(503, stream=body)))
+    assert body.sent < 200_000 and body.closed
+
+
+def test_declared_size_over_the_limit_is_permanent_before_reading() -> None:
+    body = Body([b"a" * 100])
+    client = client_for(lambda r: httpx.Response(200, headers={"Content-Length": "5000"}, stream=body))
+    with pytest.raises(PermanentError, match="EXPORT_WORKER_MAX_DOWNLOAD_BYTES") as caught:
+        fetch(client, max_bytes=1000)
+    assert "1000" in str(caught.value)
+    assert body.sent == 0 and body.closed
+
+
+def test_counted_size_over_the_limit_is_permanent() -> None:
+    body = Body([b"a" * 400] * 10)  # no Content-Length: chunked
+    with pytest.raises(PermanentError, match="EXPORT_WORKER_MAX_DOWNLOAD_BYTES"):
+        fetch(client_for(lambda r: httpx.Response(200, stream=body)), max_bytes=1000, chunk_size=100)
+    assert body.sent < 4000 and body.closed
+
+
+def test_compressed_body_is_decoded_and_its_length_checked_on_the_wire() -> None:
+    plain = b"vehicleId,jurisdiction\n" + b"1,CA\n" * 5000
+    packed = gzip.compress(plain)
+    client = client_for(
+        lambda r: httpx.Response(
+            200, headers={"Content-Encoding": "gzip", "Content-Length": str(len(packed))}, stream=Body([packed])
+        )
+    )
+    assert b"".join(fetch(client)) == plain
+    truncated = client_for(
+        lambda r: httpx.Response(
+            200, headers={"Content-Encoding": "gzip", "Content-Length": str(len(packed) + 10)}, stream=Body([packed])
+        )
+    )
+    with pytest.raises(TransientError, match="truncated"):
+        fetch(truncated)
+
+
+def test_too_many_redirects_is_permanent() -> None:
+    calls: list[httpx.URL] = []
+
+    def loop(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url)
+        return httpx.Response(302, headers={"Location": f"/again/{len(calls)}"})
+
+    with pytest.raises(PermanentError, match="redirected more than 5"):
+        fetch(client_for(loop))
+    assert len(calls) == 6
+
+
+def test_3xx_without_location_is_not_taken_for_the_file() -> None:
+    with pytest.raises(PermanentError, match="304"):
+        fetch(client_for(lambda r: httpx.Response(304)))
