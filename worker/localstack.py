@@ -117,49 +117,26 @@ class LocalStack:
         base = {k: v for k, v in os.environ.items() if not k.startswith("EXPORT_WORKER_")}
         return {**base, **settings_to_env(self.settings), "PYTHONUNBUFFERED": "1"}
 
+    def _spawn(self, log_name: str, *celery_args: str) -> subprocess.Popen[bytes]:
+        """Run ``celery -A worker.app ...`` in its own session, logging to this stack's temp folder."""
+        log = open(Path(self._tmp.name) / log_name, "ab")  # noqa: SIM115 - the child keeps it open
+        command = [sys.executable, "-m", "celery", "-A", "worker.app", *celery_args]
+        return subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
     def start_worker(self, concurrency: int = 2, pool: str = "prefork", name: str | None = None) -> subprocess.Popen[bytes]:
         assert self.settings is not None, "start() first"
-        log = open(Path(self._tmp.name) / f"worker-{len(self.workers)}.log", "ab")  # noqa: SIM115
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.app",
-            "worker",
-            "-P",
-            pool,
-            "-c",
-            str(concurrency),
-            "-Q",
-            self.settings.queue,
-            "-n",
-            f"{name or 'w' + str(len(self.workers))}-{self.run_id}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-l",
-            "WARNING",
-        ]
-        process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        node = f"{name or 'w' + str(len(self.workers))}-{self.run_id}@%h"
+        process = self._spawn(
+            f"worker-{len(self.workers)}.log",
+            "worker", "-P", pool, "-c", str(concurrency), "-Q", self.settings.queue, "-n", node,
+            "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING",
+        )  # fmt: skip
         self.workers.append(process)
         return process
 
     def start_beat(self) -> subprocess.Popen[bytes]:
-        log = open(Path(self._tmp.name) / "beat.log", "ab")  # noqa: SIM115
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.app",
-            "beat",
-            "-l",
-            "WARNING",
-            "--schedule",
-            str(Path(self._tmp.name) / "celerybeat-schedule"),
-        ]
-        self.beat = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        schedule = str(Path(self._tmp.name) / "celerybeat-schedule")
+        self.beat = self._spawn("beat.log", "beat", "-l", "WARNING", "--schedule", schedule)
         return self.beat
 
     @staticmethod

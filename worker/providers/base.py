@@ -15,6 +15,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from worker.errors import InvalidRequest, ReplayNotAllowed
+from worker.http import send
 from worker.parsing.schema import RowSchema
 from worker.settings import Credential
 
@@ -108,6 +109,12 @@ class Provider:
 
     def auth(self, credential: Credential, credential_name: str) -> httpx.Auth:
         raise NotImplementedError
+
+    def request(
+        self, ctx: ProviderContext, method: str, url: str, *, job_id: str | None = None, json: Any = None
+    ) -> httpx.Response:
+        """One API call through the shared status-code mapping (429, 5xx, 401/403, 404 on a job)."""
+        return send(ctx.client, method, url, provider=self.name, credential_name=ctx.credential_name, job_id=job_id, json=json)
 
     def create(self, ctx: ProviderContext, params: Any) -> JobSnapshot:
         raise NotImplementedError

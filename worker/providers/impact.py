@@ -14,7 +14,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from worker.errors import ReplayNotAllowed
-from worker.http import parse_body, send
+from worker.http import parse_body
 from worker.providers.auth import basic_auth
 from worker.providers.base import JobSnapshot, JobState, Provider, ProviderContext, RemoteFile
 from worker.settings import Credential
@@ -143,13 +143,7 @@ class ImpactJobs(Provider):
         """``GET /{root}/{sid}/ReportExport/{report_id}`` queues a job (verify: path and answer shape)."""
         query = httpx.QueryParams(params.report_params)
         url = f"{self._root(ctx, params.api_root)}/ReportExport/{params.report_id}"
-        response = send(
-            ctx.client,
-            "GET",
-            f"{url}?{query}" if query else url,
-            provider=self.name,
-            credential_name=ctx.credential_name,
-        )
+        response = self.request(ctx, "GET", f"{url}?{query}" if query else url)
         reference = parse_body(response, ImpactJobReference, provider=self.name)
         return JobSnapshot(
             provider_job_id=reference.job_id,
@@ -166,25 +160,11 @@ class ImpactJobs(Provider):
             raise ReplayNotAllowed(
                 f"impact job {provider_job_id} is {current.Status.value} and not Replayable; submit a new export instead"
             )
-        send(
-            ctx.client,
-            "PUT",
-            f"{self._root(ctx, params.api_root)}/Jobs/{provider_job_id}/Replay",
-            provider=self.name,
-            credential_name=ctx.credential_name,
-            job_id=provider_job_id,
-        )
+        self.request(ctx, "PUT", f"{self._root(ctx, params.api_root)}/Jobs/{provider_job_id}/Replay", job_id=provider_job_id)
         return self.get(ctx, provider_job_id, params)
 
     def _fetch(self, ctx: ProviderContext, provider_job_id: str, api_root: str) -> ImpactJob:
-        response = send(
-            ctx.client,
-            "GET",
-            f"{self._root(ctx, api_root)}/Jobs/{provider_job_id}",
-            provider=self.name,
-            credential_name=ctx.credential_name,
-            job_id=provider_job_id,
-        )
+        response = self.request(ctx, "GET", f"{self._root(ctx, api_root)}/Jobs/{provider_job_id}", job_id=provider_job_id)
         return parse_body(response, ImpactJob, provider=self.name)
 
     def _snapshot(self, job: ImpactJob, api_root: str, ctx: ProviderContext) -> JobSnapshot:

@@ -14,7 +14,7 @@ import httpx
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from worker.http import parse_body, send
+from worker.http import parse_body
 from worker.parsing.schema import ColumnType, RowSchema
 from worker.providers.auth import BearerAuth
 from worker.providers.base import (
@@ -145,25 +145,11 @@ class SamsaraIftaDetail(Provider):
         return BearerAuth.from_credential(credential, credential_name, self.name)
 
     def create(self, ctx: ProviderContext, params: IftaDetailParams) -> JobSnapshot:
-        response = send(
-            ctx.client,
-            "POST",
-            "/ifta-detail/csv",
-            json=params.wire(),
-            provider=self.name,
-            credential_name=ctx.credential_name,
-        )
+        response = self.request(ctx, "POST", "/ifta-detail/csv", json=params.wire())
         return self._snapshot(parse_body(response, IftaJobEnvelope, provider=self.name).data)
 
     def get(self, ctx: ProviderContext, provider_job_id: str, params: IftaDetailParams) -> JobSnapshot:
-        response = send(
-            ctx.client,
-            "GET",
-            f"/ifta-detail/csv/{provider_job_id}",
-            provider=self.name,
-            credential_name=ctx.credential_name,
-            job_id=provider_job_id,
-        )
+        response = self.request(ctx, "GET", f"/ifta-detail/csv/{provider_job_id}", job_id=provider_job_id)
         return self._snapshot(parse_body(response, IftaJobEnvelope, provider=self.name).data)
 
     def split(self, params: IftaDetailParams, snapshot: JobSnapshot, min_batch: int) -> list[BaseModel] | None:
