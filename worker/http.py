@@ -14,6 +14,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from worker.errors import AuthError, JobNotFound, PayloadError, PermanentError, RetryLater, TransientError
+from worker.metrics import API_CALLS
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -67,7 +68,9 @@ def send(
     try:
         response = client.request(method, url, json=json)
     except (httpx.TransportError, httpx.TimeoutException) as exc:
+        API_CALLS.labels(provider, method, "error").inc()
         raise TransientError(f"{provider} {method} {url} failed: {exc.__class__.__name__}: {exc}") from exc
+    API_CALLS.labels(provider, method, str(response.status_code)).inc()
     raise_for_status(response, provider=provider, credential_name=credential_name, job_id=job_id)
     return response
 

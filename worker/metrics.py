@@ -7,7 +7,9 @@ from prometheus_client import Counter, Histogram
 EXPORTS_FINISHED = Counter("aew_exports_finished_total", "Exports that reached a terminal state", ["provider", "status"])
 EXPORTS_SUBMITTED = Counter("aew_exports_submitted_total", "Exports accepted by submit", ["provider"])
 POLLS = Counter("aew_polls_total", "Poll steps run", ["provider", "provider_status"])
-API_CALLS = Counter("aew_provider_api_calls_total", "Provider API calls by outcome", ["provider", "operation", "outcome"])
+API_CALLS = Counter(
+    "aew_provider_api_calls_total", "Provider API calls by HTTP status ('error' when no answer)", ["provider", "method", "status"]
+)
 RETRIES = Counter("aew_retries_total", "Steps rescheduled after an error", ["provider", "step", "reason"])
 STALE_TASKS = Counter("aew_stale_tasks_total", "Duplicate or superseded tasks that exited", ["step"])
 BYTES_DOWNLOADED = Counter("aew_bytes_downloaded_total", "Bytes of result files downloaded", ["provider"])

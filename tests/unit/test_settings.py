@@ -34,3 +34,14 @@ def test_visibility_timeout_must_outlast_every_countdown(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="VISIBILITY_TIMEOUT_SECONDS"):
         check_settings(make_settings(tmp_path, visibility_timeout_seconds=100, slow_poll_seconds=900))
     check_settings(make_settings(tmp_path))
+
+
+def test_tls_and_acl_redis_urls_are_understood(tmp_path: Path) -> None:
+    from redis.connection import SSLConnection
+
+    from worker.runtime import make_store
+
+    store = make_store(make_settings(tmp_path, redis_url="rediss://exporter:s3cret@redis.internal:6380/2"))
+    kwargs = store.redis.connection_pool.connection_kwargs
+    assert store.redis.connection_pool.connection_class is SSLConnection
+    assert (kwargs["username"], kwargs["password"], kwargs["port"], kwargs["db"]) == ("exporter", "s3cret", 6380, 2)

@@ -67,19 +67,13 @@ def _call_provider(
     submitting: bool = True,
 ) -> JobSnapshot | None:
     """One create/poll call; a refusal reschedules the step or fails the export, and gives None."""
-    operation = "create" if submitting else "poll"
     try:
-        snapshot = call()
+        return call()
     except (RetryLater, TransientError) as exc:
-        metrics.API_CALLS.labels(record.provider, operation, type(exc).__name__).inc()
         _retry_job_step(rt, record, args, exc, submitting=submitting)
-        return None
     except PermanentError as exc:
-        metrics.API_CALLS.labels(record.provider, operation, type(exc).__name__).inc()
         fail_export(rt, record.id, f"{failure}: {exc}")
-        return None
-    metrics.API_CALLS.labels(record.provider, operation, "ok").inc()
-    return snapshot
+    return None
 
 
 def run_submit(rt: Runtime, args: JobTaskArgs) -> None:

@@ -54,7 +54,7 @@ class _Wire(BaseModel):
 class ImpactJob(_Wire):
     """The Job object, PascalCase as on the wire. Unset dates arrive empty and become None."""
 
-    Id: str
+    Id: str = Field(min_length=1)
     Type: ImpactJobType
     ProgramId: str | None = None
     CreatedBy: str | None = None
@@ -94,7 +94,7 @@ class ImpactJobReference(_Wire):
     """What a report export (and other job-creating endpoints) answer: where the job lives."""
 
     Status: str | None = None
-    QueuedUri: str
+    QueuedUri: str = Field(min_length=1)
     ResultUri: str | None = None
 
     @property

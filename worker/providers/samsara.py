@@ -67,7 +67,7 @@ class IftaFile(_Wire):
 
 class IftaJob(_Wire):
     args: IftaJobArgs
-    job_id: str
+    job_id: str = Field(min_length=1)
     job_status: IftaJobStatus
     requested_at_time: str
     started_at_time: str | None = None
