@@ -108,14 +108,6 @@ def record_created(
     return reschedule(job, delay, now)
 
 
-def release_submit(record: ExportRecord, job_key: str, token: int, delay: float, now: float) -> int:
-    """The create call was refused (429/5xx before the job existed): back to PENDING, try later."""
-    job = current_job(record, job_key, token)
-    job.status = JobStatus.PENDING
-    job.transient_errors += 1
-    return reschedule(job, delay, now)
-
-
 def _copy_snapshot(job: JobRecord, snapshot: JobSnapshot) -> None:
     job.provider_state = snapshot.state
     job.raw_status = snapshot.raw_status
