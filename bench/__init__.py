@@ -1,0 +1,1 @@
+"""Reproducible benchmarks of the export worker: ``python -m bench`` (see bench/README.md)."""
