@@ -24,7 +24,8 @@ class CeleryDispatcher:
 
     def _send(self, task: str, kwargs: dict[str, Any], countdown: float) -> None:
         countdown = min(max(countdown, 0.0), self.max_countdown)
-        self.app.send_task(task, kwargs=kwargs, countdown=countdown, queue=self.queue)
+        # ignore_result: state lives in our store; otherwise each send subscribes to the result backend.
+        self.app.send_task(task, kwargs=kwargs, countdown=countdown, queue=self.queue, ignore_result=True)
 
     def submit(self, args: JobTaskArgs, countdown: float) -> None:
         self._send(SUBMIT_TASK, args.model_dump(), countdown)
@@ -37,4 +38,6 @@ class CeleryDispatcher:
 
     def callback(self, callback: Callback, record: ExportRecord) -> None:
         kwargs = {**callback.kwargs, "export_id": record.id, "status": record.status.value}
-        self.app.send_task(callback.task, args=callback.args, kwargs=kwargs, queue=callback.queue or self.queue)
+        self.app.send_task(
+            callback.task, args=callback.args, kwargs=kwargs, queue=callback.queue or self.queue, ignore_result=True
+        )

@@ -197,7 +197,8 @@ class LocalStack:
         """Leave a shared Redis as we found it: drop this run's keys and queue."""
         assert self.settings is not None and self.client is not None
         client = self.client.rt.store.redis
-        for pattern in (f"{self.settings.key_prefix}:*", f"{self.settings.queue}*"):
+        queue = self.settings.queue
+        for pattern in (f"{self.settings.key_prefix}:*", f"{queue}*", f"_kombu.binding*{queue}*"):
             for key in client.scan_iter(match=pattern, count=1000):
                 client.delete(key)
 

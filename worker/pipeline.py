@@ -6,7 +6,9 @@ a truncated or failed download can never become a half file in the output.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from worker.parsing.csv_stream import parse_csv
@@ -34,6 +36,22 @@ class _ByteCounter:
             yield chunk
 
 
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Millions of short-lived, acyclic row dicts trigger the cyclic collector for nothing.
+
+    Reference counting still frees every row at once; only the cycle detector waits until the
+    transfer ends, so memory stays flat while ~10% of the time goes back to parsing.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def transfer_file(
     chunks: Iterable[bytes],
     *,
@@ -51,13 +69,14 @@ def transfer_file(
     """
     counter = _ByteCounter(chunks)
     rows = quarantined = 0
-    for batch in parse_csv(counter, schema, max_field_bytes=max_field_bytes, batch_rows=batch_rows):
-        if batch.rows:
-            writer.write_rows(batch.rows)
-            rows += len(batch.rows)
-        if batch.bad:
-            writer.write_bad(batch.bad, source_name)
-            quarantined += len(batch.bad)
-        if on_progress is not None:
-            on_progress(counter.bytes, rows)
+    with _cyclic_gc_paused():
+        for batch in parse_csv(counter, schema, max_field_bytes=max_field_bytes, batch_rows=batch_rows):
+            if batch.rows:
+                writer.write_rows(batch.rows)
+                rows += len(batch.rows)
+            if batch.bad:
+                writer.write_bad(batch.bad, source_name)
+                quarantined += len(batch.bad)
+            if on_progress is not None:
+                on_progress(counter.bytes, rows)
     return TransferResult(rows=rows, quarantined=quarantined, bytes=counter.bytes)

@@ -87,7 +87,8 @@ def test_completion_callback_reaches_the_callers_queue(client: ExportClient, sim
     assert message["headers"]["task"] == "caller.on_export_done"
     body = json.loads(__import__("base64").b64decode(message["body"]))
     assert body[0] == ["batch-7"] and body[1] == {"export_id": export_id, "status": "COMPLETED"}
-    client.rt.store.redis.delete(queue)
+    for key in client.rt.store.redis.scan_iter(match=f"*{queue}*"):
+        client.rt.store.redis.delete(key)
 
 
 def test_bad_parameters_are_refused_before_reaching_redis(client: ExportClient, stack: LocalStack) -> None:

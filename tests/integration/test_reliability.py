@@ -148,9 +148,12 @@ def test_poll_rate_stays_within_samsaras_limit_across_workers(client: ExportClie
     ids = [client.submit("samsara", params(hour, [1 + i % 5])) for i in range(30)]
     wait_status(client, ids[-1], {"RUNNING"})
     time.sleep(2)
+    window = 8.0
     first = sim.stats()["polls"]["samsara"]
-    time.sleep(6)
-    rate = (sim.stats()["polls"]["samsara"] - first) / 6
-    assert 2 <= rate <= 5 * 1.15, f"{rate:.1f} polls/s"
+    time.sleep(window)
+    polls = sim.stats()["polls"]["samsara"] - first
+    # GCRA admits 5/s plus a burst of 5; one more for a poll in flight at the window's edge.
+    ceiling = 5 * window + 5 + 1
+    assert 2 * window <= polls <= ceiling, f"{polls / window:.1f} polls/s over {window:.0f}s"
     for export_id in ids:
         assert wait_done(client, export_id, stack, timeout=120).record.status is ExportStatus.COMPLETED

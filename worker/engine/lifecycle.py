@@ -53,8 +53,10 @@ def enforce_deadline(rt: Runtime, record: ExportRecord) -> bool:
 
 
 def finish_if_complete(rt: Runtime, export_id: str) -> bool:
+    finished, known = rt.store.finished_count(export_id)
+    if finished < known:
+        return False
     files = rt.store.files(export_id)
-    finished, _ = rt.store.finished_count(export_id)
 
     def mutate(record: ExportRecord, writes: Writes) -> ExportRecord | None:
         return record if tr.complete_if_done(record, files, finished, writes, rt.clock()) else None
