@@ -17,7 +17,6 @@ import random
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,10 @@ import redis
 from bench.common import Deadline, RedisProbe, Result, median, percentile, redis_url
 from worker.api import ExportClient
 from worker.engine.jobs import run_poll, run_submit
-from worker.engine.models import Callback, ExportRecord, FileTaskArgs, JobTaskArgs
 from worker.engine.runtime import Runtime
 from worker.settings import Credential, Settings
 from worker.store import ExportStore
+from worker.testing import RecordingDispatcher
 
 NAME = "pollstep"
 TITLE = "Cost of a poll step (run_poll on real Redis, mocked provider)"
@@ -61,32 +60,6 @@ class CountingConnection(redis.connection.Connection):
         commands = list(commands)
         CountingConnection.commands += len(commands)
         return super().pack_commands(commands)
-
-
-@dataclass
-class RecordingDispatcher:
-    """Keeps what the engine would send to Celery, so the benchmark runs the next step itself."""
-
-    sent: list[tuple[str, Any, float]] = field(default_factory=list)
-
-    def submit(self, args: JobTaskArgs, countdown: float) -> None:
-        self.sent.append(("submit", args, countdown))
-
-    def poll(self, args: JobTaskArgs, countdown: float) -> None:
-        self.sent.append(("poll", args, countdown))
-
-    def download(self, args: FileTaskArgs, countdown: float) -> None:
-        self.sent.append(("download", args, countdown))
-
-    def callback(self, callback: Callback, record: ExportRecord) -> None:
-        pass
-
-    def take(self, kind: str) -> Any:
-        """The single task of ``kind`` the last step dispatched (anything else means the step broke)."""
-        sent, self.sent = self.sent, []
-        if len(sent) != 1 or sent[0][0] != kind:
-            raise RuntimeError(f"expected the step to dispatch one {kind} task, it dispatched {sent}")
-        return sent[0][1]
 
 
 def _json_response(status: int, body: bytes) -> httpx.Response:
@@ -194,8 +167,8 @@ def _measure(provider: str, steps: int, url: str, output_dir: Path, deadline: De
     probe = RedisProbe(other)
     try:
         export_id = ExportClient(rt).submit(provider, spec["params"], credential=spec["credential"])
-        run_submit(rt, dispatcher.take("submit"))
-        args = dispatcher.take("poll")
+        run_submit(rt, dispatcher.take_one("submit"))
+        args = dispatcher.take_one("poll")
         warmup = max(5, steps // 20)
         timings: list[float] = []
         trips: list[int] = []
@@ -211,7 +184,7 @@ def _measure(provider: str, steps: int, url: str, output_dir: Path, deadline: De
             start = time.perf_counter_ns()
             run_poll(rt, args)
             elapsed = time.perf_counter_ns() - start
-            args = dispatcher.take("poll")
+            args = dispatcher.take_one("poll")
             if index >= warmup:
                 timings.append(elapsed / 1000)
                 trips.append(CountingConnection.round_trips - trips_before)

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import fakeredis
 import pytest
 
-from worker.engine.models import Callback, ExportRecord, FileTaskArgs, JobTaskArgs
 from worker.settings import Credential, Settings
 from worker.store import ExportStore
+from worker.testing import RecordingDispatcher
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -24,30 +23,6 @@ def fixture_json(name: str) -> dict[str, Any]:
 
 def fixture_bytes(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
-
-
-@dataclass
-class RecordingDispatcher:
-    """Collects what the engine would send to Celery, so a test can run the steps by hand."""
-
-    sent: list[tuple[str, Any, float]] = field(default_factory=list)
-    callbacks: list[tuple[Callback, str]] = field(default_factory=list)
-
-    def submit(self, args: JobTaskArgs, countdown: float) -> None:
-        self.sent.append(("submit", args, countdown))
-
-    def poll(self, args: JobTaskArgs, countdown: float) -> None:
-        self.sent.append(("poll", args, countdown))
-
-    def download(self, args: FileTaskArgs, countdown: float) -> None:
-        self.sent.append(("download", args, countdown))
-
-    def callback(self, callback: Callback, record: ExportRecord) -> None:
-        self.callbacks.append((callback, record.status.value))
-
-    def take(self) -> list[tuple[str, Any, float]]:
-        sent, self.sent = self.sent, []
-        return sent
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import RecordingDispatcher, make_settings
+from tests.conftest import make_settings
 from worker.api import ExportClient
 from worker.engine.downloads import run_download
 from worker.engine.jobs import run_poll, run_submit
@@ -22,6 +22,7 @@ from worker.engine.models import ExportStatus, FileStatus, JobStatus
 from worker.engine.runtime import Runtime
 from worker.engine.watchdog import run_watchdog
 from worker.store import ExportStore
+from worker.testing import RecordingDispatcher
 
 HEADER = "vehicleId,vehicleName,jurisdiction,startTime,endTime,distanceMeters,taxableDistanceMeters\n"
 PARAMS = {"startHour": "2026-11-23T00:00:00Z", "endHour": "2026-11-24T00:00:00Z", "vehicleIds": [1, 2, 3, 4]}
