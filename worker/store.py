@@ -209,11 +209,11 @@ class ExportStore:
                     pipe.set(export_key, record.model_dump_json())
                     for file_record in writes.files:
                         self._stage_file(pipe, export_id, file_record)
-                    if record.status.terminal:
-                        pipe.srem(self.key("active"), export_id)
-                    else:
-                        pipe.sadd(self.key("active"), export_id)
                     if record.status != status_before:
+                        if record.status.terminal:
+                            pipe.srem(self.key("active"), export_id)
+                        elif status_before.terminal:
+                            pipe.sadd(self.key("active"), export_id)
                         pipe.hincrby(self.key("stats", "status"), status_before.value, -1)
                         pipe.hincrby(self.key("stats", "status"), record.status.value, 1)
                     self._stage_events(pipe, export_id, writes.events)

@@ -363,9 +363,12 @@ def test_file_with_unknown_header_fails_alone_and_retry_reopens_it(rt: Runtime, 
     assert view.record.status is ExportStatus.FAILED and "1 of 2 file(s) failed" in (view.record.error or "")
     assert [f.status for f in view.files] == [FileStatus.DONE, FileStatus.FAILED]
     assert Path(view.files[0].path).exists()
+    assert export_id not in rt.store.active_ids()
     ExportClient(rt).retry(export_id)
+    assert export_id in rt.store.active_ids(), "a reopened export is watched again"
     driver.run()
     assert rt.store.get(export_id).status is ExportStatus.COMPLETED
+    assert export_id not in rt.store.active_ids()
     assert provider.count("GET", "/j1/0") == 1, "the file already written is not downloaded again"
 
 
