@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from worker import metrics
 from worker.engine import transitions as tr
 from worker.engine.models import ExportRecord
@@ -19,26 +21,25 @@ def on_terminal(rt: Runtime, record: ExportRecord) -> None:
         rt.dispatcher.callback(record.callback, record)
 
 
-def fail_export(rt: Runtime, export_id: str, reason: str) -> bool:
-    def mutate(record: ExportRecord, writes: Writes) -> ExportRecord | None:
-        return record if tr.fail(record, writes, reason, rt.clock()) else None
+def _end(rt: Runtime, export_id: str, end: Callable[[ExportRecord, Writes], bool], *, watch_files: bool = False) -> bool:
+    """Apply one ending transition atomically; only the call that ended the export reports it."""
 
-    ended = rt.store.transact(export_id, mutate)
+    def mutate(record: ExportRecord, writes: Writes) -> ExportRecord | None:
+        return record if end(record, writes) else None
+
+    ended = rt.store.transact(export_id, mutate, watch_files=watch_files)
     if ended is not None:
         on_terminal(rt, ended)
     return ended is not None
+
+
+def fail_export(rt: Runtime, export_id: str, reason: str) -> bool:
+    return _end(rt, export_id, lambda record, writes: tr.fail(record, writes, reason, rt.clock()))
 
 
 def cancel_export(rt: Runtime, export_id: str) -> bool:
     """Stop an export: its chains exit at their next step, downloads at the next file boundary."""
-
-    def mutate(record: ExportRecord, writes: Writes) -> ExportRecord | None:
-        return record if tr.cancel(record, writes, rt.clock()) else None
-
-    ended = rt.store.transact(export_id, mutate)
-    if ended is not None:
-        on_terminal(rt, ended)
-    return ended is not None
+    return _end(rt, export_id, lambda record, writes: tr.cancel(record, writes, rt.clock()))
 
 
 def enforce_deadline(rt: Runtime, record: ExportRecord) -> bool:
@@ -57,11 +58,6 @@ def finish_if_complete(rt: Runtime, export_id: str) -> bool:
     if finished < known:
         return False
     files = rt.store.files(export_id)
-
-    def mutate(record: ExportRecord, writes: Writes) -> ExportRecord | None:
-        return record if tr.complete_if_done(record, files, finished, writes, rt.clock()) else None
-
-    ended = rt.store.transact(export_id, mutate, watch_files=True)
-    if ended is not None:
-        on_terminal(rt, ended)
-    return ended is not None
+    return _end(
+        rt, export_id, lambda record, writes: tr.complete_if_done(record, files, finished, writes, rt.clock()), watch_files=True
+    )
