@@ -10,7 +10,7 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -27,6 +27,7 @@ from worker.engine.models import (
     JobStatus,
     JobTaskArgs,
     Progress,
+    SinkName,
 )
 from worker.engine.runtime import Runtime
 from worker.errors import InvalidRequest, UnknownExport
@@ -82,6 +83,7 @@ class ExportClient:
         callback: Callback | dict[str, Any] | None = None,
         deadline_seconds: float | None = None,
         schedule: str | None = None,
+        sink: str = "jsonl",
     ) -> str:
         """Record an export and enqueue its first step; the same idempotency key returns the same id."""
         chosen = get_provider(provider)
@@ -89,6 +91,8 @@ class ExportClient:
         _check_name("credential name", credential)
         if idempotency_key is not None:
             _check_name("idempotency key", idempotency_key)
+        if sink not in get_args(SinkName):
+            raise InvalidRequest(f"unknown sink {sink!r}; choose one of {', '.join(get_args(SinkName))}")
         if deadline_seconds is not None and deadline_seconds <= 0:
             raise InvalidRequest(f"deadline_seconds must be positive, got {deadline_seconds}")
         try:
@@ -118,6 +122,7 @@ class ExportClient:
             updated_at=now,
             deadline_at=now + deadline,
             schedule=schedule,
+            sink=sink,
         )
         stored, created = self.rt.store.create(record)
         if created:

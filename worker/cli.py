@@ -96,6 +96,7 @@ def submit(
     credential: Annotated[str, typer.Option(help="credential name the worker resolves")] = "default",
     idempotency_key: Annotated[str | None, typer.Option(help="same key, same export")] = None,
     deadline_seconds: Annotated[float | None, typer.Option(help="fail the export after this long")] = None,
+    sink: Annotated[str, typer.Option(help="jsonl (files) or redis_stream (small exports)")] = "jsonl",
     wait: Annotated[bool, typer.Option(help="follow progress until the export ends")] = False,
 ) -> None:
     """Enqueue an export and print its id."""
@@ -103,7 +104,12 @@ def submit(
     client = _client()
     export_id = _run(
         lambda: client.submit(
-            provider, params, credential=credential, idempotency_key=idempotency_key, deadline_seconds=deadline_seconds
+            provider,
+            params,
+            credential=credential,
+            idempotency_key=idempotency_key,
+            deadline_seconds=deadline_seconds,
+            sink=sink,
         )
     )
     console.print(export_id)

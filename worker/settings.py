@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     allow_private_networks: bool = Field(False, description="Allow loopback/private download addresses (the simulator needs it).")
     max_download_bytes: int = Field(20 * 1024**3, gt=0, description="Largest file accepted.")
     max_field_bytes: int = Field(1024 * 1024, gt=0, description="Largest single CSV field accepted.")
+    redis_sink_max_rows: int = Field(100_000, gt=0, description="Most rows per file the redis_stream sink accepts.")
+    redis_sink_ttl_seconds: int = Field(7 * 86400, gt=0, description="How long redis_stream sink streams are kept.")
     split_min_vehicles: int = Field(1, ge=1, description="Smallest vehicle batch an auto-split produces.")
 
     watchdog_interval_seconds: float = Field(60.0, gt=0, description="How often beat runs the watchdog.")

@@ -16,6 +16,9 @@ key                                    type    content
 ``events``                             stream  one entry per state change
 ``rate:<provider>:<credential>:<op>``  string  GCRA theoretical arrival time (ms)
 ``stats:status``                       hash    number of exports in each status (metrics)
+``export:<id>:records:<file_key>``     stream  rows of one file (``redis_stream`` sink), expires
+``export:<id>:quarantine:<file_key>``  stream  bad rows of one file (``redis_stream`` sink)
+``staging:<attempt>:records|quarantine``  stream  an uncommitted redis_stream attempt
 =====================================  ======  ================================================
 
 Every change to a record goes through :meth:`ExportStore.transact`: WATCH the key, let a pure
@@ -125,6 +128,12 @@ class ExportStore:
 
     def _lease_key(self, export_id: str, file_key: str) -> str:
         return self.key("export", export_id, "lease", file_key)
+
+    def records_key(self, export_id: str, file_key: str) -> str:
+        return self.key("export", export_id, "records", file_key)
+
+    def quarantine_key(self, export_id: str, file_key: str) -> str:
+        return self.key("export", export_id, "quarantine", file_key)
 
     @property
     def events_key(self) -> str:

@@ -98,3 +98,16 @@ def test_bad_parameters_are_refused_before_reaching_redis(client: ExportClient, 
     with pytest.raises(InvalidRequest, match="unknown provider"):
         client.submit("nope", {})
     assert len(client.rt.store.list_ids(10_000)) == before
+
+
+def test_small_export_to_the_redis_stream_sink(client: ExportClient, sim: Sim, stack: LocalStack) -> None:
+    hour = unique_hour(6)
+    sim.update(samsara_behaviours={hour: SamsaraBehaviour(files=2, rows_per_file=40).model_dump()})
+    export_id = client.submit("samsara", samsara_params(hour, [5]), sink="redis_stream")
+    view = wait_done(client, export_id, stack)
+    assert view.record.status is ExportStatus.COMPLETED, view.record.error
+    redis = client.rt.store.redis
+    for file in view.files:
+        entries = redis.xrange(client.rt.store.records_key(export_id, file.key))
+        assert len(entries) == 40 == file.record_count
+        assert json.loads(entries[0][1][b"row"])["vehicleId"] == 5

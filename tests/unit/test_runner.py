@@ -442,3 +442,38 @@ def test_bad_rows_are_quarantined_with_line_numbers_and_counted(rt: Runtime, dri
     quarantine = [json.loads(line) for line in Path(view.files[0].quarantine_path).read_text().splitlines()]
     assert [(q["file"], q["line"]) for q in quarantine] == [("mixed.csv", 5), ("mixed.csv", 6)]
     assert "startTime" in quarantine[0]["reason"]
+
+
+def test_redis_stream_sink_writes_each_file_once_even_when_retried(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
+    script_happy_path(provider)
+    provider.answers[("GET", "/j1/1")] = [httpx.Response(200, text="foo,bar\n1,2\n"), httpx.Response(200, text=csv_rows(2))]
+    export_id = submit(rt, sink="redis_stream")
+    driver.run()
+    assert rt.store.get(export_id).status is ExportStatus.FAILED
+    ExportClient(rt).retry(export_id)
+    driver.run()
+    view = ExportClient(rt).get(export_id)
+    assert view.record.status is ExportStatus.COMPLETED and view.record.rows == 5
+    redis = rt.store.redis
+    streams = [redis.xrange(rt.store.records_key(export_id, f.key)) for f in view.files]
+    assert [len(entries) for entries in streams] == [3, 2]
+    assert json.loads(streams[0][0][1][b"row"])["vehicleId"] == 1
+    assert view.files[0].path == f"redis://{rt.store.records_key(export_id, view.files[0].key)}"
+    assert list(redis.scan_iter(match="unit:staging:*")) == [], "no uncommitted attempt is left behind"
+
+
+def test_redis_stream_sink_refuses_files_over_its_row_cap(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
+    rt.settings.redis_sink_max_rows = 2
+    script_happy_path(provider, rows=(3,))
+    export_id = submit(rt, sink="redis_stream")
+    driver.run()
+    view = ExportClient(rt).get(export_id)
+    assert view.files[0].status is FileStatus.FAILED and "sink='jsonl'" in (view.files[0].error or "")
+    assert rt.store.redis.exists(rt.store.records_key(export_id, view.files[0].key)) == 0
+
+
+def test_unknown_sink_is_refused_at_submit(rt: Runtime) -> None:
+    from worker.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match="unknown sink 'parquet'; choose one of jsonl, redis_stream"):
+        submit(rt, sink="parquet")

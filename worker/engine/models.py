@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from worker.providers.base import JobState, RemoteFile
+
+SinkName = Literal["jsonl", "redis_stream"]
 
 
 class ExportStatus(StrEnum):
@@ -147,6 +149,7 @@ class ExportRecord(BaseModel):
     bytes: int = 0
     schedule: str | None = None
     """Name of the beat schedule that created it, if any."""
+    sink: SinkName = "jsonl"
 
     def job(self, key: str) -> JobRecord:
         return self.jobs[key]

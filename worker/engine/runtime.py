@@ -16,10 +16,11 @@ from typing import Protocol
 import httpx
 
 from worker.engine.backoff import BackoffPolicy
-from worker.engine.models import Callback, ExportRecord, FileTaskArgs, JobRecord, JobTaskArgs
+from worker.engine.models import Callback, ExportRecord, FileTaskArgs, JobRecord, JobTaskArgs, SinkName
 from worker.gateway import ProviderGateway
 from worker.settings import Settings
 from worker.sinks.jsonl import JsonlSink
+from worker.sinks.redis_stream import RedisStreamSink
 from worker.store import ExportStore
 
 log = logging.getLogger("worker.engine")
@@ -51,8 +52,11 @@ class Runtime:
     def policy(self) -> BackoffPolicy:
         return BackoffPolicy.from_settings(self.settings)
 
-    @property
-    def sink(self) -> JsonlSink:
+    def sink(self, name: SinkName) -> JsonlSink | RedisStreamSink:
+        if name == "redis_stream":
+            return RedisStreamSink(
+                self.store, max_rows=self.settings.redis_sink_max_rows, ttl_seconds=self.settings.redis_sink_ttl_seconds
+            )
         return JsonlSink(self.settings.output_dir)
 
     def gateway(self, provider: str, credential: str) -> ProviderGateway:
