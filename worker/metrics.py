@@ -5,7 +5,6 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 EXPORTS_FINISHED = Counter("aew_exports_finished_total", "Exports that reached a terminal state", ["provider", "status"])
-EXPORTS_SUBMITTED = Counter("aew_exports_submitted_total", "Exports accepted by submit", ["provider"])
 POLLS = Counter("aew_polls_total", "Poll steps run", ["provider", "provider_status"])
 API_CALLS = Counter(
     "aew_provider_api_calls_total", "Provider API calls by HTTP status ('error' when no answer)", ["provider", "method", "status"]

@@ -142,7 +142,6 @@ class ExportRecord(BaseModel):
     finished_at: float | None = None
     error: str | None = None
     warnings: list[str] = []
-    cancel_requested: bool = False
     files_total: int = 0
     rows: int = 0
     quarantined: int = 0

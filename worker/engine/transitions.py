@@ -43,7 +43,6 @@ def fail(record: ExportRecord, writes: Writes, reason: str, now: float) -> bool:
 def cancel(record: ExportRecord, writes: Writes, now: float) -> bool:
     if record.status.terminal:
         return False
-    record.cancel_requested = True
     record.error = "cancelled by user"
     record.finished_at = now
     _set_status(record, ExportStatus.CANCELLED, writes)
