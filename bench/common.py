@@ -18,9 +18,9 @@ from typing import Any
 import psutil
 import redis
 
-from worker.embedded import redis_reachable
-from worker.localstack import LocalStack
-from worker.simulator import SimulatorConfig
+from worker.dev.embedded import redis_reachable
+from worker.dev.localstack import LocalStack
+from worker.dev.simulator import SimulatorConfig
 
 MB = 1_000_000
 """Throughput and sizes are in decimal megabytes (10^6 bytes), as network and disk rates usually are."""

@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 
 from bench.common import MB, Deadline, RedisProbe, Result, bench_stack, median, wait_for_workers
 from worker.api import ExportView
-from worker.engine.models import ExportStatus
-from worker.localstack import LocalStack
-from worker.simulator import SamsaraBehaviour, SimulatorConfig
+from worker.dev.localstack import LocalStack
+from worker.dev.simulator import SamsaraBehaviour, SimulatorConfig
+from worker.models import ExportStatus
 
 NAME = "fanout"
 TITLE = "Fan-out of one export's files over 4 worker processes"

@@ -41,9 +41,9 @@ from bench.common import (
     wait_for_workers,
     worker_names,
 )
-from worker.engine.models import ExportRecord, JobTaskArgs
-from worker.localstack import SIM_IMPACT_CREDENTIAL, LocalStack
-from worker.simulator import ImpactBehaviour, SimulatorConfig
+from worker.dev.localstack import SIM_IMPACT_CREDENTIAL, LocalStack
+from worker.dev.simulator import ImpactBehaviour, SimulatorConfig
+from worker.models import ExportRecord, JobTaskArgs
 
 NAME = "inflight"
 TITLE = "In-flight scale: many exports waiting on the provider, one worker (concurrency 4)"

@@ -25,11 +25,11 @@ import redis
 
 from bench.common import Deadline, RedisProbe, Result, median, percentile, redis_url
 from worker.api import ExportClient
+from worker.dev.testing import RecordingDispatcher
+from worker.engine.context import Runtime
 from worker.engine.jobs import run_poll, run_submit
-from worker.engine.runtime import Runtime
 from worker.settings import Credential, Settings
 from worker.store import ExportStore
-from worker.testing import RecordingDispatcher
 
 NAME = "pollstep"
 TITLE = "Cost of a poll step (run_poll on real Redis, mocked provider)"

@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 
 from bench.common import MB, Deadline, MemorySampler, Result, rate
-from worker.simulator import SamsaraBehaviour, SimulatorConfig, SimulatorThread
+from worker.dev.simulator import SamsaraBehaviour, SimulatorConfig, SimulatorThread
 
 NAME = "throughput"
 TITLE = "Download + parse + validate + JSONL sink throughput of one Samsara CSV"
@@ -110,9 +110,9 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     """Runs in ``python -m bench.throughput child '<json>'``: the worker's download path, measured."""
     import redis
 
-    from worker.download import open_download
-    from worker.gateway import ProviderGateway
-    from worker.pipeline import transfer_file
+    from worker.file_transfer import transfer_file
+    from worker.http_download import open_download
+    from worker.providers.gateway import ProviderGateway
     from worker.settings import Credential, Settings
     from worker.sinks.jsonl import JsonlSink
     from worker.store import ExportStore

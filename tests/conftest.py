@@ -10,9 +10,9 @@ from typing import Any
 import fakeredis
 import pytest
 
+from worker.dev.testing import RecordingDispatcher
 from worker.settings import Credential, Settings
 from worker.store import ExportStore
-from worker.testing import RecordingDispatcher
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -16,7 +16,9 @@ from pydantic import BaseModel, ValidationError
 
 from worker.engine import lifecycle
 from worker.engine import transitions as tr
-from worker.engine.models import (
+from worker.engine.context import Runtime
+from worker.errors import InvalidRequest, UnknownExport
+from worker.models import (
     Callback,
     ExportRecord,
     ExportStatus,
@@ -28,13 +30,11 @@ from worker.engine.models import (
     JobTaskArgs,
     Progress,
     SinkName,
+    Writes,
 )
-from worker.engine.runtime import Runtime
-from worker.errors import InvalidRequest, UnknownExport
 from worker.providers import get_provider
 from worker.schedules import idempotency_key as schedule_key
 from worker.schedules import load_schedules, period_of, render_params
-from worker.store import Writes
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
 
@@ -217,7 +217,7 @@ class ExportClient:
 
 
 def default_client() -> ExportClient:
-    from worker.runtime import runtime
+    from worker.wiring import runtime
 
     return ExportClient(runtime())
 

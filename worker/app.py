@@ -70,7 +70,7 @@ def _configure_logging(**_: Any) -> None:
 @signals.worker_init.connect
 def _serve_metrics(**_: Any) -> None:
     from worker.observability import serve_metrics
-    from worker.runtime import make_store
+    from worker.wiring import make_store
 
     settings = get_settings()
     serve_metrics(settings, make_store(settings))

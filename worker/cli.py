@@ -185,7 +185,7 @@ def demo(
     rows: Annotated[int, typer.Option(min=1, max=10_000_000)] = 500,
 ) -> None:
     """Run a Samsara IFTA export end to end against the built-in simulator, on Redis or an embedded fake."""
-    from worker.demo import run_demo
+    from worker.dev.demo import run_demo
 
     raise typer.Exit(code=run_demo(console, vehicles=vehicles, files=files, rows=rows))
 

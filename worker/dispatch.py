@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import Celery
 
-from worker.engine.models import Callback, ExportRecord, FileTaskArgs, JobTaskArgs
+from worker.models import Callback, ExportRecord, FileTaskArgs, JobTaskArgs
 from worker.settings import Settings
 
 SUBMIT_TASK = "worker.submit_job"

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_h
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from worker.engine.models import ExportStatus
+from worker.models import ExportStatus
 from worker.settings import Settings
 from worker.store import ExportStore
 

@@ -31,14 +31,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis
 from pydantic import ValidationError
 
-from worker.engine.models import ExportRecord, FileRecord, FileStatus
 from worker.errors import ExportWorkerError, UnknownExport
+from worker.models import ExportRecord, FileRecord, FileStatus, Writes
 
 T = TypeVar("T")
 
@@ -74,20 +73,6 @@ def _text(value: bytes | str) -> str:
 
 class CorruptRecord(ExportWorkerError):
     pass
-
-
-@dataclass
-class Writes:
-    """Side writes staged by a transaction function, applied in the same MULTI/EXEC."""
-
-    files: list[FileRecord] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-
-    def put_file(self, record: FileRecord) -> None:
-        self.files.append(record)
-
-    def event(self, kind: str, **detail: Any) -> None:
-        self.events.append({"type": kind, **detail})
 
 
 class ExportStore:

@@ -12,12 +12,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from worker.api import ExportClient
 from worker.app import app
 from worker.dispatch import DOWNLOAD_TASK, POLL_TASK, SUBMIT_TASK, WATCHDOG_TASK
-from worker.engine.downloads import run_download
+from worker.engine.download_step import run_download
 from worker.engine.jobs import run_poll, run_submit
-from worker.engine.models import FileTaskArgs, JobTaskArgs
 from worker.engine.watchdog import run_watchdog
-from worker.runtime import runtime
+from worker.models import FileTaskArgs, JobTaskArgs
 from worker.schedules import RUN_SCHEDULE_TASK
+from worker.wiring import runtime
 
 TASK_OPTIONS: dict[str, Any] = {
     "autoretry_for": (RedisConnectionError, RedisTimeoutError),

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from worker.api import ExportClient
-from worker.localstack import LocalStack
-from worker.simulator import SimulatorConfig
+from worker.dev.localstack import LocalStack
+from worker.dev.simulator import SimulatorConfig
 
 REQUIRE_REAL_REDIS = os.environ.get("CI", "").lower() in ("1", "true", "yes") or bool(os.environ.get("REQUIRE_REAL_REDIS"))
 

@@ -8,9 +8,9 @@ import pytest
 
 from tests.integration.conftest import Sim, count_lines, day_after, unique_hour, wait_done
 from worker.api import ExportClient
-from worker.engine.models import ExportStatus
-from worker.localstack import LocalStack
-from worker.simulator import SamsaraBehaviour
+from worker.dev.localstack import LocalStack
+from worker.dev.simulator import SamsaraBehaviour
+from worker.models import ExportStatus
 
 pytestmark = pytest.mark.integration
 

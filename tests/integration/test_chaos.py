@@ -16,9 +16,9 @@ import psutil
 import pytest
 
 from tests.integration.conftest import REQUIRE_REAL_REDIS, count_lines, day_after, unique_hour
-from worker.engine.models import ExportStatus
-from worker.localstack import LocalStack
-from worker.simulator import SamsaraBehaviour, SimulatorConfig
+from worker.dev.localstack import LocalStack
+from worker.dev.simulator import SamsaraBehaviour, SimulatorConfig
+from worker.models import ExportStatus
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ import pytest
 
 from tests.integration.conftest import Sim, count_lines, day_after, unique_hour, wait_done
 from worker.api import ExportClient
-from worker.engine.models import ExportStatus
-from worker.localstack import SIM_IMPACT_CREDENTIAL, LocalStack
+from worker.dev.localstack import SIM_IMPACT_CREDENTIAL, LocalStack
+from worker.dev.simulator import ImpactBehaviour, SamsaraBehaviour
+from worker.models import ExportStatus
 from worker.schedules import RUN_SCHEDULE_TASK
-from worker.simulator import ImpactBehaviour, SamsaraBehaviour
 
 pytestmark = pytest.mark.integration
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import REQUIRE_REAL_REDIS, count_lines, day_after, unique_hour
-from worker.embedded import free_port, redis_reachable
-from worker.engine.models import ExportStatus
-from worker.localstack import LocalStack
-from worker.simulator import SamsaraBehaviour, SimulatorConfig
+from worker.dev.embedded import free_port, redis_reachable
+from worker.dev.localstack import LocalStack
+from worker.dev.simulator import SamsaraBehaviour, SimulatorConfig
+from worker.models import ExportStatus
 
 pytestmark = pytest.mark.integration
 

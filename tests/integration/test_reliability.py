@@ -8,9 +8,9 @@ import pytest
 
 from tests.integration.conftest import Sim, count_lines, day_after, unique_hour, wait_done, wait_status
 from worker.api import ExportClient
-from worker.engine.models import ExportStatus, FileTaskArgs, JobStatus, JobTaskArgs
-from worker.localstack import LocalStack
-from worker.simulator import SamsaraBehaviour
+from worker.dev.localstack import LocalStack
+from worker.dev.simulator import SamsaraBehaviour
+from worker.models import ExportStatus, FileTaskArgs, JobStatus, JobTaskArgs
 
 pytestmark = pytest.mark.integration
 

@@ -44,8 +44,8 @@ def test_bad_submit_input_is_one_clear_error(args: list[str], message: str, monk
 
 
 def test_unreachable_redis_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker.runtime import _runtime_for_pid
     from worker.settings import get_settings
+    from worker.wiring import _runtime_for_pid
 
     monkeypatch.setenv("EXPORT_WORKER_REDIS_URL", "redis://127.0.0.1:1/0")
     get_settings.cache_clear()

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from worker.download import open_download
 from worker.errors import AuthError, DownloadUrlExpired, PermanentError, RetryLater, TransientError
+from worker.http_download import open_download
 from worker.security.urls import UrlGuard
 
 URL = "https://bucket.s3.amazonaws.com/ifta.csv?X-Amz-Signature=abc"

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from worker.errors import TransientError
+from worker.file_transfer import TransferResult, transfer_file
 from worker.parsing.csv_stream import BadRow
 from worker.parsing.schema import ColumnType, RowSchema
-from worker.pipeline import TransferResult, transfer_file
 from worker.security.filenames import safe_filename
 from worker.sinks.base import FileWriter, SinkResult
 from worker.sinks.jsonl import STALE_TEMP_SECONDS, JsonlFileWriter, JsonlSink

@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import make_settings
-from worker.embedded import free_port
-from worker.engine.models import ExportRecord, ExportStatus, JobRecord
+from worker.dev.embedded import free_port
 from worker.logs import JsonFormatter, TaskContextFilter
+from worker.models import ExportRecord, ExportStatus, JobRecord, Writes
 from worker.observability import ExportsByStatus, serve_metrics
-from worker.store import ExportStore, Writes
+from worker.store import ExportStore
 
 
 def record(export_id: str) -> ExportRecord:

@@ -9,8 +9,9 @@ import pytest
 
 from tests.conftest import fixture_bytes
 from worker.errors import AuthError, InvalidRequest, JobNotFound, PayloadError, ReplayNotAllowed, RetryLater, TransientError
+from worker.models import JobState
 from worker.providers import get_provider
-from worker.providers.base import JobState, ProviderContext
+from worker.providers.base import ProviderContext
 from worker.providers.impact import ImpactJob, ImpactJobs, ImpactJobStatus, ImpactJobType, ImpactParams
 from worker.providers.samsara import IftaDetailParams, IftaJobEnvelope, IftaJobStatus, SamsaraIftaDetail
 from worker.settings import Credential

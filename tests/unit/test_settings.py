@@ -39,7 +39,7 @@ def test_visibility_timeout_must_outlast_every_countdown(tmp_path: Path) -> None
 def test_tls_and_acl_redis_urls_are_understood(tmp_path: Path) -> None:
     from redis.connection import SSLConnection
 
-    from worker.runtime import make_store
+    from worker.wiring import make_store
 
     store = make_store(make_settings(tmp_path, redis_url="rediss://exporter:s3cret@redis.internal:6380/2"))
     kwargs = store.redis.connection_pool.connection_kwargs

@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.simulator import ImpactBehaviour, SamsaraBehaviour, SimulatorConfig, SimulatorThread
-from worker.simulator.csvgen import CsvFile
-from worker.simulator.samsara import COLUMNS as SAMSARA_COLUMNS
-from worker.simulator.samsara import TOO_MANY_VEHICLES
+from worker.dev.simulator import ImpactBehaviour, SamsaraBehaviour, SimulatorConfig, SimulatorThread
+from worker.dev.simulator.csvgen import CsvFile
+from worker.dev.simulator.samsara import COLUMNS as SAMSARA_COLUMNS
+from worker.dev.simulator.samsara import TOO_MANY_VEHICLES
 
 IMPACT_COLUMNS = ["ActionId", "CampaignId", "EventDate", "Payout", "Status"]
 SID = "IRsimAccount"

@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from worker.engine.models import ExportRecord, FileRecord, FileStatus, JobRecord
 from worker.errors import UnknownExport
-from worker.store import ExportStore, Writes
+from worker.models import ExportRecord, FileRecord, FileStatus, JobRecord, Writes
+from worker.store import ExportStore
 
 
 def new_record(export_id: str = "e1", idempotency_key: str | None = None) -> ExportRecord:
@@ -98,7 +98,7 @@ def test_files_and_finished_set_stay_in_step(store: ExportStore) -> None:
 
 
 def test_terminal_status_leaves_the_active_index(store: ExportStore) -> None:
-    from worker.engine.models import ExportStatus
+    from worker.models import ExportStatus
 
     store.create(new_record())
 

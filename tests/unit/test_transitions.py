@@ -9,10 +9,19 @@ import pytest
 
 from worker.engine import transitions as tr
 from worker.engine.backoff import BackoffPolicy
-from worker.engine.models import ExportRecord, ExportStatus, FileRecord, FileStatus, JobRecord, JobStatus
 from worker.errors import InvalidRequest, StaleTask
-from worker.providers.base import JobSnapshot, JobState, RemoteFile
-from worker.store import Writes
+from worker.models import (
+    ExportRecord,
+    ExportStatus,
+    FileRecord,
+    FileStatus,
+    JobRecord,
+    JobSnapshot,
+    JobState,
+    JobStatus,
+    RemoteFile,
+    Writes,
+)
 
 POLICY = BackoffPolicy(initial=2, cap=300, multiplier=2, jitter=0.2, slow=900)
 

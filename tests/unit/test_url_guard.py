@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from worker.download import open_download
 from worker.errors import UrlRejected
+from worker.http_download import open_download
 from worker.security.urls import UrlGuard
 
 STRICT = UrlGuard(["api.samsara.com", "*.amazonaws.com", "files.example.com:8443"])

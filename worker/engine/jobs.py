@@ -11,13 +11,11 @@ from collections.abc import Callable
 
 from worker import metrics
 from worker.engine import transitions as tr
+from worker.engine.context import Runtime, export_log
 from worker.engine.lifecycle import enforce_deadline, fail_export, finish_if_complete, on_terminal
-from worker.engine.models import ExportRecord, FileTaskArgs, JobStatus, JobTaskArgs
-from worker.engine.runtime import Runtime, export_log
 from worker.errors import PermanentError, RetryLater, StaleTask, TransientError
-from worker.providers.base import JobSnapshot
+from worker.models import ExportRecord, FileTaskArgs, JobSnapshot, JobStatus, JobTaskArgs, Writes
 from worker.security.filenames import safe_filename
-from worker.store import Writes
 
 
 def _retry_job_step(

@@ -6,9 +6,8 @@ from collections.abc import Callable
 
 from worker import metrics
 from worker.engine import transitions as tr
-from worker.engine.models import ExportRecord
-from worker.engine.runtime import Runtime, export_log
-from worker.store import Writes
+from worker.engine.context import Runtime, export_log
+from worker.models import ExportRecord, Writes
 
 
 def on_terminal(rt: Runtime, record: ExportRecord) -> None:

@@ -12,17 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from worker.engine.backoff import BackoffPolicy
-from worker.engine.models import (
+from worker.errors import InvalidRequest, StaleTask
+from worker.models import (
     ExportRecord,
     ExportStatus,
     FileRecord,
     FileStatus,
     JobRecord,
+    JobSnapshot,
+    JobState,
     JobStatus,
+    Writes,
 )
-from worker.errors import InvalidRequest, StaleTask
-from worker.providers.base import JobSnapshot, JobState
-from worker.store import Writes
 
 
 def _set_status(record: ExportRecord, status: ExportStatus, writes: Writes, **detail: object) -> None:

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 from worker import metrics
 from worker.engine import transitions as tr
+from worker.engine.context import Runtime
 from worker.engine.lifecycle import enforce_deadline, finish_if_complete
-from worker.engine.models import ExportRecord, FileRecord, FileStatus, FileTaskArgs, JobStatus, JobTaskArgs
-from worker.engine.runtime import Runtime
 from worker.errors import StaleTask, UnknownExport
-from worker.store import Writes
+from worker.models import ExportRecord, FileRecord, FileStatus, FileTaskArgs, JobStatus, JobTaskArgs, Writes
 
 log = logging.getLogger("worker.watchdog")
 

@@ -7,60 +7,17 @@ snapshots. Adding a provider means one module implementing :class:`Provider` plu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from worker.errors import InvalidRequest, ReplayNotAllowed
 from worker.http import send
+from worker.models import JobSnapshot
 from worker.parsing.schema import RowSchema
 from worker.settings import Credential
-
-
-class JobState(StrEnum):
-    """Provider-neutral job state the engine reasons about."""
-
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    RETRYING = "RETRYING"
-    """The provider failed an attempt and will retry by itself: not terminal, poll slowly."""
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
-
-
-class RemoteFile(BaseModel):
-    """One downloadable result file as the provider describes it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    url: str
-    expires_at: datetime | None = None
-    record_count: int | None = None
-    authenticated: bool = False
-    """True when the URL is on the provider API and needs the credential (never for signed storage URLs)."""
-
-
-class JobSnapshot(BaseModel):
-    """What one poll of the provider told us."""
-
-    provider_job_id: str
-    state: JobState
-    raw_status: str
-    message: str | None = None
-    percent_complete: int | None = None
-    records_processed: int | None = None
-    files: list[RemoteFile] = []
-    resolved_params: dict[str, Any] | None = None
-    """The request as the provider resolved it (e.g. the vehicle list behind tag filters)."""
 
 
 class Operation(StrEnum):

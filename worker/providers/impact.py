@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from worker.errors import ReplayNotAllowed
 from worker.http import parse_body
+from worker.models import JobSnapshot, JobState, RemoteFile
 from worker.providers.auth import basic_auth
-from worker.providers.base import JobSnapshot, JobState, Provider, ProviderContext, RemoteFile
+from worker.providers.base import Provider, ProviderContext
 from worker.settings import Credential
 
 

@@ -15,17 +15,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from pydantic.alias_generators import to_camel
 
 from worker.http import parse_body
+from worker.models import JobSnapshot, JobState, RemoteFile
 from worker.parsing.schema import ColumnType, RowSchema
 from worker.providers.auth import BearerAuth
-from worker.providers.base import (
-    JobSnapshot,
-    JobState,
-    Operation,
-    Provider,
-    ProviderContext,
-    RateLimit,
-    RemoteFile,
-)
+from worker.providers.base import Operation, Provider, ProviderContext, RateLimit
 from worker.settings import Credential
 
 TOO_MANY_VEHICLES = "limiting the number of vehicles"

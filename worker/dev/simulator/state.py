@@ -12,9 +12,9 @@ import uuid
 from collections import Counter
 from typing import Any, Literal, TypeVar
 
-from worker.simulator.config import SimulatorConfig
-from worker.simulator.faults import FaultQueue
-from worker.simulator.jobs import Clock, SimJob
+from worker.dev.simulator.config import SimulatorConfig
+from worker.dev.simulator.faults import FaultQueue
+from worker.dev.simulator.jobs import Clock, SimJob
 
 PROVIDERS = ("samsara", "impact")
 _ID_NAMESPACE = uuid.UUID("6f0d8f0e-5b7a-4c43-9d0e-3c1f5b0a9e21")

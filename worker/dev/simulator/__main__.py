@@ -1,4 +1,4 @@
-"""``python -m worker.simulator --host 127.0.0.1 --port 8765 [--config file.json] [--time-scale N]``."""
+"""``python -m worker.dev.simulator --host 127.0.0.1 --port 8765 [--config file.json] [--time-scale N]``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from pathlib import Path
 
 import uvicorn
 
-from worker.simulator.app import create_app
-from worker.simulator.config import SimulatorConfig
+from worker.dev.simulator.asgi import create_app
+from worker.dev.simulator.config import SimulatorConfig
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m worker.simulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m worker.dev.simulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--config", type=Path, help="JSON file holding a SimulatorConfig")

@@ -20,10 +20,10 @@ from typing import Any
 from pydantic import SecretStr
 
 from worker.api import ExportClient
-from worker.embedded import EmbeddedRedis, redis_reachable
-from worker.runtime import build_runtime
+from worker.dev.embedded import EmbeddedRedis, redis_reachable
+from worker.dev.simulator import SimulatorConfig, SimulatorThread
 from worker.settings import Credential, Settings
-from worker.simulator import SimulatorConfig, SimulatorThread
+from worker.wiring import build_runtime
 
 SIM_IMPACT_CREDENTIAL = "impact"
 

@@ -22,12 +22,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from worker.simulator.config import SimulatorConfig
-from worker.simulator.faults import FaultMiddleware, FaultSpec
-from worker.simulator.impact import ImpactApi
-from worker.simulator.jobs import Clock
-from worker.simulator.samsara import SamsaraApi
-from worker.simulator.state import SimState
+from worker.dev.simulator.config import SimulatorConfig
+from worker.dev.simulator.faults import FaultMiddleware, FaultSpec
+from worker.dev.simulator.impact import ImpactApi
+from worker.dev.simulator.jobs import Clock
+from worker.dev.simulator.samsara import SamsaraApi
+from worker.dev.simulator.state import SimState
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 
 from worker.errors import PermanentError, RetryLater
+from worker.models import JobSnapshot
 from worker.providers import get_provider
-from worker.providers.base import JobSnapshot, Operation, ProviderContext
+from worker.providers.base import Operation, ProviderContext
 from worker.security.urls import UrlGuard
 from worker.settings import Settings
 from worker.store import ExportStore

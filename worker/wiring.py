@@ -9,7 +9,7 @@ import redis
 from celery import Celery
 
 from worker.dispatch import CeleryDispatcher
-from worker.engine.runtime import Runtime
+from worker.engine.context import Runtime
 from worker.settings import Settings, get_settings
 from worker.store import ExportStore
 

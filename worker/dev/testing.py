@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.engine.models import Callback, ExportRecord, FileTaskArgs, JobTaskArgs
+from worker.models import Callback, ExportRecord, FileTaskArgs, JobTaskArgs
 
 
 @dataclass

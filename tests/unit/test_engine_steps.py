@@ -16,13 +16,13 @@ import pytest
 
 from tests.conftest import make_settings
 from worker.api import ExportClient
-from worker.engine.downloads import run_download
+from worker.dev.testing import RecordingDispatcher
+from worker.engine.context import Runtime
+from worker.engine.download_step import run_download
 from worker.engine.jobs import run_poll, run_submit
-from worker.engine.models import ExportStatus, FileStatus, JobStatus
-from worker.engine.runtime import Runtime
 from worker.engine.watchdog import run_watchdog
+from worker.models import ExportStatus, FileStatus, JobStatus
 from worker.store import ExportStore
-from worker.testing import RecordingDispatcher
 
 HEADER = "vehicleId,vehicleName,jurisdiction,startTime,endTime,distanceMeters,taxableDistanceMeters\n"
 PARAMS = {"startHour": "2026-11-23T00:00:00Z", "endHour": "2026-11-24T00:00:00Z", "vehicleIds": [1, 2, 3, 4]}

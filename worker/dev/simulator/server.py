@@ -9,9 +9,9 @@ from types import TracebackType
 
 import uvicorn
 
-from worker.simulator.app import create_app
-from worker.simulator.config import SimulatorConfig
-from worker.simulator.jobs import Clock
+from worker.dev.simulator.asgi import create_app
+from worker.dev.simulator.config import SimulatorConfig
+from worker.dev.simulator.jobs import Clock
 
 HOST = "127.0.0.1"
 

@@ -24,10 +24,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from worker.simulator.config import ImpactBehaviour
-from worker.simulator.csvgen import CsvFile, csv_response
-from worker.simulator.jobs import Phase, SimJob, Step, Timeline
-from worker.simulator.state import SimState
+from worker.dev.simulator.config import ImpactBehaviour
+from worker.dev.simulator.csvgen import CsvFile, csv_response
+from worker.dev.simulator.jobs import Phase, SimJob, Step, Timeline
+from worker.dev.simulator.state import SimState
 
 QUEUED, RUNNING, COMPLETED = "QUEUED", "RUNNING", "COMPLETED"
 ERROR, FAILED, CANCELLED = "ERROR", "FAILED", "CANCELLED"

@@ -4,8 +4,8 @@ Used by the demo, the integration and chaos tests and the benchmarks: determinis
 per job (behaviours keyed by Samsara ``startHour`` / impact.com report id) and per request (faults).
 """
 
-from worker.simulator.app import create_app
-from worker.simulator.config import ImpactBehaviour, SamsaraBehaviour, SimulatorConfig
-from worker.simulator.server import SimulatorThread
+from worker.dev.simulator.asgi import create_app
+from worker.dev.simulator.config import ImpactBehaviour, SamsaraBehaviour, SimulatorConfig
+from worker.dev.simulator.server import SimulatorThread
 
 __all__ = ["ImpactBehaviour", "SamsaraBehaviour", "SimulatorConfig", "SimulatorThread", "create_app"]

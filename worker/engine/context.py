@@ -16,8 +16,8 @@ from typing import Protocol
 import httpx
 
 from worker.engine.backoff import BackoffPolicy
-from worker.engine.models import Callback, ExportRecord, FileTaskArgs, JobRecord, JobTaskArgs, SinkName
-from worker.gateway import ProviderGateway
+from worker.models import Callback, ExportRecord, FileTaskArgs, JobRecord, JobTaskArgs, SinkName
+from worker.providers.gateway import ProviderGateway
 from worker.settings import Settings
 from worker.sinks.jsonl import JsonlSink
 from worker.sinks.redis_stream import RedisStreamSink

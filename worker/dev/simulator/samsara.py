@@ -23,10 +23,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from worker.simulator.config import SamsaraBehaviour
-from worker.simulator.csvgen import CsvFile, csv_response
-from worker.simulator.jobs import SimJob, Step, Timeline
-from worker.simulator.state import SimState
+from worker.dev.simulator.config import SamsaraBehaviour
+from worker.dev.simulator.csvgen import CsvFile, csv_response
+from worker.dev.simulator.jobs import SimJob, Step, Timeline
+from worker.dev.simulator.state import SimState
 
 REQUESTED, PROCESSING, COMPLETED, FAILED = "Requested", "Processing", "Completed", "Failed"
 COLUMNS = (

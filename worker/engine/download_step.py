@@ -9,15 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from worker import metrics
-from worker.download import open_download
+from worker.engine.context import Runtime, export_log
 from worker.engine.lifecycle import enforce_deadline, finish_if_complete
-from worker.engine.models import ExportRecord, FileRecord, FileStatus, FileTaskArgs
-from worker.engine.runtime import Runtime, export_log
 from worker.errors import DownloadUrlExpired, ExportWorkerError, PermanentError, RetryLater, StaleTask, TransientError
-from worker.gateway import ProviderGateway
-from worker.pipeline import TransferResult, transfer_file
+from worker.file_transfer import TransferResult, transfer_file
+from worker.http_download import open_download
+from worker.models import ExportRecord, FileRecord, FileStatus, FileTaskArgs, Writes
+from worker.providers.gateway import ProviderGateway
 from worker.sinks.base import SinkResult
-from worker.store import Writes
 
 URL_EXPIRY_MARGIN_SECONDS = 30.0
 MAX_URL_REFRESHES_PER_ATTEMPT = 3

@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from worker.cli import _watch
-from worker.localstack import LocalStack
-from worker.simulator import SamsaraBehaviour, SimulatorConfig
+from worker.dev.localstack import LocalStack
+from worker.dev.simulator import SamsaraBehaviour, SimulatorConfig
 
 DEMO_START_HOUR = "2026-11-23T00:00:00Z"
 DEMO_END_HOUR = "2026-11-24T00:00:00Z"

@@ -1,4 +1,7 @@
-"""Records the engine keeps in Redis, and the arguments its tasks carry.
+"""Records the engine keeps in Redis, the arguments its tasks carry, and what providers answer.
+
+This is the lowest floor: it imports nothing of the project, so store, engine and providers all
+build on it without cycles.
 
 Both are pydantic models serialised as JSON: Redis values and Celery messages never hold pickles,
 and a record that fails validation on load is reported, not silently reinterpreted.
@@ -7,12 +10,56 @@ and a record that fails validation on load is reported, not silently reinterpret
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.providers.base import JobState, RemoteFile
+
+class JobState(StrEnum):
+    """Provider-neutral job state the engine reasons about."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    RETRYING = "RETRYING"
+    """The provider failed an attempt and will retry by itself: not terminal, poll slowly."""
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class RemoteFile(BaseModel):
+    """One downloadable result file as the provider describes it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    url: str
+    expires_at: datetime | None = None
+    record_count: int | None = None
+    authenticated: bool = False
+    """True when the URL is on the provider API and needs the credential (never for signed storage URLs)."""
+
+
+class JobSnapshot(BaseModel):
+    """What one poll of the provider told us."""
+
+    provider_job_id: str
+    state: JobState
+    raw_status: str
+    message: str | None = None
+    percent_complete: int | None = None
+    records_processed: int | None = None
+    files: list[RemoteFile] = []
+    resolved_params: dict[str, Any] | None = None
+    """The request as the provider resolved it (e.g. the vehicle list behind tag filters)."""
+
 
 SinkName = Literal["jsonl", "redis_stream"]
 
@@ -150,9 +197,6 @@ class ExportRecord(BaseModel):
     """Name of the beat schedule that created it, if any."""
     sink: SinkName = "jsonl"
 
-    def job(self, key: str) -> JobRecord:
-        return self.jobs[key]
-
 
 class Progress(BaseModel):
     """A cheap view for watch/status: derived from the record and its files."""
@@ -181,3 +225,17 @@ class FileTaskArgs(BaseModel):
     export_id: str
     file_key: str
     token: int
+
+
+@dataclass
+class Writes:
+    """Side writes staged by a transaction function, applied in the same MULTI/EXEC."""
+
+    files: list[FileRecord] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def put_file(self, record: FileRecord) -> None:
+        self.files.append(record)
+
+    def event(self, kind: str, **detail: Any) -> None:
+        self.events.append({"type": kind, **detail})
