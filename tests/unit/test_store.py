@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from worker.errors import UnknownExport
@@ -32,37 +30,6 @@ def test_same_idempotency_key_returns_the_first_export(store: ExportStore) -> No
     with pytest.raises(UnknownExport, match="'b'"):
         store.get("b")
     assert store.list_ids() == ["a"] and store.active_ids() == ["a"]
-
-
-def test_racing_creates_with_one_key_store_one_export(store: ExportStore) -> None:
-    results: list[tuple[str, bool]] = []
-
-    def create(index: int) -> None:
-        record, created = store.create(new_record(f"r{index}", "same-key"))
-        results.append((record.id, created))
-
-    threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sum(created for _, created in results) == 1
-    assert len({export_id for export_id, _ in results}) == 1
-    assert len(store.list_ids()) == 1
-
-
-def test_concurrent_transactions_never_lose_an_update(store: ExportStore) -> None:
-    store.create(new_record())
-
-    def bump(record: ExportRecord, writes: Writes) -> None:
-        record.jobs["0"].polls += 1
-
-    threads = [threading.Thread(target=lambda: [store.transact("e1", bump) for _ in range(25)]) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert store.get("e1").jobs["0"].polls == 100
 
 
 def test_transaction_that_raises_writes_nothing(store: ExportStore) -> None:

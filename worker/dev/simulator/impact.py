@@ -203,6 +203,7 @@ class ImpactJob(SimJob):
             "replays": self.replays,
             "files": [{"name": self.file_name, "recordCount": self.behaviour.rows}] if done else [],
             "downloads": self.downloads,
+            "polls": self.polls,
         }
 
 
@@ -285,7 +286,7 @@ class ImpactApi:
         job = self._job(request)
         if isinstance(job, Response):
             return job
-        self.state.count("polls", job.provider)
+        self.state.count_poll(job)
         return JSONResponse(job.wire(self.state.clock()))
 
     async def download(self, request: Request) -> Response:

@@ -77,6 +77,7 @@ class SimJob:
     created: float
     timeline: Timeline
     downloads: int = 0
+    polls: int = 0
 
     def status(self, now: float) -> str:
         return self.timeline.at(now).status

@@ -165,6 +165,7 @@ class SamsaraJob(SimJob):
                 {"name": self.file_name(i), "recordCount": self.behaviour.rows_per_file} for i in range(self.file_count(now))
             ],
             "downloads": self.downloads,
+            "polls": self.polls,
         }
 
 
@@ -253,7 +254,7 @@ class SamsaraApi:
         job = self.state.job(SamsaraJob, request.path_params["job_id"])
         if job is None:
             return self._error(404, "Job not found")
-        self.state.count("polls", job.provider)
+        self.state.count_poll(job)
         return JSONResponse({"data": self._wire(job, request, self.state.clock())})
 
     def _wire(self, job: SamsaraJob, request: Request, now: float) -> dict[str, Any]:

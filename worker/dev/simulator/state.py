@@ -60,6 +60,12 @@ class SimState:
         with self.lock:
             self.counters[what][provider] += 1
 
+    def count_poll(self, job: SimJob) -> None:
+        """Per provider and per job: a test can count its own job's polls, whatever else runs."""
+        with self.lock:
+            self.counters["polls"][job.provider] += 1
+            job.polls += 1
+
     def count_status(self, status: int) -> None:
         with self.lock:
             self.statuses[str(status)] += 1
