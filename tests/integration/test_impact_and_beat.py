@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -86,15 +85,17 @@ def test_samsara_and_impact_exports_run_side_by_side(client: ExportClient, sim: 
 
 def test_beat_firing_twice_in_one_period_creates_one_provider_job(client: ExportClient, sim: Sim, stack: LocalStack) -> None:
     creates = sim.stats()["creates"]["samsara"]
-    for _ in range(2):
-        client.rt.dispatcher.app.send_task(RUN_SCHEDULE_TASK, kwargs={"name": "sim-daily"}, queue=stack.settings.queue)
+    firings = [
+        client.rt.dispatcher.app.send_task(
+            RUN_SCHEDULE_TASK, kwargs={"name": "sim-daily"}, queue=stack.settings.queue, ignore_result=False
+        )
+        for _ in range(2)
+    ]
     yesterday = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y%m%d")
-    deadline = time.monotonic() + 30
-    scheduled = []
-    while time.monotonic() < deadline and not scheduled:
-        scheduled = [r for r in client.recent(200) if r.schedule == "sim-daily"]
-        time.sleep(0.2)
-    assert len(scheduled) == 1, "two beat firings in one period must share one export"
+    export_ids = {firing.get(timeout=60) for firing in firings}
+    assert len(export_ids) == 1, "two beat firings in one period must share one export"
+    scheduled = [r for r in client.recent(200) if r.schedule == "sim-daily"]
+    assert [r.id for r in scheduled] == list(export_ids)
     view = wait_done(client, scheduled[0].id, stack)
     assert view.record.status is ExportStatus.COMPLETED
     assert view.record.idempotency_key == f"schedule:sim-daily:{yesterday}T000000Z"
