@@ -78,3 +78,32 @@ def test_property_path_like_names_never_escape(parts: list[str]) -> None:
     for separator in ("/", "\\"):
         out = safe_filename(separator.join(parts), fallback="fallback")
         assert "/" not in out and "\\" not in out and not out.startswith(".")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("x" * 200 + ".tar.gz", "x" * (MAX_BYTES - 3) + ".gz"),  # only the last extension is kept
+        ("x" * 200 + "." + "e" * 16, "x" * (MAX_BYTES - 17) + "." + "e" * 16),  # 16 bytes is still an extension
+        ("x" * 200 + "." + "e" * 17, ("x" * 200 + "." + "e" * 17)[:MAX_BYTES]),  # 17 is not
+        ("x" * 145 + "....." + "y" * 50 + ".csv", "x" * 145 + ".csv"),  # no dots left where the stem was cut
+        ("x" * 149 + " " + "y" * 50, "x" * 149),
+        ("a" + "\u00e9" * 100, "a" + "\u00e9" * 74),  # the cut falls inside a character: that character goes
+    ],
+)
+def test_long_names_are_cut_at_the_right_place(name: str, expected: str) -> None:
+    assert safe_filename(name, fallback="f") == expected
+
+
+def test_a_deep_path_keeps_only_its_last_component() -> None:
+    assert safe_filename("/".join(f"d{i}" for i in range(20)) + "/report.csv", fallback="f") == "report.csv"
+
+
+@pytest.mark.parametrize("name", ["CONX.csv", "CON\u00a0.csv", "CON1.csv", "LPT10", "AUXILIARY.txt"])
+def test_names_that_only_resemble_device_names_are_kept(name: str) -> None:
+    assert safe_filename(name, fallback="f") == name
+
+
+def test_an_unusable_fallback_is_named_in_the_error() -> None:
+    with pytest.raises(ValueError, match=r"fallback file name '\.\./\.\.' is not usable either"):
+        safe_filename("", fallback="../..")

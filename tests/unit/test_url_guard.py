@@ -220,3 +220,134 @@ def test_relative_provider_url_is_joined_with_the_client_base_url_and_checked() 
     with pytest.raises(UrlRejected):
         _download(evil, "latest/meta-data/", signed=False)
     assert len(recorder.requests) == 1
+
+
+# --- allowlist entries and refusal messages, with each guard built inside its test ---------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "shown"),
+    [
+        ("Files.Example.COM.", "files.example.com"),
+        ("files.example.com:8443", "files.example.com:8443"),
+        ("*.Example.com:1", "*.example.com:1"),
+        ("[2606:4700::1]:65535", "[2606:4700::1]:65535"),
+        ("[2606:4700::1]", "[2606:4700::1]"),
+        ("2606:4700::1", "[2606:4700::1]"),
+        ("0x7F.1", "127.0.0.1"),
+        ("127.0.0.1:8765", "127.0.0.1:8765"),
+    ],
+)
+def test_allowlist_entries_are_canonical(entry: str, shown: str) -> None:
+    assert UrlGuard([entry, "  "]).allowed_hosts == (shown,)
+
+
+def test_an_entry_with_a_port_allows_only_that_port() -> None:
+    guard = UrlGuard(["files.example.com:8443", "[2606:4700::1]:8443", "127.0.0.1:8765"], allow_private=True)
+    for url in ("https://files.example.com:8443/f", "https://[2606:4700::1]:8443/f", "http://127.0.0.1:8765/f"):
+        assert guard.check(url) == httpx.URL(url)
+    for url in ("https://files.example.com/f", "https://[2606:4700::1]/f", "http://127.0.0.1:9999/f"):
+        with pytest.raises(UrlRejected, match="is not allowed"):
+            guard.check(url)
+
+
+def test_an_entry_with_a_trailing_dot_matches_the_host() -> None:
+    assert UrlGuard(["files.example.com."]).check("https://files.example.com/f").host == "files.example.com"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("files.example.com/path", "'files.example.com/path' must be a host name or host:port, not a URL"),
+        ("user@files.example.com", "'user@files.example.com' must be a host name or host:port, not a URL"),
+        ("https://files.example.com", "'https://files.example.com' must be a host name or host:port, not a URL"),
+        ("files.example.com:0", "'files.example.com:0' has an invalid port"),
+        ("files.example.com:65536", "'files.example.com:65536' has an invalid port"),
+        ("files.example.com:http", "'files.example.com:http' has an invalid port"),
+        ("[2606:4700::1]:99999", "'[2606:4700::1]:99999' has an invalid port"),
+        ("[::1]]", "'[::1]]' has an invalid port"),
+        ("*.", "'*.' is not a host name or *.domain pattern"),
+        ("*.127.0.0.1", "'*.127.0.0.1': a wildcard needs a domain, not an address"),
+        ("\u2100.com", "'\u2100.com' is not a valid host name (Invalid IDNA hostname"),
+    ],
+)
+def test_bad_allowlist_entries_say_what_is_wrong(entry: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        UrlGuard([entry])
+    assert f"download host {message}" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://[::1/x?sig=SECRET", "download URL 'https://[::1/x' is not a valid URL (Invalid port: ':1')"),
+        ("//files.example.com/x", "download URL '//files.example.com/x' uses scheme '(none)'; only https is fetched"),
+        ("ftp://files.example.com/x?sig=SECRET", "download URL 'ftp://files.example.com/x' uses scheme 'ftp'; only https"),
+        ("https:///x", "download URL 'https:/x' has no host"),
+        ("https://1.256.1/", "download URL 'https://1.256.1/' has a numeric host that is not a valid address"),
+        ("https://4294967296/", "has a numeric host that is not a valid address"),
+        ("https://1.16777216/", "has a numeric host that is not a valid address"),
+        ("https://1.2.65536/", "has a numeric host that is not a valid address"),
+        (
+            "https://svc.localhost/x?sig=SECRET",
+            "download URL 'https://svc.localhost/x' points to svc.localhost; set EXPORT_WORKER_ALLOW_PRIVATE_NETWORKS=true "
+            "only if that is intended (local simulators)",
+        ),
+        ("https://%5b%3a%3a1%5d/", "points to ::1, a loopback"),
+        ("https://0x7f.0x.0x.1/", "points to 127.0.0.1, a loopback"),
+        ("https://0177.1/", "points to 127.0.0.1, a loopback"),
+        ("https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", "a loopback/private/link-local/reserved address"),
+        (
+            "https://other.example.org/x#frag",
+            "download host 'other.example.org' (port 443) of 'https://other.example.org/x' is not allowed "
+            "(allowed: files.example.com, *.example.net:8443)",
+        ),
+    ],
+)
+def test_refusals_say_what_was_refused_and_why(url: str, message: str) -> None:
+    guard = UrlGuard(["files.example.com", "*.example.net:8443"])
+    with pytest.raises(UrlRejected) as caught:
+        guard.check(url)
+    assert message in str(caught.value)
+    assert "SECRET" not in str(caught.value) and "frag" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://8.8.8/", "8.8.0.8"),  # three parts: the last one fills 16 bits
+        ("https://1.255.1/", "1.255.0.1"),
+        ("https://1.65535/", "1.0.255.255"),
+        ("https://0x8.0x8.0x.010/", "8.8.0.8"),
+        ("https://[2606:4700::a00:1]/", "2606:4700::a00:1"),  # public, although its low 32 bits read 10.0.0.1
+    ],
+)
+def test_legacy_and_ipv6_literals_of_public_addresses_match_their_canonical_entry(url: str, host: str) -> None:
+    assert UrlGuard([host]).check(url) == httpx.URL(url)
+
+
+def test_a_url_too_long_to_show_is_cut_in_the_message() -> None:
+    guard = UrlGuard(["files.example.com"])
+    for length in (200, 201):
+        url = "https://b.example.org/" + "x" * (length - len("https://b.example.org/"))
+        with pytest.raises(UrlRejected) as caught:
+            guard.check(url + "?sig=SECRET")
+        shown = url if length == 200 else url[:200] + "…"
+        assert f"of '{shown}' is not allowed" in str(caught.value)
+    with pytest.raises(UrlRejected) as caught:
+        guard.check("https://[::1/" + "y" * 300)
+    assert "download URL 'https://[::1/" + "y" * 187 + "…' is not a valid URL" in str(caught.value)
+
+
+def test_an_unparsed_url_string_is_shown_without_any_query_or_fragment() -> None:
+    with pytest.raises(UrlRejected) as caught:
+        UrlGuard(["files.example.com"]).check("https://[::1/x#frag#more?q=1?r=2")
+    assert "download URL 'https://[::1/x' is not a valid URL" in str(caught.value)
+    with pytest.raises(UrlRejected) as caught:
+        UrlGuard(["files.example.com"]).check("https://[::1/x?q=1?r=2")
+    assert "download URL 'https://[::1/x' is not a valid URL" in str(caught.value)
+
+
+def test_a_parsed_url_is_checked_as_given() -> None:
+    url = httpx.URL("https://files.example.com/f?sig=1")
+    assert UrlGuard(["files.example.com"]).check(url) is url
