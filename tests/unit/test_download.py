@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from worker.errors import AuthError, DownloadUrlExpired, PermanentError, RetryLater, TransientError
+from worker.errors import AuthError, DownloadUrlExpired, PermanentError, RetryLater, TransientError, UrlRejected
 from worker.http_download import open_download
 from worker.security.urls import UrlGuard
 
@@ -197,3 +197,134 @@ def test_too_many_redirects_is_permanent() -> None:
 def test_3xx_without_location_is_not_taken_for_the_file() -> None:
     with pytest.raises(PermanentError, match="304"):
         fetch(client_for(lambda r: httpx.Response(304)))
+
+
+def test_a_status_that_is_neither_success_nor_redirect_is_not_taken_for_the_file() -> None:
+    with pytest.raises(PermanentError, match="samsara answered the download with unexpected HTTP 300"):
+        fetch(client_for(lambda r: httpx.Response(300, content=b"choose")))
+
+
+def test_expired_signed_url_says_to_re_poll() -> None:
+    with pytest.raises(DownloadUrlExpired) as caught:
+        fetch(client_for(lambda r: httpx.Response(403)))
+    assert str(caught.value) == (
+        "samsara storage refused the signed download URL of /ifta.csv (HTTP 403); "
+        "it has probably expired, re-poll the job for a fresh one"
+    )
+
+
+def test_error_message_quotes_the_whole_small_error_body_decoded() -> None:
+    packed = gzip.compress(b"NoSuchKey: the object is gone")
+    headers = {"Content-Encoding": "gzip", "Content-Length": str(len(packed))}
+    client = client_for(lambda r: httpx.Response(404, headers=headers, stream=Body([packed[:10], packed[10:]])))
+    with pytest.raises(PermanentError) as caught:
+        fetch(client)
+    assert str(caught.value) == "samsara refused GET /ifta.csv with HTTP 404: NoSuchKey: the object is gone"
+    pieces = client_for(lambda r: httpx.Response(404, stream=Body([b"NoSuch", b"Key"])))
+    with pytest.raises(PermanentError, match="HTTP 404: NoSuchKey$"):
+        fetch(pieces)
+
+
+def test_error_body_reading_stops_at_64_kib() -> None:
+    body = Body([b"x" * 65536, b"y" * 10])
+    with pytest.raises(PermanentError) as caught:
+        fetch(client_for(lambda r: httpx.Response(404, stream=body)))
+    assert body.sent == 65536 and body.closed
+    assert str(caught.value).endswith("HTTP 404: " + "x" * 300)
+
+
+def test_a_body_of_exactly_the_limit_is_accepted() -> None:
+    body = Body([b"a" * 500, b"b" * 500])
+    assert b"".join(fetch(client_for(lambda r: httpx.Response(200, stream=body)), max_bytes=1000)) == b"a" * 500 + b"b" * 500
+
+
+def test_an_empty_content_encoding_means_identity() -> None:
+    body = Body([b"a" * 100])
+    headers = {"Content-Encoding": "", "Content-Length": "5000"}
+    with pytest.raises(PermanentError, match="is 5000 bytes, over the limit of 1000"):
+        fetch(client_for(lambda r: httpx.Response(200, headers=headers, stream=body)), max_bytes=1000)
+    assert body.sent == 0
+
+
+def test_body_longer_than_content_length_is_transient() -> None:
+    client = client_for(lambda r: httpx.Response(200, headers={"Content-Length": "4"}, stream=Body([b"a,b\n", b"1,2\n"])))
+    with pytest.raises(TransientError, match="sent 8 bytes, more than its Content-Length 4"):
+        fetch(client)
+
+
+def test_corrupt_compressed_body_is_transient() -> None:
+    client = client_for(lambda r: httpx.Response(200, headers={"Content-Encoding": "gzip"}, stream=Body([b"not gzip at all"])))
+    with pytest.raises(TransientError, match="samsara download of /ifta.csv has a corrupt encoded body"):
+        fetch(client)
+
+
+def test_transport_error_names_provider_and_host() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    with pytest.raises(TransientError, match="samsara download from bucket.s3.amazonaws.com failed: ConnectError: refused"):
+        fetch(client_for(handler))
+
+
+def redirecting(hops: dict[str, str], body: Body | None = None) -> tuple[list[httpx.Request], httpx.MockTransport]:
+    """A transport that redirects each URL in ``hops`` to its target and serves ``body`` elsewhere."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        location = hops.get(str(request.url.copy_with(query=None)))
+        if location is not None:
+            return httpx.Response(302, headers={"Location": location})
+        return httpx.Response(200, stream=body or Body([b"a,b\n"]))
+
+    return seen, httpx.MockTransport(handler)
+
+
+def test_credential_follows_a_redirect_within_its_origin() -> None:
+    seen, transport = redirecting({"https://api.samsara.com/f": "/g"})
+    client = httpx.Client(transport=transport, auth=httpx.BasicAuth("sid", "token"))
+    with open_download(
+        client, "https://api.samsara.com/f", guard=GUARD, max_bytes=100, provider="samsara", credential_name="c", signed_url=False
+    ) as chunks:
+        assert b"".join(chunks) == b"a,b\n"
+    assert [(r.method, r.url.path, "Authorization" in r.headers) for r in seen] == [("GET", "/f", True), ("GET", "/g", True)]
+
+
+def test_redirects_are_checked_even_on_a_client_that_follows_them_itself() -> None:
+    """Hop 1 stays on the origin, hop 2 leaves it (credential stripped), hop 3 points at the metadata service."""
+    hops = {
+        "https://api.samsara.com/f": "/g",
+        "https://api.samsara.com/g": "https://bucket.s3.amazonaws.com/h",
+        "https://bucket.s3.amazonaws.com/h": "http://169.254.169.254/latest/meta-data/",
+    }
+    seen, transport = redirecting(hops)
+    client = httpx.Client(transport=transport, follow_redirects=True, auth=httpx.BasicAuth("sid", "token"))
+    with pytest.raises(UrlRejected, match="169.254.169.254"):
+        with open_download(
+            client,
+            "https://api.samsara.com/f",
+            guard=GUARD,
+            max_bytes=100,
+            provider="samsara",
+            credential_name="c",
+            signed_url=False,
+        ):
+            pass
+    assert [str(r.url) for r in seen] == [
+        "https://api.samsara.com/f",
+        "https://api.samsara.com/g",
+        "https://bucket.s3.amazonaws.com/h",
+    ]
+
+
+def test_a_file_behind_a_cross_origin_redirect_still_streams() -> None:
+    body = Body([b"a" * 400] * 10)
+    _, transport = redirecting({"https://api.samsara.com/f": "https://bucket.s3.amazonaws.com/h"}, body)
+    client = httpx.Client(transport=transport)
+    with pytest.raises(PermanentError, match="grew past the limit of 1000"):
+        with open_download(
+            client, "https://api.samsara.com/f", guard=GUARD, max_bytes=1000, provider="samsara", credential_name="c",
+            signed_url=False, chunk_size=100,
+        ) as chunks:  # fmt: skip
+            list(chunks)
+    assert body.sent < 4000 and body.closed

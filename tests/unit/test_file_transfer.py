@@ -1,0 +1,56 @@
+"""One file through parser and writer: every row and bad row counted, progress once per batch."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import pytest
+
+from worker.file_transfer import TransferResult, transfer_file
+from worker.parsing.schema import ColumnType, RowSchema
+from worker.sinks.jsonl import JsonlSink
+
+SCHEMA = RowSchema(types={"id": ColumnType.INT}, required=frozenset({"id"}))
+
+
+def run(tmp_path: Path, body: bytes, batch_rows: int, progress: list[tuple[int, int]] | None = None) -> TransferResult:
+    writer = JsonlSink(tmp_path).open_file("exp1", "k", "f.csv")
+    result = transfer_file(
+        [body],
+        schema=SCHEMA,
+        writer=writer,
+        source_name="f.csv",
+        max_field_bytes=1024,
+        on_progress=None if progress is None else lambda done, rows: progress.append((done, rows)),
+        batch_rows=batch_rows,
+    )
+    committed = writer.commit()
+    assert (committed.rows, committed.quarantined) == (result.rows, result.quarantined)
+    return result
+
+
+def test_progress_is_reported_once_per_batch_of_the_size_asked(tmp_path: Path) -> None:
+    body = b"id\n" + b"".join(b"%d\n" % i for i in range(5))
+    progress: list[tuple[int, int]] = []
+    assert run(tmp_path, body, batch_rows=2, progress=progress) == TransferResult(rows=5, quarantined=0, bytes=len(body))
+    assert [rows for _, rows in progress] == [2, 4, 5]
+
+
+def test_bad_rows_of_every_batch_are_counted(tmp_path: Path) -> None:
+    body = b"id\n1\nx\n2\ny\n3\nz\n"
+    assert run(tmp_path, body, batch_rows=1) == TransferResult(rows=3, quarantined=3, bytes=len(body))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_cycle_collector_is_paused_during_the_transfer_and_restored_after(tmp_path: Path, enabled: bool) -> None:
+    states: list[bool] = []
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        writer = JsonlSink(tmp_path).open_file("exp1", "k", "f.csv")
+        transfer_file([b"id\n1\n"], schema=SCHEMA, writer=writer, source_name="f.csv", max_field_bytes=1024,
+                      on_progress=lambda done, rows: states.append(gc.isenabled()))  # fmt: skip
+        assert states == [False] and gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
