@@ -55,7 +55,7 @@ def fetch(provider, body: bytes, params):
     return provider.get(ctx, "job", params)
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_samsara_payload_mutations_never_crash(data: st.DataObject) -> None:
     document = mutate(fixture_json("samsara_ifta_job_completed.json"), data)
@@ -67,7 +67,7 @@ def test_samsara_payload_mutations_never_crash(data: st.DataObject) -> None:
         assert snapshot.provider_job_id
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_impact_payload_mutations_never_crash(data: st.DataObject) -> None:
     document = mutate(fixture_json("impact_job_completed.json"), data)
@@ -79,7 +79,7 @@ def test_impact_payload_mutations_never_crash(data: st.DataObject) -> None:
         assert snapshot.provider_job_id
 
 
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_are_a_payload_error(body: bytes) -> None:
     with pytest.raises(PayloadError, match="does not validate"):

@@ -280,13 +280,14 @@ def test_truncated_download_closes_the_connection_mid_body(
 
 
 def test_latency_delays_provider_calls_only(control: httpx.Client, samsara: httpx.Client) -> None:
-    configure(control, latency_seconds=0.2)
+    # A wide latency, so a control call on a loaded machine cannot be mistaken for a delayed one.
+    configure(control, latency_seconds=1.0)
     started = time.monotonic()
     create_samsara(samsara)
-    assert time.monotonic() - started >= 0.2
+    assert time.monotonic() - started >= 1.0
     started = time.monotonic()
     control.get("/_sim/stats")
-    assert time.monotonic() - started < 0.2
+    assert time.monotonic() - started < 1.0
 
 
 # --- large files -----------------------------------------------------------------------------------
