@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -81,7 +82,10 @@ def test_completion_callback_reaches_the_callers_queue(client: ExportClient, sim
         callback={"task": "caller.on_export_done", "args": ["batch-7"], "queue": queue},
     )
     wait_done(client, export_id, stack)
-    raw = client.rt.store.redis.lpop(queue)
+    # The callback is sent after the EXEC that completes the export (save, then dispatch): wait for it.
+    deadline = time.monotonic() + 20
+    while (raw := client.rt.store.redis.lpop(queue)) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert raw is not None, "no callback message on the caller's queue"
     message = json.loads(raw)
     assert message["headers"]["task"] == "caller.on_export_done"
