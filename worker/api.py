@@ -33,6 +33,7 @@ from worker.models import (
     Writes,
 )
 from worker.providers import get_provider
+from worker.providers.base import first_jobs, wire_params
 from worker.schedules import idempotency_key as schedule_key
 from worker.schedules import load_schedules, period_of, render_params
 
@@ -109,15 +110,15 @@ class ExportClient:
             or settings.default_deadline_seconds
         )
         now = self.rt.clock()
-        stored_params = validated.model_dump(mode="json", by_alias=True, exclude_none=True)
         record = ExportRecord(
             id=secrets.token_hex(8),
             provider=provider,
-            params=stored_params,
+            params=wire_params(validated),
             credential=credential,
             idempotency_key=idempotency_key,
             callback=hook,
-            jobs={"0": JobRecord(key="0", params=stored_params, token=1, next_action_at=now)},
+            jobs=first_jobs(chosen, validated, now),
+            warnings=chosen.warnings(validated, datetime.fromtimestamp(now, UTC)),
             created_at=now,
             updated_at=now,
             deadline_at=now + deadline,
@@ -126,7 +127,9 @@ class ExportClient:
         )
         stored, created = self.rt.store.create(record)
         if created:
-            self.rt.dispatcher.submit(JobTaskArgs(export_id=stored.id, job_key="0", token=1), 0)
+            for job in stored.jobs.values():
+                if job.status is JobStatus.PENDING:
+                    self.rt.dispatcher.submit(JobTaskArgs(export_id=stored.id, job_key=job.key, token=job.token), 0)
         return stored.id
 
     def get(self, export_id: str) -> ExportView:

@@ -154,6 +154,9 @@ class FileRecord(BaseModel):
     rows: int = 0
     quarantined: int = 0
     bytes: int = 0
+    """Content bytes parsed (after gunzip)."""
+    bytes_downloaded: int = 0
+    """Bytes on the wire (compressed for a gzip file)."""
     path: str | None = None
     quarantine_path: str | None = None
     error: str | None = None

@@ -29,6 +29,7 @@ runs again on the new state, so two workers can never both advance an export.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -301,6 +302,15 @@ class ExportStore:
         now_ms = time.time() * 1000
         wait_ms = self._eval(_RATE_SCRIPT, [self.key("rate", bucket)], [now_ms, interval_ms, burst_ms])
         return float(wait_ms) / 1000
+
+    def hold(self, bucket: str, seconds: float) -> None:
+        """Make every worker wait ``seconds`` before spending from ``bucket`` (a provider answered 429)."""
+        self.redis.set(self.key("hold", bucket), "1", px=max(1, math.ceil(seconds * 1000)))
+
+    def held_for(self, bucket: str) -> float:
+        """Seconds left on a :meth:`hold` of ``bucket``; 0 when there is none."""
+        remaining = int(self.redis.pttl(self.key("hold", bucket)))
+        return remaining / 1000 if remaining > 0 else 0.0
 
     # -- events ----------------------------------------------------------------------------------
 

@@ -67,7 +67,7 @@ def test_samsara_create_sends_bearer_and_camel_case_body() -> None:
     request = seen[0]
     assert request.url.path == "/ifta-detail/csv" and request.method == "POST"
     assert request.headers["Authorization"] == "Bearer secret-token"
-    assert request.read() == b'{"startHour":"2026-11-23T00:00:00Z","endHour":"2026-11-24T00:00:00Z","vehicleIds":[1,2]}'
+    assert request.read() == b'{"startHour":"2026-11-23T00:00:00Z","endHour":"2026-11-24T00:00:00Z","vehicleIds":"1,2"}'
 
 
 @pytest.mark.parametrize(

@@ -41,9 +41,9 @@ def _retry_job_step(
         current = tr.current_job(state, args.job_key, args.token)
         if submitting:
             current.status = JobStatus.PENDING
+        current.message = str(exc)  # a spent quota says until when; the user sees it on the job
         if reason == "transient":
             current.transient_errors += 1
-            current.message = str(exc)
         return tr.reschedule(current, delay, now)
 
     try:

@@ -7,6 +7,7 @@ snapshots. Adding a provider means one module implementing :class:`Provider` plu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from worker.errors import InvalidRequest, ReplayNotAllowed
 from worker.http import send
-from worker.models import JobSnapshot
+from worker.models import JobRecord, JobSnapshot, JobStatus
 from worker.parsing.schema import RowSchema
 from worker.settings import Credential
 
@@ -32,6 +33,14 @@ class RateLimit:
 
     requests: int
     per_seconds: float
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One named request budget a call spends from (a rate limit, or a daily quota)."""
+
+    name: str
+    limit: RateLimit
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,8 @@ class Provider:
     default_deadline_seconds: ClassVar[float | None] = None
     rate_limits: ClassVar[dict[Operation, RateLimit]] = {}
     row_schema: ClassVar[RowSchema] = RowSchema()
+    default_headers: ClassVar[dict[str, str]] = {}
+    """Sent on every API call (impact.com answers XML unless asked for JSON)."""
 
     def validate(self, params: dict[str, Any]) -> Any:
         """Caller parameters as the typed model, naming each offending field when they don't fit."""
@@ -82,6 +93,37 @@ class Provider:
     def replay(self, ctx: ProviderContext, provider_job_id: str, params: Any) -> JobSnapshot:
         raise ReplayNotAllowed(f"{self.name} jobs cannot be replayed; submit a new export instead")
 
+    def budgets(self, operation: Operation, params: Any) -> list[Budget]:
+        """The budgets one call spends from, scarcest first; by default one per-operation rate limit."""
+        limit = self.rate_limits.get(operation)
+        return [Budget(operation.value, limit)] if limit else []
+
+    def plan(self, params: Any) -> list[BaseModel]:
+        """The provider jobs one request becomes before anything is sent (documented size limits)."""
+        return [params]
+
+    def warnings(self, params: Any, now: datetime) -> list[str]:
+        """Warnings recorded on the export at submit (e.g. data that may still change)."""
+        return []
+
     def split(self, params: Any, snapshot: JobSnapshot, min_batch: int) -> list[BaseModel] | None:
         """Smaller requests to try when a job failed for being too large; None when splitting can't help."""
         return None
+
+
+def wire_params(params: BaseModel) -> dict[str, Any]:
+    """Parameters as stored on a job record (JSON, provider spelling)."""
+    return params.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def first_jobs(provider: Provider, params: BaseModel, now: float) -> dict[str, JobRecord]:
+    """An export's first jobs: ``"0"`` alone, or, when the plan holds several provider jobs, a
+    ``SPLIT`` ``"0"`` carrying the request and children ``"0.0"``, ``"0.1"``, ... that cover it."""
+    planned = [wire_params(part) for part in provider.plan(params)]
+    if len(planned) == 1:
+        return {"0": JobRecord(key="0", params=planned[0], token=1, next_action_at=now)}
+    jobs = {"0": JobRecord(key="0", params=wire_params(params), status=JobStatus.SPLIT, token=1)}
+    for index, child in enumerate(planned):
+        key = f"0.{index}"
+        jobs[key] = JobRecord(key=key, params=child, parent="0", token=1, next_action_at=now)
+    return jobs
