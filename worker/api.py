@@ -153,11 +153,15 @@ class ExportClient:
         return self.rt.store.get(export_id)
 
     def retry(self, export_id: str) -> ExportRecord:
-        """Re-download failed files, or replay a failed provider job where the provider allows it."""
+        """Re-download failed files, or replay a failed (or, to refresh it, a completed) provider job
+        where the provider allows it."""
         record = self.rt.store.get(export_id)
         failed_jobs = [job for job in record.jobs.values() if job.status is JobStatus.FAILED]
         if record.status is ExportStatus.FAILED and failed_jobs:
             return self._replay(record, failed_jobs[0])
+        done_jobs = [job for job in record.jobs.values() if job.status is JobStatus.SUCCEEDED]
+        if record.status is ExportStatus.COMPLETED and len(done_jobs) == 1:
+            return self._replay(record, done_jobs[0])
         files = self.rt.store.files(export_id)
         reopened = self.rt.store.transact(
             export_id, lambda state, writes: tr.reopen_failed_files(state, files, writes, self.rt.clock())

@@ -88,9 +88,10 @@ def send(
     credential_name: str,
     job_id: str | None = None,
     json: Any = None,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     try:
-        response = client.request(method, url, json=json)
+        response = client.request(method, url, json=json, headers=headers)
     except (httpx.TransportError, httpx.TimeoutException) as exc:
         API_CALLS.labels(provider, method, "error").inc()
         raise TransientError(f"{provider} {method} {url} failed: {exc.__class__.__name__}: {exc}") from exc

@@ -148,8 +148,11 @@ def test_impact_error_is_not_terminal_and_completed_has_one_authenticated_file()
     snapshot = provider.get(ctx, "A1b2C3d4E5f6G7h8", ImpactParams(job_id="A1b2C3d4E5f6G7h8"))
     assert snapshot.state is JobState.SUCCEEDED and snapshot.percent_complete == 100
     assert [(f.url, f.authenticated) for f in snapshot.files] == [
-        ("/Mediapartners/IRsimAccount/Jobs/A1b2C3d4E5f6G7h8/Download", True)
+        ("/Mediapartners/IRsimAccount/Jobs/A1b2C3d4E5f6G7h8/Download?Mode=Stream", True)
     ]
+
+
+DAY = {"START_DATE": "2026-11-01", "END_DATE": "2026-11-01"}
 
 
 def test_impact_report_export_returns_job_from_queued_uri_with_basic_auth() -> None:
@@ -167,11 +170,12 @@ def test_impact_report_export_returns_job_from_queued_uri_with_basic_auth() -> N
         )
 
     ctx = context(handler, "https://api.impact.com", ImpactJobs(), account_sid="IRsimAccount", auth_token="tok")
-    snapshot = ImpactJobs().create(ctx, ImpactParams(report_id="att_adv_performance", report_params={"START_DATE": "2026-11-01"}))
+    snapshot = ImpactJobs().create(ctx, ImpactParams(report_id="att_adv_performance", report_params=DAY))
     assert snapshot.provider_job_id == "J123" and snapshot.state is JobState.QUEUED
     assert seen[0].url.path == "/Mediapartners/IRsimAccount/ReportExport/att_adv_performance"
     assert seen[0].url.params["START_DATE"] == "2026-11-01"
     assert seen[0].headers["Authorization"].startswith("Basic ")
+    assert seen[0].headers["Accept"] == "application/json"
 
 
 def test_impact_replay_refused_when_not_replayable() -> None:

@@ -82,7 +82,16 @@ class Provider:
         self, ctx: ProviderContext, method: str, url: str, *, job_id: str | None = None, json: Any = None
     ) -> httpx.Response:
         """One API call through the shared status-code mapping (429, 5xx, 401/403, 404 on a job)."""
-        return send(ctx.client, method, url, provider=self.name, credential_name=ctx.credential_name, job_id=job_id, json=json)
+        return send(
+            ctx.client,
+            method,
+            url,
+            provider=self.name,
+            credential_name=ctx.credential_name,
+            job_id=job_id,
+            json=json,
+            headers=self.default_headers,
+        )
 
     def create(self, ctx: ProviderContext, params: Any) -> JobSnapshot:
         raise NotImplementedError
