@@ -111,7 +111,7 @@ class ProviderGateway:
             return call()
         except RetryLater as exc:  # the provider's own 429: every worker waits as long as it asked
             self.store.hold(self._hold_bucket, exc.retry_after)
-            raise
+            raise self._wait(exc.retry_after, str(exc)) from exc
 
     def create(self, params: dict[str, Any]) -> JobSnapshot:
         typed = self.params(params)
