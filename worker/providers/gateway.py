@@ -6,7 +6,7 @@ credential resolution happen the same way for every provider.
 Budgets (rate limits and daily quotas) live in Redis, so every worker spends from the same ones; a
 429 from the provider puts a hold on the credential that every worker honours until the time the
 provider named. A spent budget raises :class:`RetryLater` saying until when, and the engine
-reschedules the step (at most ``POLL_MAX_SECONDS`` later, then it checks again) instead of retrying.
+reschedules the step (at most ``SLOW_POLL_SECONDS`` later, then it checks again) instead of retrying.
 """
 
 from __future__ import annotations
@@ -89,7 +89,13 @@ class ProviderGateway:
 
     def _wait(self, seconds: float, message: str) -> RetryLater:
         until = datetime.fromtimestamp(datetime.now(UTC).timestamp() + seconds, UTC).isoformat(timespec="seconds")
-        return RetryLater(f"{message}; waiting until {until}", min(seconds, self.settings.poll_max_seconds))
+        return RetryLater(f"{message}; waiting until {until}", min(seconds, self.longest_countdown))
+
+    @property
+    def longest_countdown(self) -> float:
+        """A long wait is re-checked after this: the longest countdown the engine already uses, which
+        the broker's visibility timeout is checked to outlast (a longer one would be redelivered)."""
+        return max(self.settings.poll_max_seconds, self.settings.slow_poll_seconds)
 
     def _throttle(self, operation: Operation, params: Any) -> None:
         held = self.store.held_for(self._hold_bucket)
