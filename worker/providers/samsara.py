@@ -88,13 +88,10 @@ def _id_list(value: Any) -> Any:
         value = [item.strip() for item in value.split(",")]
     if not isinstance(value, list):
         return value
-    items: list[Any] = []
     for item in value:
         if isinstance(item, bool) or not isinstance(item, int | str):
             raise ValueError(f"ids must be integers or strings, got {item!r}")
-        if item not in items:
-            items.append(item.strip() if isinstance(item, str) else item)
-    return items
+    return list(dict.fromkeys(item.strip() if isinstance(item, str) else item for item in value))
 
 
 def _vehicle_id(item: int | str) -> int | str:
