@@ -14,7 +14,8 @@ key                                    type    content
 ``exports``                            zset    every export id, scored by creation time
 ``active``                             set     export ids not yet terminal (watchdog scans it)
 ``events``                             stream  one entry per state change
-``rate:<provider>:<credential>:<op>``  string  GCRA theoretical arrival time (ms)
+``rate:<provider>:<credential>:<op>``  string  GCRA theoretical arrival time (ms); ``<op>`` is the budget name
+``hold:<provider>:<credential>``       string  set after a provider 429, expires when it asked us to wait
 ``stats:status``                       hash    number of exports in each status (metrics)
 ``export:<id>:records:<file_key>``     stream  rows of one file (``redis_stream`` sink), expires
 ``export:<id>:quarantine:<file_key>``  stream  bad rows of one file (``redis_stream`` sink)
