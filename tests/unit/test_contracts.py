@@ -20,7 +20,7 @@ import fakeredis
 import httpx
 import pytest
 
-from tests.conftest import make_settings
+from tests.conftest import FakeClock, make_settings
 from tests.contract import DATA, ContractViolation, RecordingTransport, check_request, check_response, facts, operation_for
 from worker.dev.simulator import ImpactBehaviour, SamsaraBehaviour, SimulatorConfig, SimulatorThread
 from worker.errors import ReplayNotAllowed, RetryLater
@@ -34,14 +34,6 @@ from worker.store import ExportStore
 
 SID = "IRsimAccount"
 DOCUMENTED = json.loads((DATA / "documented.json").read_text())
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_717_200_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import FakeClock
 from worker.dev.simulator import ImpactBehaviour, SamsaraBehaviour, SimulatorConfig, SimulatorThread
 from worker.dev.simulator.csvgen import CsvFile
 from worker.dev.simulator.samsara import COLUMNS as SAMSARA_COLUMNS
@@ -33,17 +34,6 @@ IMPACT_JOB_FIELDS = {
     "CancelledDate", "FailedDate", "LastProgressUpdateDate", "Status", "StatusMessage", "RecordsProcessed",
     "PercentageComplete", "Replayable", "ResultUri",
 }  # fmt: skip
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_717_200_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture(scope="module")
