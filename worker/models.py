@@ -198,6 +198,30 @@ class ExportRecord(BaseModel):
     sink: SinkName = "jsonl"
 
 
+class FileOutput(BaseModel):
+    """What a committed download produced, as its file record keeps it."""
+
+    rows: int
+    quarantined: int
+    bytes: int
+    path: str
+    quarantine_path: str | None = None
+
+
+class NewExport(BaseModel):
+    """A validated request for an export, before it has an id in Redis."""
+
+    id: str
+    provider: str
+    params: dict[str, Any]
+    credential: str
+    idempotency_key: str | None = None
+    callback: Callback | None = None
+    deadline_seconds: float
+    schedule: str | None = None
+    sink: SinkName = "jsonl"
+
+
 class Progress(BaseModel):
     """A cheap view for watch/status: derived from the record and its files."""
 

@@ -7,10 +7,12 @@ from collections.abc import Callable
 from worker import metrics
 from worker.engine import transitions as tr
 from worker.engine.context import Runtime, export_log
-from worker.models import ExportRecord, Writes
+from worker.models import ExportRecord, FileRecord, Writes
 
 
 def on_terminal(rt: Runtime, record: ExportRecord) -> None:
+    """Report the end once: metrics, log, temps of killed attempts removed, the caller's callback."""
+    rt.sink(record.sink).discard_attempts(record.id)
     metrics.EXPORTS_FINISHED.labels(record.provider, record.status.value).inc()
     metrics.EXPORT_SECONDS.labels(record.provider, record.status.value).observe(
         (record.finished_at or rt.clock()) - record.created_at
@@ -20,25 +22,26 @@ def on_terminal(rt: Runtime, record: ExportRecord) -> None:
         rt.dispatcher.callback(record.callback, record)
 
 
-def _end(rt: Runtime, export_id: str, end: Callable[[ExportRecord, Writes], bool], *, watch_files: bool = False) -> bool:
-    """Apply one ending transition atomically; only the call that ended the export reports it."""
+def _end(rt: Runtime, export_id: str, end: Callable[[ExportRecord, list[FileRecord], Writes], bool]) -> bool:
+    """Apply one ending transition on an atomic view of the export and its files; only the call that
+    ended the export reports it."""
 
-    def mutate(record: ExportRecord, writes: Writes) -> ExportRecord | None:
-        return record if end(record, writes) else None
+    def mutate(record: ExportRecord, files: list[FileRecord], writes: Writes) -> ExportRecord | None:
+        return record if end(record, files, writes) else None
 
-    ended = rt.store.transact(export_id, mutate, watch_files=watch_files)
+    ended = rt.store.transact_with_files(export_id, mutate)
     if ended is not None:
         on_terminal(rt, ended)
     return ended is not None
 
 
 def fail_export(rt: Runtime, export_id: str, reason: str) -> bool:
-    return _end(rt, export_id, lambda record, writes: tr.fail(record, writes, reason, rt.clock()))
+    return _end(rt, export_id, lambda record, _files, writes: tr.fail(record, writes, reason, rt.clock()))
 
 
 def cancel_export(rt: Runtime, export_id: str) -> bool:
     """Stop an export: its chains exit at their next step, downloads at the next file boundary."""
-    return _end(rt, export_id, lambda record, writes: tr.cancel(record, writes, rt.clock()))
+    return _end(rt, export_id, lambda record, _files, writes: tr.cancel(record, writes, rt.clock()))
 
 
 def enforce_deadline(rt: Runtime, record: ExportRecord) -> bool:
@@ -53,10 +56,11 @@ def enforce_deadline(rt: Runtime, record: ExportRecord) -> bool:
 
 
 def finish_if_complete(rt: Runtime, export_id: str) -> bool:
+    """Complete the export when its atomic view says every file is finished.
+
+    The cheap count first only skips work: a file that finishes later runs this check again.
+    """
     finished, known = rt.store.finished_count(export_id)
     if finished < known:
         return False
-    files = rt.store.files(export_id)
-    return _end(
-        rt, export_id, lambda record, writes: tr.complete_if_done(record, files, finished, writes, rt.clock()), watch_files=True
-    )
+    return _end(rt, export_id, lambda record, files, writes: tr.complete_if_done(record, files, writes, rt.clock()))

@@ -41,10 +41,7 @@ def _revive_jobs(rt: Runtime, record: ExportRecord, report: WatchdogReport) -> N
             continue
 
         def mutate(state: ExportRecord, writes: Writes, key: str = job.key, token: int = job.token) -> JobStatus:
-            current = tr.current_job(state, key, token)
-            writes.event("revived", job=key)
-            tr.reschedule(current, 0, now)
-            return current.status
+            return tr.revive_job(state, key, token, now, writes)
 
         try:
             status = rt.store.transact(record.id, mutate)
@@ -65,19 +62,12 @@ def _revive_files(rt: Runtime, record: ExportRecord, files: list[FileRecord], re
     for file in files:
         if file.status is not FileStatus.PENDING or now < file.dispatched_at + rt.settings.stale_after_seconds:
             continue
-        if rt.store.lease_holder(record.id, file.key) is not None:
-            continue
 
-        def mutate(current: FileRecord, writes: Writes, token: int = file.token) -> int:
-            if current.token != token or current.status is not FileStatus.PENDING:
-                raise StaleTask(current.key)
-            current.token += 1
-            current.dispatched_at = now
-            writes.event("revived", file=current.key)
-            return current.token
+        def mutate(state: ExportRecord, current: FileRecord, writes: Writes, token: int = file.token) -> int:
+            return tr.revive_file(state, current, token, now, writes)
 
         try:
-            token = rt.store.transact_file(record.id, file.key, mutate)
+            token = rt.store.transact_file(record.id, file.key, mutate, unleased=True)
         except StaleTask:
             continue
         rt.dispatcher.download(FileTaskArgs(export_id=record.id, file_key=file.key, token=token), 0)
