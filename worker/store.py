@@ -75,11 +75,19 @@ class CorruptRecord(ExportWorkerError):
     pass
 
 
+STORE_UNAVAILABLE: tuple[type[Exception], ...] = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+"""What a store call raises while Redis is away: callers retry or report these, never lose state."""
+
+
 class ExportStore:
     def __init__(self, client: redis.Redis, prefix: str = "aew") -> None:
         self.redis = client
         self.prefix = prefix
         self._shas: dict[str, str] = {}
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str) -> ExportStore:
+        return cls(redis.Redis.from_url(url, health_check_interval=30), prefix)
 
     def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA, loading the script first rather than after a NOSCRIPT error.
