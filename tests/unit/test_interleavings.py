@@ -39,6 +39,8 @@ from worker.models import (
 
 EXPORT = "e1"
 FILE_ROWS = {"a.csv": 3, "b.csv": 2, "c.csv": 4}
+RECORD_COUNTS = {**FILE_ROWS, "b.csv": 3}
+"""b.csv's recordCount is off by one, so its finish raises a warning that must land before the export ends."""
 NOW = 1_800_000_000.0
 
 
@@ -50,7 +52,7 @@ def provider(request: httpx.Request) -> httpx.Response:
     listing = {"j0": ["a.csv", "b.csv"], "j01": ["c.csv"]}
     job_id = path.rsplit("/", 1)[-1]
     if path.startswith("/ifta-detail/csv/") and job_id in listing:
-        files = [remote_file(name, f"https://files.example/{name}", FILE_ROWS[name]) for name in listing[job_id]]
+        files = [remote_file(name, f"https://files.example/{name}", RECORD_COUNTS[name]) for name in listing[job_id]]
         return httpx.Response(200, json=job(job_id, "Completed", files))
     return httpx.Response(404, json={"message": f"unscripted {request.method} {path}"})
 
@@ -100,7 +102,7 @@ def pending_file(key: str, job_key: str, name: str, *, stale: bool = False) -> F
         name=name,
         safe_name=f"{key}-{name}",
         url=f"https://files.example/{name}",
-        record_count=FILE_ROWS[name],
+        record_count=RECORD_COUNTS[name],
         token=1,
         dispatched_at=NOW - 10**6 if stale else NOW,
     )

@@ -95,15 +95,6 @@ def _finish_file(
         metrics.BYTES_DOWNLOADED.labels(record.provider).inc(done.bytes)
         metrics.ROWS_WRITTEN.labels(record.provider).inc(done.rows)
         metrics.ROWS_QUARANTINED.labels(record.provider).inc(done.quarantined)
-        seen = done.rows + done.quarantined
-        if done.record_count is not None and seen != done.record_count:
-            warning = f"file {done.name}: provider recordCount is {done.record_count} but {seen} rows were parsed"
-
-            def warn(state: ExportRecord, writes: Writes) -> None:
-                state.warnings.append(warning)
-                writes.event("warning", message=warning)
-
-            rt.store.transact(record.id, warn)
     finish_if_complete(rt, record.id)
 
 

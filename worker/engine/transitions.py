@@ -309,6 +309,12 @@ def complete_if_done(record: ExportRecord, files: list[FileRecord], writes: Writ
         return False
     if len(files) != record.files_total or any(f.status is FileStatus.PENDING for f in files):
         return False
+    for file in files:
+        seen = file.rows + file.quarantined
+        if file.status is FileStatus.DONE and file.record_count is not None and seen != file.record_count:
+            warning = f"file {file.name}: provider recordCount is {file.record_count} but {seen} rows were parsed"
+            record.warnings.append(warning)
+            writes.event("warning", message=warning)
     record.rows = sum(f.rows for f in files)
     record.quarantined = sum(f.quarantined for f in files)
     record.bytes = sum(f.bytes for f in files)
