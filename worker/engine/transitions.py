@@ -66,18 +66,11 @@ def deadline_reason(record: ExportRecord, now: float) -> str | None:
 def new_export(request: NewExport, now: float) -> ExportRecord:
     """A fresh export with its first job, ready for its first submit task (token 1)."""
     return ExportRecord(
-        id=request.id,
-        provider=request.provider,
-        params=request.params,
-        credential=request.credential,
-        idempotency_key=request.idempotency_key,
-        callback=request.callback,
+        **request.model_dump(exclude={"deadline_seconds"}),
         jobs={"0": JobRecord(key="0", params=request.params, token=1, next_action_at=now)},
         created_at=now,
         updated_at=now,
         deadline_at=now + request.deadline_seconds,
-        schedule=request.schedule,
-        sink=request.sink,
     )
 
 
