@@ -22,26 +22,31 @@ def on_terminal(rt: Runtime, record: ExportRecord) -> None:
         rt.dispatcher.callback(record.callback, record)
 
 
-def _end(rt: Runtime, export_id: str, end: Callable[[ExportRecord, list[FileRecord], Writes], bool]) -> bool:
-    """Apply one ending transition on an atomic view of the export and its files; only the call that
-    ended the export reports it."""
+def _end(rt: Runtime, export_id: str, end: Callable[[ExportRecord, list[FileRecord], Writes], bool], *, files: bool) -> bool:
+    """Apply one ending transition atomically; only the call that ended the export reports it.
 
-    def mutate(record: ExportRecord, files: list[FileRecord], writes: Writes) -> ExportRecord | None:
-        return record if end(record, files, writes) else None
+    With ``files`` the transition sees every file record in the same atomic view as the export.
+    """
 
-    ended = rt.store.transact_with_files(export_id, mutate)
+    def mutate(record: ExportRecord, seen: list[FileRecord], writes: Writes) -> ExportRecord | None:
+        return record if end(record, seen, writes) else None
+
+    if files:
+        ended = rt.store.transact_with_files(export_id, mutate)
+    else:
+        ended = rt.store.transact(export_id, lambda record, writes: mutate(record, [], writes))
     if ended is not None:
         on_terminal(rt, ended)
     return ended is not None
 
 
 def fail_export(rt: Runtime, export_id: str, reason: str) -> bool:
-    return _end(rt, export_id, lambda record, _files, writes: tr.fail(record, writes, reason, rt.clock()))
+    return _end(rt, export_id, lambda record, _files, writes: tr.fail(record, writes, reason, rt.clock()), files=False)
 
 
 def cancel_export(rt: Runtime, export_id: str) -> bool:
     """Stop an export: its chains exit at their next step, downloads at the next file boundary."""
-    return _end(rt, export_id, lambda record, _files, writes: tr.cancel(record, writes, rt.clock()))
+    return _end(rt, export_id, lambda record, _files, writes: tr.cancel(record, writes, rt.clock()), files=False)
 
 
 def enforce_deadline(rt: Runtime, record: ExportRecord) -> bool:
@@ -63,4 +68,4 @@ def finish_if_complete(rt: Runtime, export_id: str) -> bool:
     finished, known = rt.store.finished_count(export_id)
     if finished < known:
         return False
-    return _end(rt, export_id, lambda record, files, writes: tr.complete_if_done(record, files, writes, rt.clock()))
+    return _end(rt, export_id, lambda record, files, writes: tr.complete_if_done(record, files, writes, rt.clock()), files=True)
