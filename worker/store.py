@@ -13,6 +13,7 @@ key                                    type    content
 ``idem:<idempotency_key>``             string  export id created for that key
 ``exports``                            zset    every export id, scored by creation time
 ``active``                             set     export ids not yet terminal (watchdog scans it)
+``unannounced``                        zset    ended exports whose end was not yet reported, by end time
 ``events``                             stream  one entry per state change
 ``rate:<provider>:<credential>:<op>``  string  GCRA theoretical arrival time (ms)
 ``stats:status``                       hash    number of exports in each status (metrics)
@@ -214,6 +215,7 @@ class ExportStore:
                     if record.status != status_before:
                         if record.status.terminal:
                             pipe.srem(self.key("active"), export_id)
+                            pipe.zadd(self.key("unannounced"), {export_id: record.finished_at or record.updated_at})
                         elif status_before.terminal:
                             pipe.sadd(self.key("active"), export_id)
                         pipe.hincrby(self.key("stats", "status"), status_before.value, -1)
@@ -243,6 +245,14 @@ class ExportStore:
 
     def active_ids(self) -> list[str]:
         return sorted(_text(raw) for raw in self.redis.smembers(self.key("active")))
+
+    def mark_announced(self, export_id: str) -> None:
+        self.redis.zrem(self.key("unannounced"), export_id)
+
+    def unannounced_ids(self, ended_before: float) -> list[str]:
+        """Exports that ended before ``ended_before`` and whose end nobody reported (its worker died)."""
+        ids: list[bytes] = self.redis.zrangebyscore(self.key("unannounced"), "-inf", ended_before)  # type: ignore[assignment]
+        return [_text(raw) for raw in ids]
 
     # -- files -----------------------------------------------------------------------------------
 

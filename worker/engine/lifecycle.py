@@ -11,7 +11,12 @@ from worker.models import ExportRecord, FileRecord, Writes
 
 
 def on_terminal(rt: Runtime, record: ExportRecord) -> None:
-    """Report the end once: metrics, log, temps of killed attempts removed, the caller's callback."""
+    """Report the end: metrics, log, temps of killed attempts removed, the caller's callback.
+
+    The EXEC that ended the export also listed it as unannounced; only after the callback is sent is
+    it struck off. A worker killed in between leaves it listed and the watchdog reports it again, so
+    the callback is at least once (as every acks-late Celery task), never lost.
+    """
     rt.sink(record.sink).discard_attempts(record.id)
     metrics.EXPORTS_FINISHED.labels(record.provider, record.status.value).inc()
     metrics.EXPORT_SECONDS.labels(record.provider, record.status.value).observe(
@@ -20,6 +25,7 @@ def on_terminal(rt: Runtime, record: ExportRecord) -> None:
     export_log(record).info("export %s: %s", record.status.value, record.error or f"{record.rows} rows")
     if record.callback is not None:
         rt.dispatcher.callback(record.callback, record)
+    rt.store.mark_announced(record.id)
 
 
 def _end(rt: Runtime, export_id: str, end: Callable[[ExportRecord, list[FileRecord], Writes], bool], *, files: bool) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from worker import metrics
 from worker.engine import transitions as tr
 from worker.engine.context import Runtime
-from worker.engine.lifecycle import enforce_deadline, finish_if_complete
+from worker.engine.lifecycle import enforce_deadline, finish_if_complete, on_terminal
 from worker.errors import StaleTask, UnknownExport
 from worker.models import ExportRecord, FileRecord, FileStatus, FileTaskArgs, JobStatus, JobTaskArgs, Writes
 
@@ -30,6 +30,7 @@ class WatchdogReport:
     files_revived: int = 0
     expired: int = 0
     completed: int = 0
+    announced: int = 0
 
 
 def _revive_jobs(rt: Runtime, record: ExportRecord, report: WatchdogReport) -> None:
@@ -76,8 +77,25 @@ def _revive_files(rt: Runtime, record: ExportRecord, files: list[FileRecord], re
         log.warning("revived download of export %s file %s", record.id, file.key)
 
 
+def _announce_unreported_ends(rt: Runtime, report: WatchdogReport) -> None:
+    """Report ends whose worker died between the EXEC and the callback (see ``on_terminal``)."""
+    for export_id in rt.store.unannounced_ids(ended_before=rt.clock() - rt.settings.stale_after_seconds):
+        try:
+            record = rt.store.get(export_id)
+        except UnknownExport:
+            rt.store.mark_announced(export_id)
+            continue
+        if not record.status.terminal:
+            rt.store.mark_announced(export_id)
+            continue
+        on_terminal(rt, record)
+        report.announced += 1
+        log.warning("reported the end of export %s, which its worker did not live to report", export_id)
+
+
 def run_watchdog(rt: Runtime) -> WatchdogReport:
     report = WatchdogReport()
+    _announce_unreported_ends(rt, report)
     for export_id in rt.store.active_ids():
         try:
             record = rt.store.get(export_id)
