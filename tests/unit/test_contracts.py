@@ -23,11 +23,12 @@ import pytest
 from tests.conftest import FakeClock, make_settings
 from tests.contract import DATA, ContractViolation, RecordingTransport, check_request, check_response, facts, operation_for
 from worker.dev.simulator import ImpactBehaviour, SamsaraBehaviour, SimulatorConfig, SimulatorThread
+from worker.engine.transitions import first_jobs
 from worker.errors import ReplayNotAllowed, RetryLater
 from worker.http_download import open_download
 from worker.models import JobSnapshot, JobState
 from worker.providers import impact, samsara
-from worker.providers.base import first_jobs
+from worker.providers.base import wire_params
 from worker.providers.gateway import ProviderGateway
 from worker.settings import Credential
 from worker.store import ExportStore
@@ -164,7 +165,8 @@ def test_samsara_planned_jobs_polls_and_gzip_downloads_follow_the_spec(
     gw = gateway("samsara", sim, transport, tmp_path)
     vehicles: list[int | str] = [*range(1, 1500), "samsara.vin:1HGBH41JXMN109186"]
     request = gw.params({"startHour": "2024-03-01T00:00:00Z", "endHour": "2024-03-03T00:00:00Z", "vehicleIds": vehicles})
-    jobs = [job for job in first_jobs(gw.provider, request, clock.now).values() if job.parent]
+    planned = [wire_params(part) for part in gw.provider.plan(request)]
+    jobs = [job for job in first_jobs(wire_params(request), planned, clock.now).values() if job.parent]
     assert [len(job.params["vehicleIds"]) for job in jobs] == [750, 750]
     for job in jobs:
         snapshot = run_to_end(gw, clock, job.params)

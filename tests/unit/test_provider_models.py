@@ -10,10 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import fixture_bytes
+from worker.engine.transitions import new_export
 from worker.errors import AuthError, InvalidRequest, JobNotFound, PayloadError, ReplayNotAllowed, RetryLater, TransientError
-from worker.models import JobState, JobStatus
+from worker.models import JobState, JobStatus, NewExport
 from worker.providers import get_provider, samsara
-from worker.providers.base import ProviderContext, first_jobs
+from worker.providers.base import ProviderContext, wire_params
 from worker.providers.impact import ImpactJob, ImpactJobs, ImpactJobStatus, ImpactJobType, ImpactParams
 from worker.providers.samsara import IftaDetailParams, IftaJobEnvelope, IftaJobStatus, SamsaraIftaDetail
 from worker.settings import Credential
@@ -269,6 +270,18 @@ def test_samsara_plan_tiles_time_and_partitions_vehicles_exactly_once(start_day:
         limit = samsara.MAX_VEHICLES_OVER_A_DAY if end - start > samsara.ONE_DAY else samsara.MAX_VEHICLES
         assert all(len(batch) <= limit for batch in batches)
         assert sorted(v for batch in batches for v in batch) == list(range(1, vehicles + 1))  # each exactly once
+
+
+def first_jobs(provider: SamsaraIftaDetail, params: IftaDetailParams, now: float) -> dict:
+    request = NewExport(
+        id="e1",
+        provider="samsara",
+        params=wire_params(params),
+        credential="default",
+        deadline_seconds=60,
+        planned=[wire_params(part) for part in provider.plan(params)],
+    )
+    return new_export(request, now).jobs
 
 
 def test_first_jobs_are_children_of_a_split_root_only_when_the_plan_has_several() -> None:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from worker.errors import InvalidRequest, ReplayNotAllowed
 from worker.http import send
-from worker.models import JobRecord, JobSnapshot, JobStatus
+from worker.models import JobSnapshot
 from worker.parsing.schema import RowSchema
 from worker.settings import Credential
 
@@ -124,15 +124,3 @@ def wire_params(params: BaseModel) -> dict[str, Any]:
     """Parameters as stored on a job record (JSON, provider spelling)."""
     return params.model_dump(mode="json", by_alias=True, exclude_none=True)
 
-
-def first_jobs(provider: Provider, params: BaseModel, now: float) -> dict[str, JobRecord]:
-    """An export's first jobs: ``"0"`` alone, or, when the plan holds several provider jobs, a
-    ``SPLIT`` ``"0"`` carrying the request and children ``"0.0"``, ``"0.1"``, ... that cover it."""
-    planned = [wire_params(part) for part in provider.plan(params)]
-    if len(planned) == 1:
-        return {"0": JobRecord(key="0", params=planned[0], token=1, next_action_at=now)}
-    jobs = {"0": JobRecord(key="0", params=wire_params(params), status=JobStatus.SPLIT, token=1)}
-    for index, child in enumerate(planned):
-        key = f"0.{index}"
-        jobs[key] = JobRecord(key=key, params=child, parent="0", token=1, next_action_at=now)
-    return jobs

@@ -22,7 +22,7 @@ from worker.errors import PermanentError, RetryLater
 from worker.models import JobSnapshot
 from worker.parsing.schema import RowSchema
 from worker.providers import get_provider
-from worker.providers.base import Operation, ProviderContext
+from worker.providers.base import Operation, ProviderContext, wire_params
 from worker.security.urls import UrlGuard
 from worker.settings import Settings
 from worker.store import ExportStore
@@ -135,7 +135,7 @@ class ProviderGateway:
         children = self.provider.split(self.params(params), snapshot, self.settings.split_min_vehicles)
         if not children:
             return None
-        return [child.model_dump(mode="json", by_alias=True, exclude_none=True) for child in children]
+        return [wire_params(child) for child in children]
 
     def download_client(self, authenticated: bool) -> httpx.Client:
         return self.context.client if authenticated else self.signed_download_client
