@@ -47,9 +47,8 @@ def retry(rt: Runtime, export_id: str) -> None:
     if record.status is ExportStatus.FAILED and failed_jobs:
         replay(rt, record, failed_jobs[0])
         return
-    done_jobs = [job for job in record.jobs.values() if job.status is JobStatus.SUCCEEDED]
-    if record.status is ExportStatus.COMPLETED and len(done_jobs) == 1:
-        replay(rt, record, done_jobs[0])
+    if record.status is ExportStatus.COMPLETED and len(record.jobs) == 1:
+        replay(rt, record, record.jobs["0"])
         return
 
     def reopen(state: ExportRecord, files: list[FileRecord], writes: Writes) -> list[FileRecord]:

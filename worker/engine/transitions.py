@@ -380,10 +380,16 @@ def reopen_failed_files(record: ExportRecord, files: list[FileRecord], writes: W
 def reopen_replayed_job(
     record: ExportRecord, job_key: str, snapshot: JobSnapshot, delay: float, now: float, writes: Writes
 ) -> int:
-    """After the provider accepted a replay, poll the same job again (once: a concurrent replay is refused)."""
+    """After the provider accepted a replay, poll the same job again (once: a concurrent replay is refused).
+
+    Replaying the sole job of a COMPLETED export refreshes it: the job lists its files again when it
+    succeeds, under the same keys, and their downloads replace the old output."""
     job = record.jobs[job_key]
-    if record.status is not ExportStatus.FAILED or job.status is not JobStatus.FAILED:
+    refresh = record.status is ExportStatus.COMPLETED and job.status is JobStatus.SUCCEEDED and len(record.jobs) == 1
+    if not refresh and (record.status is not ExportStatus.FAILED or job.status is not JobStatus.FAILED):
         raise InvalidRequest(f"export {record.id} is {record.status.value} again; it was replayed meanwhile")
+    if refresh:
+        record.files_total = 0
     job.status = JobStatus.POLLING
     job.transient_errors = 0
     _copy_snapshot(job, snapshot)
