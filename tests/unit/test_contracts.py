@@ -133,6 +133,14 @@ def test_documented_facts_are_the_ones_the_provider_modules_use() -> None:
     assert set(impact.RESULT_FORMATS) <= set(i["result_formats"]["value"])
 
 
+def test_readme_lists_every_unverified_fact_of_each_provider_module() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    listed = readme.split("**Not verified**", 1)[1].split("\n\n", 2)[1]
+    for module in (samsara, impact):
+        missing = [fact for fact in module.UNVERIFIED if f"**{fact}**" not in listed]
+        assert missing == [], f"{module.__name__}: README does not list {missing}"
+
+
 def test_the_checker_fails_on_a_wrong_field_type_and_a_missing_parameter() -> None:
     base = "https://api.samsara.com"
     body = {"startHour": "2026-11-01T00:00:00Z", "endHour": "2026-11-02T00:00:00Z", "vehicleIds": [1, 2]}

@@ -45,19 +45,18 @@ ACCEPT_JSON = {"Accept": "application/json"}
 STREAM = {"Mode": "Stream"}
 """Download query: the file itself instead of a 302 to signed storage."""
 
-# -- UNVERIFIED: every impact.com fact no public source confirms lives here (listed in README) -------
-DOWNLOAD_HOSTS = ("api.impact.com",)
-"""Only the API host: the storage host of the 302 redirect is not documented (we use Mode=Stream)."""
-QUOTA_WINDOWS = "rolling"
-"""Whether the hourly/daily budgets are rolling or reset at a fixed time (we pace them as rolling, GCRA)."""
-RATE_LIMIT_RESET_FORMAT = "unix time or seconds"
-"""Brand 429 ``X-RateLimit-Reset``: a Unix time or delta-seconds; :func:`worker.http.parse_rate_limit_reset` takes both."""
-RESULT_RETENTION = "90 days (partner Jobs v16) or indefinitely (other docs)"
-"""How long a finished job's result stays downloadable; a 404 on download then fails the file clearly."""
-END_DATE_INCLUSIVE = True
-"""Whether ``END_DATE`` is inclusive; the example schedule asks START_DATE = END_DATE for one day."""
 RESULT_FORMATS = ("CSV",)
 """What we parse. The specs also offer JSON and XML (``ResultFormat``); those are refused at enqueue."""
+
+# -- UNVERIFIED: every impact.com fact no public source confirms lives here (listed in README) -------
+UNVERIFIED = {
+    "storage host": "the host of the Download 302 is not documented: we use Mode=Stream and allow only the API host",
+    "quota windows": "rolling or reset at a fixed time: we pace the budgets as rolling (GCRA)",
+    "X-RateLimit-Reset": "a Unix time or delta-seconds: worker.http.parse_rate_limit_reset reads both",
+    "result retention": "90 days (partner Jobs v16) or indefinitely (other docs): a 404 then fails the file",
+    "END_DATE inclusive": "assumed inclusive: the example schedule asks START_DATE = END_DATE for one day",
+}
+DOWNLOAD_HOSTS = ("api.impact.com",)
 
 
 class ImpactJobType(StrEnum):

@@ -65,8 +65,13 @@ DOWNLOAD_HOSTS = ("*.amazonaws.com", "*.samsara.com")
 """Where signed ``downloadUrl``s point (the spec's example is ``https://s3.download-url.com``)."""
 TOO_MANY_VEHICLES = "limiting the number of vehicles"
 """Phrase of ``details`` on a job that failed for being too large (the spec's ``details`` example)."""
-END_HOUR_EXCLUSIVE = True
-"""We assume a job covers [startHour, endHour): adjacent planned jobs share a boundary hour, no overlap."""
+UNVERIFIED = {
+    "CSV columns": "names and types in COLUMN_TYPES (snake_case from third-party material, camelCase too); none required",
+    "download hosts": "DOWNLOAD_HOSTS; the spec's example is https://s3.download-url.com",
+    "too-large phrase": "TOO_MANY_VEHICLES, taken from the spec's details example",
+    "1 month": "add_month: the same day and hour of the next calendar month, clamped to its last day",
+    "endHour exclusive": "a job covers [startHour, endHour), so planned jobs share their boundary hour",
+}
 
 
 def add_month(moment: datetime) -> datetime:
