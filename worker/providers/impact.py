@@ -24,10 +24,20 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from worker.errors import AuthError, PermanentError, ReplayNotAllowed
 from worker.http import parse_body
@@ -158,6 +168,10 @@ BRAND_DATES = ("StartDate", "EndDate")
 """Brand Reports v14 ReportExport: optional ISO 8601 date-times."""
 
 
+_DAY = TypeAdapter(Annotated[date, Strict()])
+_MOMENT = TypeAdapter(AwareDatetime)
+
+
 def _check_report_params(api_root: str, report_params: dict[str, str]) -> None:
     fmt = report_params.get("ResultFormat", "CSV")
     if fmt not in RESULT_FORMATS:
@@ -167,25 +181,26 @@ def _check_report_params(api_root: str, report_params: dict[str, str]) -> None:
             if name not in report_params:
                 raise ValueError(f"report_params.{name} is required by partner ReportExport, as YYYY-MM-DD")
             try:
-                date.fromisoformat(report_params[name])
-            except ValueError:
+                _DAY.validate_json(f'"{report_params[name]}"')
+            except ValidationError:
                 raise ValueError(f"report_params.{name} must be YYYY-MM-DD, got {report_params[name]!r}") from None
-            if len(report_params[name]) != 10:
-                raise ValueError(f"report_params.{name} must be YYYY-MM-DD, got {report_params[name]!r}")
         if report_params["START_DATE"] > report_params["END_DATE"]:
             raise ValueError("report_params.START_DATE must not be after END_DATE")
         return
-    for name in BRAND_DATES:
-        if name in report_params:
-            try:
-                moment = datetime.fromisoformat(report_params[name].replace("Z", "+00:00"))
-            except ValueError:
-                moment = None
-            if moment is None or "T" not in report_params[name] or moment.tzinfo is None:
-                raise ValueError(
-                    f"report_params.{name} must be an ISO 8601 date-time such as 2026-01-15T00:00:00Z, "
-                    f"got {report_params[name]!r}"
-                )
+    for name in (name for name in BRAND_DATES if name in report_params):
+        if not _is_moment(report_params[name]):
+            raise ValueError(
+                f"report_params.{name} must be an ISO 8601 date-time such as 2026-01-15T00:00:00Z, got {report_params[name]!r}"
+            )
+
+
+def _is_moment(value: str) -> bool:
+    """An ISO 8601 date-time with a zone (a bare number would pass pydantic as a Unix time)."""
+    try:
+        _MOMENT.validate_python(value)
+    except ValidationError:
+        return False
+    return "T" in value
 
 
 class ImpactParams(BaseModel):
