@@ -219,6 +219,7 @@ def test_samsara_filters_accept_lists_or_strings_and_go_out_as_comma_separated_s
         "vehicleTagIds": "7,8",
     }
     assert samsara_params(24, [1, "2"]).wire()["vehicleIds"] == "1,2"
+    assert samsara_params(24, 1234).wire()["vehicleIds"] == "1234"
 
 
 @pytest.mark.parametrize("bad", [["samsara.vin:"], ["not an id"], [True], "1,,2", [-3]])

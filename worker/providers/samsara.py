@@ -88,9 +88,11 @@ _TAG_ID = re.compile(r"^[^,\s]+$")
 
 
 def _id_list(value: Any) -> Any:
-    """A list (of ints or strings) or a comma-separated string, as a list of distinct items."""
+    """A list (of ints or strings), a comma-separated string or one id, as a list of distinct items."""
     if isinstance(value, str):
         value = [item.strip() for item in value.split(",")]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        value = [value]  # e.g. ``-p vehicleIds=1234`` on the CLI, parsed as JSON
     if not isinstance(value, list):
         return value
     for item in value:
