@@ -154,6 +154,9 @@ class FileRecord(BaseModel):
     rows: int = 0
     quarantined: int = 0
     bytes: int = 0
+    """Content bytes parsed (after gunzip)."""
+    bytes_downloaded: int = 0
+    """Bytes on the wire (compressed for a gzip file)."""
     path: str | None = None
     quarantine_path: str | None = None
     error: str | None = None
@@ -174,13 +177,31 @@ class FileRecord(BaseModel):
         )
 
 
-class ExportRecord(BaseModel):
+class ExportRequest(BaseModel):
+    """What a caller asked for; an export record keeps it as it was asked."""
+
     id: str
     provider: str
     params: dict[str, Any]
     credential: str
     idempotency_key: str | None = None
     callback: Callback | None = None
+    schedule: str | None = None
+    """Name of the beat schedule that created it, if any."""
+    sink: SinkName = "jsonl"
+
+
+class NewExport(ExportRequest):
+    """A validated request, before it is stored."""
+
+    deadline_seconds: float
+    planned: list[dict[str, Any]] = []
+    """The provider jobs the request becomes before anything is sent (``Provider.plan``); one or none
+    means job ``"0"`` alone."""
+    warnings: list[str] = []
+
+
+class ExportRecord(ExportRequest):
     status: ExportStatus = ExportStatus.PENDING
     jobs: dict[str, JobRecord]
     created_at: float
@@ -193,9 +214,17 @@ class ExportRecord(BaseModel):
     rows: int = 0
     quarantined: int = 0
     bytes: int = 0
-    schedule: str | None = None
-    """Name of the beat schedule that created it, if any."""
-    sink: SinkName = "jsonl"
+
+
+class FileOutput(BaseModel):
+    """What a committed download produced, as its file record keeps it."""
+
+    rows: int
+    quarantined: int
+    bytes: int
+    bytes_downloaded: int = 0
+    path: str
+    quarantine_path: str | None = None
 
 
 class Progress(BaseModel):

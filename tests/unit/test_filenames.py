@@ -27,7 +27,9 @@ from worker.security.filenames import MAX_BYTES, safe_filename
         ('what?<>:"|*.csv', "what_______.csv"),
         ("CON", "_CON"),
         ("con.csv", "_con.csv"),
-        ("NUL.tar.gz", "_NUL.tar.gz"),
+        ("NUL.tar.gz", "_NUL.tar"),
+        ("output-001.csv.gz", "output-001.csv"),
+        ("a.csv.gz. ", "a.csv"),
         ("COM1.txt", "_COM1.txt"),
         ("lpt9", "_lpt9"),
         ("CON .csv", "_CON .csv"),
@@ -83,7 +85,7 @@ def test_property_path_like_names_never_escape(parts: list[str]) -> None:
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("x" * 200 + ".tar.gz", "x" * (MAX_BYTES - 3) + ".gz"),  # only the last extension is kept
+        ("x" * 200 + ".tar.bz2", "x" * (MAX_BYTES - 4) + ".bz2"),  # only the last extension is kept
         ("x" * 200 + "." + "e" * 16, "x" * (MAX_BYTES - 17) + "." + "e" * 16),  # 16 bytes is still an extension
         ("x" * 200 + "." + "e" * 17, ("x" * 200 + "." + "e" * 17)[:MAX_BYTES]),  # 17 is not
         ("x" * 145 + "....." + "y" * 50 + ".csv", "x" * 145 + ".csv"),  # no dots left where the stem was cut

@@ -1,90 +1,109 @@
-"""Store races with the collision forced: another writer runs between our read and our EXEC, every run."""
+"""Store races with the collision forced: another writer runs at each Redis round trip of ours, in turn.
+
+``tests/interleaving.py`` pauses our client before round trip ``k`` and lets the other actor (a
+second client on the same fake server) finish its change there. Trying every ``k`` covers every
+point between our read and our EXEC, so a check moved outside the WATCH fails on every run.
+"""
 
 from __future__ import annotations
 
-import fakeredis
-import pytest
+from collections.abc import Callable
 
-from tests.interleave import InterleavingRedis
+import fakeredis
+
+from tests.interleaving import RoundTrips, hooked_client
 from tests.unit.test_store import new_record
 from worker.models import ExportRecord, FileRecord, FileStatus, Writes
 from worker.store import ExportStore
 
-
-@pytest.fixture
-def server() -> fakeredis.FakeServer:
-    return fakeredis.FakeServer()
+Setup = Callable[[ExportStore], object]
 
 
-@pytest.fixture
-def ours(server: fakeredis.FakeServer) -> InterleavingRedis:
-    return InterleavingRedis(server=server)
+def collide(setup: Setup, ours: Callable[[ExportStore], object], theirs: Callable[[ExportStore], object]):
+    """For every round trip ``k`` of ``ours``: yield (our result, their result, a store to inspect)."""
+    probe = fakeredis.FakeServer()
+    setup(ExportStore(fakeredis.FakeRedis(server=probe), prefix="unit"))
+    count = RoundTrips()
+    ours(ExportStore(hooked_client(probe, count), prefix="unit"))
+    for at in range(count.count):
+        server = fakeredis.FakeServer()
+        other = ExportStore(fakeredis.FakeRedis(server=server), prefix="unit")
+        setup(other)
+        their_result: list[object] = []
+        trips = RoundTrips(at, lambda other=other, sink=their_result: sink.append(theirs(other)))
+        result = ours(ExportStore(hooked_client(server, trips), prefix="unit"))
+        assert their_result, f"round trip {at}: the other writer did not run"
+        yield at, result, their_result[0], other
 
 
-@pytest.fixture
-def other(server: fakeredis.FakeServer) -> ExportStore:
-    """The concurrent actor: another worker on the same Redis."""
-    return ExportStore(fakeredis.FakeRedis(server=server), prefix="unit")
+def no_setup(store: ExportStore) -> None:
+    return None
 
 
-def test_create_that_collides_on_its_idempotency_key_returns_the_winner(ours: InterleavingRedis, other: ExportStore) -> None:
-    store = ExportStore(ours, prefix="unit")
-    ours.after_read("unit:idem:same-key", lambda: other.create(new_record("winner", "same-key")))
-    record, created = store.create(new_record("loser", "same-key"))
-    assert ours.fired == ["unit:idem:same-key"], "the collision was forced"
-    assert (record.id, created) == ("winner", False)
-    assert store.list_ids() == ["winner"] and store.active_ids() == ["winner"]
-    assert store.status_counts() == {"PENDING": 1}
-    assert [event["export_id"] for _, event in store.read_events("0")] == ["winner"]
+def test_idempotent_create_under_a_forced_collision_stores_one_export() -> None:
+    schedules = list(
+        collide(
+            no_setup,
+            lambda store: store.create(new_record("ours", "same-key")),
+            lambda store: store.create(new_record("theirs", "same-key")),
+        )
+    )
+    assert len(schedules) >= 3, "WATCH, GET and EXEC are separate round trips"
+    for at, ours, theirs, store in schedules:
+        assert theirs == (store.get("theirs"), True), at
+        assert ours == (store.get("theirs"), False), at
+        assert store.list_ids() == ["theirs"] and store.active_ids() == ["theirs"], at
+        assert store.status_counts() == {"PENDING": 1}, at
 
 
-def test_transaction_that_collides_reruns_on_the_new_state(ours: InterleavingRedis, other: ExportStore) -> None:
-    store = ExportStore(ours, prefix="unit")
+def create(store: ExportStore) -> None:
     store.create(new_record())
 
-    def bump(record: ExportRecord, writes: Writes) -> int:
-        record.jobs["0"].polls += 1
-        return record.jobs["0"].polls
 
-    ours.after_read("unit:export:e1", lambda: other.transact("e1", bump))
-    assert store.transact("e1", bump) == 2
-    assert store.get("e1").jobs["0"].polls == 2
+def bump(record: ExportRecord, writes: Writes) -> int:
+    record.jobs["0"].polls += 1
+    return record.jobs["0"].polls
 
 
-def test_completion_check_reruns_when_a_file_finishes_concurrently(ours: InterleavingRedis, other: ExportStore) -> None:
-    """watch_files: a file finishing between our read and our EXEC aborts the EXEC, so we see it."""
-    store = ExportStore(ours, prefix="unit")
-    store.create(new_record())
-
-    def add_file(record: ExportRecord, writes: Writes) -> None:
-        writes.put_file(FileRecord(key="0-0", job_key="0", name="f.csv", safe_name="f.csv", url="u"))
-
-    store.transact("e1", add_file)
-
-    def finish(file: FileRecord, writes: Writes) -> None:
-        file.status = FileStatus.DONE
-
-    runs: list[int] = []
-
-    def check(record: ExportRecord, writes: Writes) -> None:
-        runs.append(len(runs) + 1)
-        record.warnings.append(f"run {runs[-1]}")
-
-    ours.after_read("unit:export:e1", lambda: other.transact_file("e1", "0-0", finish))
-    store.transact("e1", check, watch_files=True)
-    assert runs == [1, 2], "the EXEC of run 1 was aborted by the file that finished"
-    assert store.get("e1").warnings == ["run 2"]
+def test_transaction_under_a_forced_collision_loses_no_update() -> None:
+    for at, ours, theirs, store in collide(create, lambda s: s.transact("e1", bump), lambda s: s.transact("e1", bump)):
+        assert sorted([ours, theirs]) == [1, 2], at
+        assert store.get("e1").jobs["0"].polls == 2, at
 
 
-def test_file_transaction_that_collides_reruns_on_the_new_state(ours: InterleavingRedis, other: ExportStore) -> None:
-    store = ExportStore(ours, prefix="unit")
-    store.create(new_record())
+def with_file(store: ExportStore) -> None:
+    create(store)
     store.transact("e1", lambda r, w: w.put_file(FileRecord(key="0-0", job_key="0", name="f.csv", safe_name="f.csv", url="u")))
 
-    def attempt(file: FileRecord, writes: Writes) -> int:
-        file.attempts += 1
-        return file.attempts
 
-    ours.after_read("unit:export:e1:file:0-0", lambda: other.transact_file("e1", "0-0", attempt))
-    assert store.transact_file("e1", "0-0", attempt) == 2
-    assert store.get_file("e1", "0-0").attempts == 2
+def attempt(record: ExportRecord, file: FileRecord, writes: Writes) -> int:
+    file.attempts += 1
+    return file.attempts
+
+
+def test_file_transaction_under_a_forced_collision_loses_no_update() -> None:
+    for at, ours, theirs, store in collide(
+        with_file, lambda s: s.transact_file("e1", "0-0", attempt), lambda s: s.transact_file("e1", "0-0", attempt)
+    ):
+        assert sorted([ours, theirs]) == [1, 2], at
+        assert store.get_file("e1", "0-0").attempts == 2, at
+
+
+def finish(record: ExportRecord, file: FileRecord, writes: Writes) -> None:
+    file.status = FileStatus.DONE
+
+
+def test_a_decision_over_every_file_sees_a_file_that_finishes_during_it() -> None:
+    """transact_with_files: a file finishing between our read and our EXEC aborts the EXEC; the rerun sees it."""
+
+    def decide(store: ExportStore) -> list[FileStatus]:
+        def look(record: ExportRecord, files: list[FileRecord], writes: Writes) -> list[FileStatus]:
+            record.warnings = [f"saw {[file.status.value for file in files]}"]
+            return [file.status for file in files]
+
+        return store.transact_with_files("e1", look)
+
+    for at, ours, _, store in collide(with_file, decide, lambda s: s.transact_file("e1", "0-0", finish)):
+        assert store.get_file("e1", "0-0").status is FileStatus.DONE, at
+        assert ours == [FileStatus.DONE], f"round trip {at}: the decision committed on a view without the finished file"
+        assert store.get("e1").warnings == ["saw ['DONE']"], at

@@ -47,17 +47,14 @@ def snapshot(state: JobState, raw: str, **extra) -> JobSnapshot:
 
 def apply(rec: ExportRecord, snap: JobSnapshot, token: int = 5, split=lambda p, s: None) -> tuple[tr.PollOutcome, Writes]:
     writes = Writes()
+    ctx = tr.PollContext(now=100.0, policy=POLICY, rng=random.Random(1), split=split, safe_name=lambda name, fallback: name)
     outcome = tr.apply_snapshot(
         rec,
         "0",
         token,
         snap,
-        now=100.0,
-        policy=POLICY,
-        rng=random.Random(1),
-        split=split,
-        safe_name=lambda name, fallback: name,
-        writes=writes,
+        ctx,
+        writes,
     )
     return outcome, writes
 
@@ -147,20 +144,22 @@ def file_record(key: str, status: FileStatus, rows: int = 0) -> FileRecord:
 def test_completion_waits_for_every_job_and_file() -> None:
     rec = record()
     rec.jobs["0"].status = JobStatus.SUCCEEDED
+    rec.files_total = 2
     files = [file_record("a", FileStatus.DONE, 3), file_record("b", FileStatus.PENDING)]
-    assert not tr.complete_if_done(rec, files, 1, Writes(), now=5)
+    assert not tr.complete_if_done(rec, files, Writes(), now=5)
     files[1] = file_record("b", FileStatus.DONE, 4)
-    assert tr.complete_if_done(rec, files, 2, Writes(), now=5)
+    assert tr.complete_if_done(rec, files, Writes(), now=5)
     assert rec.status is ExportStatus.COMPLETED and rec.rows == 7
-    assert not tr.complete_if_done(rec, files, 2, Writes(), now=6)
+    assert not tr.complete_if_done(rec, files, Writes(), now=6)
 
 
 def test_completion_with_a_failed_file_fails_but_keeps_the_rest() -> None:
     rec = record()
     rec.jobs["0"].status = JobStatus.SUCCEEDED
+    rec.files_total = 2
     failed = file_record("b", FileStatus.FAILED)
     failed.error = "header lacks required column(s) vehicleId"
-    assert tr.complete_if_done(rec, [file_record("a", FileStatus.DONE, 3), failed], 2, Writes(), now=5)
+    assert tr.complete_if_done(rec, [file_record("a", FileStatus.DONE, 3), failed], Writes(), now=5)
     assert rec.status is ExportStatus.FAILED and "1 of 2 file(s) failed" in (rec.error or "")
     assert rec.rows == 3
 
@@ -180,3 +179,16 @@ def test_reopen_failed_files_only_for_failed_exports() -> None:
     reopened = tr.reopen_failed_files(rec, [file_record("a", FileStatus.FAILED)], Writes(), now=1)
     assert [f.status for f in reopened] == [FileStatus.PENDING] and reopened[0].token == 1
     assert rec.status is ExportStatus.DOWNLOADING
+
+
+def test_replaying_the_sole_job_of_a_completed_export_refreshes_it_once() -> None:
+    rec = record()
+    files = [RemoteFile(name="r.csv", url="https://x/r", authenticated=True)]
+    apply(rec, snapshot(JobState.SUCCEEDED, "COMPLETED", files=files))
+    assert tr.complete_if_done(rec, [file_record("0-0000", FileStatus.DONE, 3)], Writes(), now=5)
+    token = tr.reopen_replayed_job(rec, "0", snapshot(JobState.QUEUED, "QUEUED"), 1.0, 6.0, Writes())
+    assert rec.status is ExportStatus.RUNNING and rec.files_total == 0 and rec.jobs["0"].status is JobStatus.POLLING
+    outcome, _ = apply(rec, snapshot(JobState.SUCCEEDED, "COMPLETED", files=files), token=token)
+    assert [f.key for f in outcome.files] == ["0-0000"] and rec.files_total == 1  # the same file, downloaded again
+    with pytest.raises(InvalidRequest, match="replayed meanwhile"):
+        tr.reopen_replayed_job(rec, "0", snapshot(JobState.QUEUED, "QUEUED"), 1.0, 7.0, Writes())
