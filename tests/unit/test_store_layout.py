@@ -42,3 +42,22 @@ def test_listing_returns_the_newest_exports_up_to_the_limit(store: ExportStore) 
         store.create(record)
     assert store.list_ids(limit=3) == ["e59", "e58", "e57"]
     assert store.list_ids() == [f"e{number:02d}" for number in range(59, 9, -1)]
+
+
+def test_a_lease_expires_so_a_dead_worker_cannot_keep_a_file(store: ExportStore, fake_redis: fakeredis.FakeRedis) -> None:
+    assert store.acquire_lease("e1", "f", "worker-a", 30)
+    assert 29_000 < fake_redis.pttl("unit:export:e1:lease:f") <= 30_000
+
+
+def test_a_transaction_that_changes_nothing_writes_nothing(store: ExportStore) -> None:
+    store.create(new_record())
+    before = store.get("e1")
+    store.transact("e1", lambda record, writes: None)
+    assert store.get("e1") == before
+    assert [event["type"] for _, event in store.read_events("0")] == ["created"]
+
+
+def test_events_carry_export_id_and_time(store: ExportStore) -> None:
+    store.create(new_record())
+    [(_, event)] = store.read_events("0")
+    assert event["export_id"] == "e1" and float(event["at"]) > 0 and event["type"] == "created"
