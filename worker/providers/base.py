@@ -82,6 +82,10 @@ class Provider:
     def replay(self, ctx: ProviderContext, provider_job_id: str, params: Any) -> JobSnapshot:
         raise ReplayNotAllowed(f"{self.name} jobs cannot be replayed; submit a new export instead")
 
+    def table_name(self, params: Any) -> str:
+        """The postgres sink's default table: one per provider report."""
+        return self.name
+
     def split(self, params: Any, snapshot: JobSnapshot, min_batch: int) -> list[BaseModel] | None:
         """Smaller requests to try when a job failed for being too large; None when splitting can't help."""
         return None

@@ -134,6 +134,9 @@ class SamsaraIftaDetail(Provider):
         required=frozenset({"vehicleId", "jurisdiction"}),
     )
 
+    def table_name(self, params: Any) -> str:
+        return "samsara_ifta_detail"
+
     def auth(self, credential: Credential, credential_name: str) -> httpx.Auth:
         return BearerAuth.from_credential(credential, credential_name, self.name)
 
