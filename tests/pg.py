@@ -35,11 +35,13 @@ def query(statement: str | sql.Composed, *params: Any) -> list[tuple[Any, ...]]:
         return conn.execute(statement, params or None).fetchall()
 
 
-def table_rows(schema: str, table: str, columns: str = "id, name, amount, at") -> list[dict[str, Any]]:
+def table_rows(schema: str, table: str, columns: str = "id, name, amount, at", **where: str) -> list[dict[str, Any]]:
+    """Rows in load order (export, file, line), optionally only ``where`` column = value."""
     names = [name.strip() for name in columns.split(",")]
-    rows = query(
-        sql.SQL("SELECT {} FROM {} ORDER BY _export_id, _file_key, _line").format(
-            sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier(schema, table)
-        )
+    condition = (
+        sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(key)) for key in where) if where else sql.SQL("true")
     )
-    return [dict(zip(names, row, strict=True)) for row in rows]
+    statement = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY _export_id, _file_key, _line").format(
+        sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier(schema, table), condition
+    )
+    return [dict(zip(names, row, strict=True)) for row in query(statement, *where.values())]

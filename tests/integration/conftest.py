@@ -6,18 +6,23 @@ in; in CI (``CI=true``) a missing Redis is an error, never a silent fallback or 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.pg import TEST_DATABASE_URL, scratch_schema, unique_schema
 from worker.api import ExportClient
 from worker.dev.localstack import LocalStack
 from worker.dev.simulator import SimulatorConfig
+from worker.parsing.schema import ColumnType, RowSchema
 
 REQUIRE_REAL_REDIS = os.environ.get("CI", "").lower() in ("1", "true", "yes") or bool(os.environ.get("REQUIRE_REAL_REDIS"))
 
@@ -49,6 +54,10 @@ class Sim:
         return self.http.get("/_sim/stats").raise_for_status().json()
 
 
+PG_SCHEMA = unique_schema()
+"""The schema this test run's postgres exports load into; dropped at the end of the session."""
+DATABASES = {"test": {"url": TEST_DATABASE_URL}}
+
 SCHEDULES = {
     "schedules": [
         {
@@ -57,7 +66,24 @@ SCHEDULES = {
             "cron": {"minute": "0", "hour": "2"},
             "params": {"vehicleIds": [1, 2]},
             "period_params": {"startHour": "{start:%Y-%m-%dT%H:00:00Z}", "endHour": "{end:%Y-%m-%dT%H:00:00Z}"},
-        }
+        },
+        {
+            "name": "sim-daily-postgres",
+            "provider": "samsara",
+            "cron": {"minute": "0", "hour": "3"},
+            "params": {"vehicleIds": [3]},
+            "period_params": {"startHour": "{start:%Y-%m-%dT%H:00:00Z}", "endHour": "{end:%Y-%m-%dT%H:00:00Z}"},
+            "sink": "postgres",
+            "sink_options": {"database": "test", "schema": PG_SCHEMA, "table": "scheduled_ifta"},
+        },
+        {
+            "name": "sim-daily-parquet",
+            "provider": "samsara",
+            "cron": {"minute": "0", "hour": "4"},
+            "params": {"vehicleIds": [4]},
+            "period_params": {"startHour": "{start:%Y-%m-%dT%H:00:00Z}", "endHour": "{end:%Y-%m-%dT%H:00:00Z}"},
+            "sink": "parquet",
+        },
     ]
 }
 
@@ -66,7 +92,8 @@ SCHEDULES = {
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     schedule_file = tmp_path_factory.mktemp("schedules") / "schedules.json"
     schedule_file.write_text(json.dumps(SCHEDULES))
-    with LocalStack(require_real_redis=REQUIRE_REAL_REDIS, settings_overrides={"schedule_file": schedule_file}) as local:
+    overrides = {"schedule_file": schedule_file, "databases": DATABASES}
+    with scratch_schema(PG_SCHEMA), LocalStack(require_real_redis=REQUIRE_REAL_REDIS, settings_overrides=overrides) as local:
         local.start_worker(concurrency=4)
         yield local
 
@@ -97,6 +124,20 @@ def wait_done(client: ExportClient, export_id: str, stack: LocalStack, timeout: 
     except TimeoutError:
         print(stack.logs())
         raise
+
+
+def provider_rows(url: str, schema: RowSchema) -> list[dict[str, Any]]:
+    """The provider's file as typed rows (datetimes as instants), straight from the simulator."""
+    converters: dict[ColumnType, Callable[[str], Any]] = {
+        ColumnType.INT: int,
+        ColumnType.FLOAT: float,
+        ColumnType.DATETIME: lambda text: datetime.fromisoformat(text).astimezone(UTC),
+    }
+    text = httpx.get(url, timeout=30).raise_for_status().text
+    rows = []
+    for row in csv.DictReader(io.StringIO(text)):
+        rows.append({name: converters.get(schema.types.get(name, ColumnType.STR), str)(value) for name, value in row.items()})
+    return rows
 
 
 def count_lines(path: str) -> int:
