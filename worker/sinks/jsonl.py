@@ -9,18 +9,17 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
 from worker.parsing.columns import BadRow, ParsedBatch
 from worker.parsing.schema import ColumnType
 from worker.sinks.base import SinkResult
-from worker.sinks.files import STALE_TEMP_SECONDS, Quarantine, close_durably, fsync_directory, new_token, target_directory
+from worker.sinks.files import STALE_TEMP_SECONDS, BackgroundFile, Quarantine, fsync_directory, new_token, target_directory
 
 __all__ = ["STALE_TEMP_SECONDS", "JsonlFileWriter", "JsonlSink"]
 
-_BUFFER_BYTES = 1 << 20
 _ROWS_PER_WRITE = 256
 """Serialise in slices: each slice's buffer (~50 KiB) stays under malloc's mmap threshold (128 KiB);
 measured: a fresh 128 KiB+ buffer per batch made writing ~3x slower on a VM with costly page faults."""
@@ -43,7 +42,7 @@ class JsonlFileWriter:
         self.file_key = file_key
         self.path = directory / f"{safe_name}.jsonl"
         self._tmp = directory / f".{safe_name}.{token}.tmp"
-        self._out: IO[bytes] | None = open(self._tmp, "xb", buffering=_BUFFER_BYTES)
+        self._out: BackgroundFile | None = BackgroundFile(self._tmp)
         self._quarantine = Quarantine(directory, safe_name, token)
         self.quarantine_path = self._quarantine.path
         self._rows = 0
@@ -79,8 +78,8 @@ class JsonlFileWriter:
         if self._result is not None:
             return self._result
         out = self._require_open()
-        close_durably(out)
         self._out = None
+        out.close_durably()
         quarantine = self._quarantine.commit()
         os.replace(self._tmp, self.path)
         fsync_directory(self.path.parent)
@@ -96,12 +95,12 @@ class JsonlFileWriter:
         self._aborted = True
         if self._out is not None:
             with contextlib.suppress(OSError):
-                self._out.close()
+                self._out.discard()
         self._out = None
         self._tmp.unlink(missing_ok=True)
         self._quarantine.abort()
 
-    def _require_open(self) -> IO[bytes]:
+    def _require_open(self) -> BackgroundFile:
         if self._out is None:
             state = "committed" if self._result is not None else "aborted"
             raise RuntimeError(f"writer for {self.path.name} is already {state}")
