@@ -6,8 +6,6 @@ import uuid
 from typing import Any
 
 from celery import Task
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.api import ExportClient
 from worker.app import app
@@ -17,10 +15,11 @@ from worker.engine.jobs import run_poll, run_submit
 from worker.engine.watchdog import run_watchdog
 from worker.models import FileTaskArgs, JobTaskArgs
 from worker.schedules import RUN_SCHEDULE_TASK
+from worker.store import STORE_UNAVAILABLE
 from worker.wiring import runtime
 
 TASK_OPTIONS: dict[str, Any] = {
-    "autoretry_for": (RedisConnectionError, RedisTimeoutError),
+    "autoretry_for": STORE_UNAVAILABLE,
     "retry_backoff": True,
     "retry_backoff_max": 60,
     "max_retries": 30,

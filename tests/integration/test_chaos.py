@@ -21,7 +21,7 @@ from tests.integration.conftest import DATABASES, REQUIRE_REAL_REDIS, count_line
 from tests.pg import query, scratch_schema
 from worker.dev.localstack import LocalStack
 from worker.dev.simulator import SamsaraBehaviour, SimulatorConfig
-from worker.models import ExportStatus
+from worker.models import ExportStatus, FileStatus
 
 pytestmark = pytest.mark.integration
 
@@ -109,6 +109,10 @@ def run_chaos(request: pytest.FixtureRequest, sink: str, schema: str) -> None:
         lost = duplicated = 0
         for view in views:
             assert view.record.status is ExportStatus.COMPLETED, (view.record.id, view.record.error)
+            assert len(view.files) == view.record.files_total == size["files"], view.record.id
+            not_done = [file.key for file in view.files if file.status is not FileStatus.DONE]
+            assert not not_done, f"export {view.record.id} COMPLETED with files not DONE: {not_done}"
+            assert view.record.rows == sum(file.rows for file in view.files), view.record.id
             for file in view.files:
                 expected = record_counts[file.name]
                 if sink == "postgres":
@@ -129,4 +133,5 @@ def run_chaos(request: pytest.FixtureRequest, sink: str, schema: str) -> None:
             f"temp_files_left={len(leftovers)} elapsed={elapsed:.1f}s"
         )
         assert lost == duplicated == 0
+        assert leftovers == [], f"temp files of killed attempts left after their exports ended: {leftovers}"
         assert len(views) <= creates <= len(views) + ambiguous

@@ -80,5 +80,7 @@ def test_the_registry_names_the_extra_when_pyarrow_is_missing(tmp_path: Path, mo
 
     monkeypatch.setitem(sys.modules, "worker.sinks.parquet", None)  # what an install without pyarrow sees
     record = type("R", (), {"sink": "parquet"})()
+    sink = open_sink(SinkContext(make_settings(tmp_path), None, record))  # type: ignore[arg-type]
     with pytest.raises(PermanentError, match=r"pip install 'async-export-worker\[parquet\]'"):
-        open_sink(SinkContext(make_settings(tmp_path), None, record))  # type: ignore[arg-type]
+        sink.open_file("exp1", "k", "f.csv")
+    assert sink.discard_attempts("exp1") == 0

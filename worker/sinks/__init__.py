@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from worker.errors import PermanentError
 from worker.models import ExportRecord
 from worker.settings import Settings
 from worker.sinks.base import FileWriter, Sink, SinkResult
+from worker.sinks.files import discard_attempts
 from worker.sinks.jsonl import JsonlSink
 from worker.sinks.postgres import PostgresSink
 from worker.sinks.redis_stream import RedisStreamSink
@@ -42,14 +44,28 @@ def _postgres(ctx: SinkContext) -> Sink:
     return PostgresSink.for_export(ctx.settings, ctx.record)
 
 
+class _WithoutPyarrow:
+    """The Parquet sink on a worker without pyarrow: each file fails with the fix; sweeping still works."""
+
+    def __init__(self, root: Path, error: ImportError) -> None:
+        self.root = root
+        self.error = error
+
+    def open_file(self, export_id: str, file_key: str, safe_name: str) -> FileWriter:
+        raise PermanentError(
+            f"sink 'parquet' needs pyarrow, which this worker lacks ({self.error}); "
+            "install it with pip install 'async-export-worker[parquet]' and retry the export"
+        )
+
+    def discard_attempts(self, export_id: str) -> int:
+        return discard_attempts(self.root, export_id)
+
+
 def _parquet(ctx: SinkContext) -> Sink:
     try:  # pyarrow is an optional extra: import it only for exports that chose this sink
         from worker.sinks.parquet import ParquetSink
     except ImportError as exc:
-        raise PermanentError(
-            f"sink 'parquet' needs pyarrow, which this worker lacks ({exc}); "
-            "install it with pip install 'async-export-worker[parquet]' and retry the export"
-        ) from exc
+        return _WithoutPyarrow(ctx.settings.output_dir, exc)
     return ParquetSink(ctx.settings.output_dir)
 
 

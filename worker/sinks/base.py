@@ -41,3 +41,6 @@ class FileWriter(Protocol):
 class Sink(Protocol):
     def open_file(self, export_id: str, file_key: str, safe_name: str) -> FileWriter:
         """Start an attempt at one file (``safe_name`` comes from ``safe_filename``)."""
+
+    def discard_attempts(self, export_id: str) -> int:
+        """Remove what killed attempts of the export left behind, once it ended; returns how many."""

@@ -52,6 +52,18 @@ def target_directory(root: Path, export_id: str, file_key: str, safe_name: str, 
     return directory
 
 
+def discard_attempts(root: Path, export_id: str) -> int:
+    """Delete every temp left under the export by killed attempts; called once the export ended."""
+    if not _ID.fullmatch(export_id):
+        raise ValueError(f"export_id {export_id!r} is not a plain identifier")
+    removed = 0
+    for temp in (Path(root) / export_id).glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            temp.unlink()
+            removed += 1
+    return removed
+
+
 def new_token() -> str:
     return uuid.uuid4().hex
 

@@ -16,7 +16,15 @@ import orjson
 from worker.parsing.columns import BadRow, ParsedBatch
 from worker.parsing.schema import ColumnType
 from worker.sinks.base import SinkResult
-from worker.sinks.files import STALE_TEMP_SECONDS, BackgroundFile, Quarantine, fsync_directory, new_token, target_directory
+from worker.sinks.files import (
+    STALE_TEMP_SECONDS,
+    BackgroundFile,
+    Quarantine,
+    discard_attempts,
+    fsync_directory,
+    new_token,
+    target_directory,
+)
 
 __all__ = ["STALE_TEMP_SECONDS", "JsonlFileWriter", "JsonlSink"]
 
@@ -32,6 +40,9 @@ class JsonlSink:
     def open_file(self, export_id: str, file_key: str, safe_name: str) -> JsonlFileWriter:
         """Start an attempt at one file. ``safe_name`` must come from ``safe_filename``."""
         return JsonlFileWriter(target_directory(self.root, export_id, file_key, safe_name, ".jsonl"), safe_name, file_key)
+
+    def discard_attempts(self, export_id: str) -> int:
+        return discard_attempts(self.root, export_id)
 
 
 class JsonlFileWriter:

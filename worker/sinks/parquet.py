@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from worker.parsing.columns import BadRow, ParsedBatch
 from worker.parsing.schema import ColumnType
 from worker.sinks.base import SinkResult
-from worker.sinks.files import Quarantine, fsync_directory, new_token, target_directory
+from worker.sinks.files import Quarantine, discard_attempts, fsync_directory, new_token, target_directory
 
 ROW_GROUP_ROWS = 128 * 1024
 """Rows per row group: large enough for good compression and scans, small enough for ~10 MB of buffer."""
@@ -43,6 +43,9 @@ class ParquetSink:
 
     def open_file(self, export_id: str, file_key: str, safe_name: str) -> ParquetFileWriter:
         return ParquetFileWriter(target_directory(self.root, export_id, file_key, safe_name, ".parquet"), safe_name)
+
+    def discard_attempts(self, export_id: str) -> int:
+        return discard_attempts(self.root, export_id)
 
 
 class ParquetFileWriter:

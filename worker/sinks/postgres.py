@@ -57,8 +57,9 @@ _DDL_LOCK = lock_key("async-export-worker:ddl")
 
 
 class PostgresSink:
-    def __init__(self, url: str, database: str, schema: str, table: str) -> None:
+    def __init__(self, url: str | None, database: str, schema: str, table: str) -> None:
         self.url = url
+        """None when the worker's settings lack the database: files then fail with the setting to add."""
         self.database = database
         """The database's *name* in the settings: what results and messages show, never the URL."""
         self.schema = schema
@@ -68,19 +69,25 @@ class PostgresSink:
     def for_export(cls, settings: Settings, record: ExportRecord) -> PostgresSink:
         options = record.sink_options
         database = settings.databases.get(options.database.lower())
-        if database is None:
-            raise PermanentError(
-                f"database {options.database!r} is not configured on this worker; "
-                f"set EXPORT_WORKER_DATABASES__{options.database.upper()}__URL and retry the export"
-            )
-        if options.table is None:
-            raise PermanentError("the export has no target table; it must be submitted through submit_export")
-        return cls(database.url.get_secret_value(), options.database, options.schema_name, options.table)
+        url = database.url.get_secret_value() if database is not None else None
+        return cls(url, options.database, options.schema_name, options.table or "")
 
     def open_file(self, export_id: str, file_key: str, safe_name: str) -> PostgresFileWriter:
+        if self.url is None:
+            raise PermanentError(
+                f"database {self.database!r} is not configured on this worker; "
+                f"set EXPORT_WORKER_DATABASES__{self.database.upper()}__URL and retry the export"
+            )
+        if not self.table:
+            raise PermanentError("the export has no target table; submit it through submit_export, which names one")
         return PostgresFileWriter(self, export_id, file_key)
 
+    def discard_attempts(self, export_id: str) -> int:
+        """Nothing to remove: an attempt that never committed died with its connection."""
+        return 0
+
     def connect(self) -> psycopg.Connection[Any]:
+        assert self.url is not None
         try:
             conn = psycopg.connect(self.url, connect_timeout=10, application_name="async-export-worker")
         except psycopg.OperationalError as exc:
