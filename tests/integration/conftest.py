@@ -58,32 +58,30 @@ PG_SCHEMA = unique_schema()
 """The schema this test run's postgres exports load into; dropped at the end of the session."""
 DATABASES = {"test": {"url": TEST_DATABASE_URL}}
 
+
+def daily(name: str, hour: int, vehicle: int, **sink: Any) -> dict[str, Any]:
+    """A daily Samsara schedule entry for the previous day (``sink``/``sink_options`` as submit takes them)."""
+    return {
+        "name": name,
+        "provider": "samsara",
+        "cron": {"minute": "0", "hour": str(hour)},
+        "params": {"vehicleIds": [vehicle]},
+        "period_params": {"startHour": "{start:%Y-%m-%dT%H:00:00Z}", "endHour": "{end:%Y-%m-%dT%H:00:00Z}"},
+        **sink,
+    }
+
+
 SCHEDULES = {
     "schedules": [
-        {
-            "name": "sim-daily",
-            "provider": "samsara",
-            "cron": {"minute": "0", "hour": "2"},
-            "params": {"vehicleIds": [1, 2]},
-            "period_params": {"startHour": "{start:%Y-%m-%dT%H:00:00Z}", "endHour": "{end:%Y-%m-%dT%H:00:00Z}"},
-        },
-        {
-            "name": "sim-daily-postgres",
-            "provider": "samsara",
-            "cron": {"minute": "0", "hour": "3"},
-            "params": {"vehicleIds": [3]},
-            "period_params": {"startHour": "{start:%Y-%m-%dT%H:00:00Z}", "endHour": "{end:%Y-%m-%dT%H:00:00Z}"},
-            "sink": "postgres",
-            "sink_options": {"database": "test", "schema": PG_SCHEMA, "table": "scheduled_ifta"},
-        },
-        {
-            "name": "sim-daily-parquet",
-            "provider": "samsara",
-            "cron": {"minute": "0", "hour": "4"},
-            "params": {"vehicleIds": [4]},
-            "period_params": {"startHour": "{start:%Y-%m-%dT%H:00:00Z}", "endHour": "{end:%Y-%m-%dT%H:00:00Z}"},
-            "sink": "parquet",
-        },
+        {**daily("sim-daily", 2, 1), "params": {"vehicleIds": [1, 2]}},
+        daily(
+            "sim-daily-postgres",
+            3,
+            3,
+            sink="postgres",
+            sink_options={"database": "test", "schema": PG_SCHEMA, "table": "scheduled_ifta"},
+        ),
+        daily("sim-daily-parquet", 4, 4, sink="parquet"),
     ]
 }
 

@@ -118,9 +118,8 @@ def test_stale_quarantine_of_an_earlier_attempt_is_removed(tmp_path: Path) -> No
 
 def test_a_killed_attempt_leaves_only_a_temp_which_a_later_attempt_sweeps(tmp_path: Path) -> None:
     sink = JsonlSink(tmp_path)
-    dead = sink.open_file("exp1", "k", "f.csv")
-    dead.write_rows(ROWS)
-    # the worker is SIGKILLed here: no commit, no abort
+    sink.open_file("exp1", "k", "f.csv")  # an attempt that will never commit
+    # the worker is SIGKILLed here, before its first write lands: no commit, no abort
     (temp,) = (tmp_path / "exp1").iterdir()
     assert temp.name.endswith(".tmp") and not (tmp_path / "exp1" / "f.csv.jsonl").exists()
     old = time.time() - STALE_TEMP_SECONDS - 10

@@ -18,11 +18,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import IO
+from typing import IO, ClassVar
 
 import orjson
 
 from worker.parsing.columns import BadRow
+from worker.sinks.base import SinkResult
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 _DUMP_OPTIONS = orjson.OPT_APPEND_NEWLINE
@@ -98,15 +99,22 @@ class BackgroundFile:
                 raise OSError(f"writing the output failed: {self._error}") from self._error
             os.fsync(self._fd)
         finally:
-            os.close(self._fd)
+            self._close()
 
     def discard(self) -> None:
         self._stop()
-        os.close(self._fd)
+        self._close()
 
     def _stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _close(self) -> None:
+        """Close once: a second close could hit a descriptor number the process has reused."""
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
 
     def _drain(self) -> None:
         while (data := self._queue.get()) is not None:
@@ -118,6 +126,66 @@ class BackgroundFile:
                     view = view[os.write(self._fd, view) :]
             except OSError as exc:
                 self._error = exc
+
+
+class FileAttempt:
+    """One attempt at one output file: a temp name, a quarantine beside it, published by rename.
+
+    Subclasses write the temp and implement :meth:`_finish` (make it complete and durable) and
+    :meth:`_discard` (drop what is open); commit and abort are the same for every file sink.
+    """
+
+    suffix: ClassVar[str]
+
+    def __init__(self, directory: Path, safe_name: str) -> None:
+        token = new_token()
+        self.path = directory / f"{safe_name}{self.suffix}"
+        self._tmp = directory / f".{safe_name}.{token}.tmp"
+        self._quarantine = Quarantine(directory, safe_name, token)
+        self.quarantine_path = self._quarantine.path
+        self._rows = 0
+        self._result: SinkResult | None = None
+        self._closed = self._aborted = False
+
+    def write_bad(self, bad: list[BadRow], source_name: str) -> None:
+        if bad:
+            self._check_open()
+            self._quarantine.write(bad, source_name)
+
+    def commit(self) -> SinkResult:
+        if self._result is not None:
+            return self._result
+        self._check_open()
+        self._closed = True
+        self._finish()
+        quarantine = self._quarantine.commit()
+        os.replace(self._tmp, self.path)
+        fsync_directory(self.path.parent)
+        self._result = SinkResult(
+            rows=self._rows, quarantined=self._quarantine.count, path=str(self.path), quarantine_path=quarantine
+        )
+        return self._result
+
+    def abort(self) -> None:
+        """Throw this attempt away; a no-op after commit or a previous abort, safe after a failed commit."""
+        if self._result is not None or self._aborted:
+            return
+        self._aborted = self._closed = True
+        with contextlib.suppress(Exception):
+            self._discard()
+        self._tmp.unlink(missing_ok=True)
+        self._quarantine.abort()
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def _discard(self) -> None:
+        raise NotImplementedError
+
+    def _check_open(self) -> None:
+        if self._closed:
+            state = "committed" if self._result is not None else "aborted"
+            raise RuntimeError(f"writer for {self.path.name} is already {state}")
 
 
 class Quarantine:

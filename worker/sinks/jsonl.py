@@ -6,25 +6,14 @@ replaces its output and a killed worker never leaves a half file under the final
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from worker.parsing.columns import BadRow, ParsedBatch
+from worker.parsing.columns import ParsedBatch
 from worker.parsing.schema import ColumnType
-from worker.sinks.base import SinkResult
-from worker.sinks.files import (
-    STALE_TEMP_SECONDS,
-    BackgroundFile,
-    Quarantine,
-    discard_attempts,
-    fsync_directory,
-    new_token,
-    target_directory,
-)
+from worker.sinks.files import STALE_TEMP_SECONDS, BackgroundFile, FileAttempt, discard_attempts, target_directory
 
 __all__ = ["STALE_TEMP_SECONDS", "JsonlFileWriter", "JsonlSink"]
 
@@ -45,77 +34,41 @@ class JsonlSink:
         return discard_attempts(self.root, export_id)
 
 
-class JsonlFileWriter:
+class JsonlFileWriter(FileAttempt):
     """One attempt at one file. Not thread-safe; one attempt per writer object."""
 
+    suffix = ".jsonl"
+
     def __init__(self, directory: Path, safe_name: str, file_key: str = "") -> None:
-        token = new_token()
+        super().__init__(directory, safe_name)
         self.file_key = file_key
-        self.path = directory / f"{safe_name}.jsonl"
-        self._tmp = directory / f".{safe_name}.{token}.tmp"
-        self._out: BackgroundFile | None = BackgroundFile(self._tmp)
-        self._quarantine = Quarantine(directory, safe_name, token)
-        self.quarantine_path = self._quarantine.path
-        self._rows = 0
-        self._result: SinkResult | None = None
-        self._aborted = False
+        self._out = BackgroundFile(self._tmp)
 
     def write_batch(self, batch: ParsedBatch) -> None:
         slices = encode_columns(batch)
         if slices is None:
             self.write_rows(batch.rows)
             return
-        out = self._require_open()
+        self._check_open()
         for data in slices:
-            out.write(data)
+            self._out.write(data)
         self._rows += len(batch.lines)
 
     def write_rows(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        out = self._require_open()
+        self._check_open()
         dumps = orjson.dumps
         for start in range(0, len(rows), _ROWS_PER_WRITE):
             # the trailing b"" gives the last line its newline without another write or copy
-            out.write(b"\n".join([*map(dumps, rows[start : start + _ROWS_PER_WRITE]), b""]))
+            self._out.write(b"\n".join([*map(dumps, rows[start : start + _ROWS_PER_WRITE]), b""]))
         self._rows += len(rows)
 
-    def write_bad(self, bad: list[BadRow], source_name: str) -> None:
-        if bad:
-            self._require_open()
-            self._quarantine.write(bad, source_name)
+    def _finish(self) -> None:
+        self._out.close_durably()
 
-    def commit(self) -> SinkResult:
-        if self._result is not None:
-            return self._result
-        out = self._require_open()
-        self._out = None
-        out.close_durably()
-        quarantine = self._quarantine.commit()
-        os.replace(self._tmp, self.path)
-        fsync_directory(self.path.parent)
-        self._result = SinkResult(
-            rows=self._rows, quarantined=self._quarantine.count, path=str(self.path), quarantine_path=quarantine
-        )
-        return self._result
-
-    def abort(self) -> None:
-        """Throw this attempt away; a no-op after commit or a previous abort."""
-        if self._result is not None or self._aborted:
-            return
-        self._aborted = True
-        if self._out is not None:
-            with contextlib.suppress(OSError):
-                self._out.discard()
-        self._out = None
-        self._tmp.unlink(missing_ok=True)
-        self._quarantine.abort()
-
-    def _require_open(self) -> BackgroundFile:
-        if self._out is None:
-            state = "committed" if self._result is not None else "aborted"
-            raise RuntimeError(f"writer for {self.path.name} is already {state}")
-        return self._out
+    def _discard(self) -> None:
+        self._out.discard()
 
 
 def encode_columns(batch: ParsedBatch) -> list[bytes] | None:

@@ -21,10 +21,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from worker.parsing.columns import BadRow, ParsedBatch
+from worker.parsing.columns import ParsedBatch
 from worker.parsing.schema import ColumnType
-from worker.sinks.base import SinkResult
-from worker.sinks.files import Quarantine, discard_attempts, fsync_directory, new_token, target_directory
+from worker.sinks.files import FileAttempt, discard_attempts, target_directory
 
 ROW_GROUP_ROWS = 128 * 1024
 """Rows per row group: large enough for good compression and scans, small enough for ~10 MB of buffer."""
@@ -48,30 +47,25 @@ class ParquetSink:
         return discard_attempts(self.root, export_id)
 
 
-class ParquetFileWriter:
+class ParquetFileWriter(FileAttempt):
     """One attempt at one file; the Parquet writer opens with the first batch (which brings the header)."""
 
+    suffix = ".parquet"
+
     def __init__(self, directory: Path, safe_name: str) -> None:
-        token = new_token()
-        self.path = directory / f"{safe_name}.parquet"
-        self._tmp = directory / f".{safe_name}.{token}.tmp"
-        self._quarantine = Quarantine(directory, safe_name, token)
+        super().__init__(directory, safe_name)
         self._schema: pa.Schema | None = None
         self._writer: pq.ParquetWriter | None = None
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
-        self._rows = 0
-        self._result: SinkResult | None = None
-        self._closed = False
 
     def write_batch(self, batch: ParsedBatch) -> None:
         if not batch.lines:
             return
-        self._require_open()
+        self._check_open()
         if self._schema is None:
-            self._schema = pa.schema(
-                [pa.field(name, ARROW_TYPES[kind]) for name, kind in zip(batch.names, batch.types, strict=True)]
-            )
+            fields = [pa.field(name, ARROW_TYPES[kind]) for name, kind in zip(batch.names, batch.types, strict=True)]
+            self._schema = pa.schema(fields)
         arrays = [_array(column, kind) for column, kind in zip(batch.columns, batch.types, strict=True)]
         self._pending.append(pa.RecordBatch.from_arrays(arrays, schema=self._schema))
         self._pending_rows += len(batch.lines)
@@ -79,43 +73,19 @@ class ParquetFileWriter:
         if self._pending_rows >= ROW_GROUP_ROWS:
             self._flush()
 
-    def write_bad(self, bad: list[BadRow], source_name: str) -> None:
-        if bad:
-            self._require_open()
-            self._quarantine.write(bad, source_name)
-
-    def commit(self) -> SinkResult:
-        if self._result is not None:
-            return self._result
-        self._require_open()
+    def _finish(self) -> None:
         if self._schema is None:
             self._schema = pa.schema([])  # no good row: an empty file still replaces an earlier attempt
         self._flush()
         assert self._writer is not None
         self._writer.close()
-        self._writer = None
         with open(self._tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        quarantine = self._quarantine.commit()
-        os.replace(self._tmp, self.path)
-        fsync_directory(self.path.parent)
-        self._closed = True
-        self._result = SinkResult(
-            rows=self._rows, quarantined=self._quarantine.count, path=str(self.path), quarantine_path=quarantine
-        )
-        return self._result
 
-    def abort(self) -> None:
-        if self._result is not None or self._closed:
-            return
-        self._closed = True
+    def _discard(self) -> None:
         self._pending = []
         if self._writer is not None:
-            with contextlib.suppress(Exception):
-                self._writer.close()
-            self._writer = None
-        self._tmp.unlink(missing_ok=True)
-        self._quarantine.abort()
+            self._writer.close()
 
     def _flush(self) -> None:
         """Write the buffered batches as one row group."""
@@ -126,11 +96,6 @@ class ParquetFileWriter:
             self._writer.write_table(pa.Table.from_batches(self._pending, schema=self._schema), row_group_size=self._pending_rows)
         self._pending = []
         self._pending_rows = 0
-
-    def _require_open(self) -> None:
-        if self._closed:
-            state = "committed" if self._result is not None else "aborted"
-            raise RuntimeError(f"writer for {self.path.name} is already {state}")
 
 
 def _array(values: Sequence[Any], kind: ColumnType) -> pa.Array:
