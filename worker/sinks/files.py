@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import queue
 import re
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -67,65 +65,6 @@ def discard_attempts(root: Path, export_id: str) -> int:
 
 def new_token() -> str:
     return uuid.uuid4().hex
-
-
-class BackgroundFile:
-    """A new file written on a helper thread, so ``write()`` syscalls overlap with parsing.
-
-    ``os.write`` releases the GIL, and at gigabyte sizes the kernel throttles writers on dirty
-    pages: on the parsing thread that wait was a third of the JSONL path. The queue is bounded, so
-    memory stays bounded too; an error on the thread surfaces at the next ``write`` or at ``close``.
-    """
-
-    QUEUE_ITEMS = 32
-
-    def __init__(self, path: Path) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        self._queue: queue.Queue[bytes | None] = queue.Queue(self.QUEUE_ITEMS)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._drain, name=f"write {path.name}", daemon=True)
-        self._thread.start()
-
-    def write(self, data: bytes) -> None:
-        if self._error is not None:
-            raise OSError(f"writing the output failed: {self._error}") from self._error
-        self._queue.put(data)
-
-    def close_durably(self) -> None:
-        """Flush everything, fsync and close; raises what the writing thread hit."""
-        self._stop()
-        try:
-            if self._error is not None:
-                raise OSError(f"writing the output failed: {self._error}") from self._error
-            os.fsync(self._fd)
-        finally:
-            self._close()
-
-    def discard(self) -> None:
-        self._stop()
-        self._close()
-
-    def _stop(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-
-    def _close(self) -> None:
-        """Close once: a second close could hit a descriptor number the process has reused."""
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            os.close(fd)
-
-    def _drain(self) -> None:
-        while (data := self._queue.get()) is not None:
-            if self._error is not None:
-                continue  # keep taking items so the producer never blocks on a dead writer
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(self._fd, view) :]
-            except OSError as exc:
-                self._error = exc
 
 
 class FileAttempt:
