@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.parsing.schema import ColumnType
+
 
 class Credential(BaseModel):
     """One named credential. Bearer providers use ``token``; Basic-auth providers use the pair."""
@@ -72,6 +74,10 @@ class Settings(BaseSettings):
     )
     redis_sink_max_rows: int = Field(100_000, gt=0, description="Most rows per file the redis_stream sink accepts.")
     redis_sink_ttl_seconds: int = Field(7 * 86400, gt=0, description="How long redis_stream sink streams are kept.")
+    column_types: dict[str, dict[str, ColumnType]] = Field(
+        default_factory=dict,
+        description='Per-provider CSV column type overrides, e.g. {"samsara": {"distance_meters": "float"}}.',
+    )
     split_min_vehicles: int = Field(1, ge=1, description="Smallest vehicle batch an auto-split produces.")
 
     watchdog_interval_seconds: float = Field(60.0, gt=0, description="How often beat runs the watchdog.")

@@ -7,6 +7,7 @@ in; in CI (``CI=true``) a missing Redis is an error, never a silent fallback or 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import os
@@ -133,9 +134,11 @@ def provider_rows(url: str, schema: RowSchema) -> list[dict[str, Any]]:
         ColumnType.FLOAT: float,
         ColumnType.DATETIME: lambda text: datetime.fromisoformat(text).astimezone(UTC),
     }
-    text = httpx.get(url, timeout=30).raise_for_status().text
+    body = httpx.get(url, timeout=30).raise_for_status().content
+    if body[:2] == b"\x1f\x8b":  # Samsara serves gzip files
+        body = gzip.decompress(body)
     rows = []
-    for row in csv.DictReader(io.StringIO(text)):
+    for row in csv.DictReader(io.StringIO(body.decode("utf-8"))):
         rows.append({name: converters.get(schema.types.get(name, ColumnType.STR), str)(value) for name, value in row.items()})
     return rows
 

@@ -22,6 +22,9 @@ def test_every_sink_name_has_a_factory() -> None:
     assert list(SINKS) == list(get_args(SinkName))
 
 
+DAY = {"START_DATE": "2026-11-01", "END_DATE": "2026-11-01"}
+
+
 def record(sink: str, **options: str) -> ExportRecord:
     return ExportRecord.model_validate(
         {"id": "e1", "provider": "samsara", "params": {}, "credential": "default", "jobs": {}, "created_at": 0,
@@ -40,8 +43,8 @@ def test_the_registry_builds_the_sink_the_export_names(tmp_path: Path, store: Ex
     ("provider", "params", "table"),
     [
         ("samsara", {"startHour": "2026-11-23T00:00:00Z", "endHour": "2026-11-24T00:00:00Z"}, "samsara_ifta_detail"),
-        ("impact", {"report_id": "att_adv_performance_by_day"}, "impact_att_adv_performance_by_day"),
-        ("impact", {"report_id": "Adv.Perf-2"}, "impact_adv_perf_2"),
+        ("impact", {"report_id": "att_adv_performance_by_day", "report_params": DAY}, "impact_att_adv_performance_by_day"),
+        ("impact", {"report_id": "Adv.Perf-2", "report_params": DAY}, "impact_adv_perf_2"),
         ("impact", {"job_id": "A1b2"}, "impact_jobs"),
     ],
 )
