@@ -2,7 +2,10 @@
 
 The demo, the integration and chaos tests and the benchmarks all run the real thing through it:
 real Celery worker processes talking to Redis (the real one when reachable, otherwise the embedded
-fake) and to the simulator over loopback HTTP.
+fake) and to the simulator over loopback HTTP. The broker is that Redis or, with
+``broker="rabbitmq"``, the RabbitMQ at ``EXPORT_WORKER_TEST_RABBITMQ_URL`` (no fallback: a missing
+RabbitMQ is an error). Each run has its own key prefix and queue name, and ``stop()`` removes the
+keys, queues and exchanges it created, so runs can share one Redis and one RabbitMQ.
 """
 
 from __future__ import annotations
@@ -15,17 +18,22 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from celery import Celery
+from kombu import Connection, Message, Queue
 from pydantic import SecretStr
 
 from worker.api import ExportClient
+from worker.app import create_app
 from worker.dev.embedded import EmbeddedRedis, redis_reachable
 from worker.dev.simulator import SimulatorConfig, SimulatorThread
 from worker.settings import Credential, Settings
 from worker.wiring import build_runtime
 
 SIM_IMPACT_CREDENTIAL = "impact"
+RABBITMQ_URL = os.environ.get("EXPORT_WORKER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+Broker = Literal["redis", "rabbitmq"]
 
 
 def settings_to_env(settings: Settings) -> dict[str, str]:
@@ -57,7 +65,9 @@ class LocalStack:
         require_real_redis: bool = False,
         output_dir: Path | None = None,
         settings_overrides: dict[str, Any] | None = None,
+        broker: Broker = "redis",
     ) -> None:
+        self.broker = broker
         self.simulator_config = simulator_config or SimulatorConfig()
         self.requested_redis_url = redis_url or os.environ.get("EXPORT_WORKER_REDIS_URL", "redis://127.0.0.1:6379/0")
         self.require_real_redis = require_real_redis
@@ -70,7 +80,9 @@ class LocalStack:
         self.run_id = uuid.uuid4().hex[:8]
         self._tmp = tempfile.TemporaryDirectory(prefix="aew-stack-")
         self.settings: Settings | None = None
+        self.app: Celery | None = None
         self.client: ExportClient | None = None
+        self._queues: set[str] = set()
 
     @property
     def using_real_redis(self) -> bool:
@@ -85,10 +97,13 @@ class LocalStack:
                 )
             self.embedded = EmbeddedRedis()
             redis_url = self.embedded.start()
+        if self.broker == "rabbitmq":
+            _require_rabbitmq(RABBITMQ_URL)
         self.simulator = SimulatorThread(self.simulator_config).start()
         sim = self.simulator_config
         values: dict[str, Any] = {
             "redis_url": redis_url,
+            "broker_url": RABBITMQ_URL if self.broker == "rabbitmq" else None,
             "key_prefix": f"aew-{self.run_id}",
             "queue": f"exports-{self.run_id}",
             "base_urls": {"samsara": self.simulator.url, "impact": self.simulator.url},
@@ -109,7 +124,9 @@ class LocalStack:
         }
         values.update(self.settings_overrides)
         self.settings = Settings(_env_file=None, **values)
-        self.client = ExportClient(build_runtime(self.settings))
+        self._queues.add(self.settings.queue)
+        self.app = create_app(self.settings)
+        self.client = ExportClient(build_runtime(self.settings, self.app))
         return self
 
     def env(self) -> dict[str, str]:
@@ -181,10 +198,19 @@ class LocalStack:
             f"== {path.name}\n{path.read_text(errors='replace')[-6000:]}" for path in sorted(Path(self._tmp.name).glob("*.log"))
         )
 
+    def take_message(self, queue: str) -> Message | None:
+        """One message off ``queue`` on this stack's broker, without declaring it; the queue goes at ``stop()``."""
+        assert self.settings is not None, "start() first"
+        self._queues.add(queue)
+        with Connection(self.settings.effective_broker_url) as connection:
+            return Queue(queue, channel=connection.default_channel).get(no_ack=True)
+
     def stop(self) -> None:
         self.stop_workers()
         if self.beat is not None:
             self.kill(self.beat, signal.SIGTERM)
+        if self.settings is not None and self.broker == "rabbitmq":
+            self._forget_rabbitmq_queues()
         if self.settings is not None and self.using_real_redis:
             self._forget_keys()
         if self.simulator is not None:
@@ -197,13 +223,34 @@ class LocalStack:
         """Leave a shared Redis as we found it: drop this run's keys and queue."""
         assert self.settings is not None and self.client is not None
         client = self.client.rt.store.redis
-        queue = self.settings.queue
-        for pattern in (f"{self.settings.key_prefix}:*", f"{queue}*", f"_kombu.binding*{queue}*"):
+        patterns = [f"{self.settings.key_prefix}:*"]
+        patterns += [pattern for queue in self._queues for pattern in (f"{queue}*", f"_kombu.binding*{queue}*")]
+        for pattern in patterns:
             for key in client.scan_iter(match=pattern, count=1000):
                 client.delete(key)
+
+    def _forget_rabbitmq_queues(self) -> None:
+        """Delete this run's queues and their exchanges; Celery's shared delay queues stay (other apps use them)."""
+        assert self.settings is not None
+        with Connection(self.settings.effective_broker_url) as connection:
+            channel = connection.default_channel
+            for name in sorted(self._queues):
+                channel.queue_delete(name)
+                channel.exchange_delete(name)
 
     def __enter__(self) -> LocalStack:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _require_rabbitmq(url: str) -> None:
+    try:
+        with Connection(url, connect_timeout=3) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as exc:  # kombu raises transport-specific errors; all mean the same here
+        raise RuntimeError(
+            f"no RabbitMQ reachable at {url} ({exc}); start one (docker compose --profile rabbitmq up -d rabbitmq) "
+            "or set EXPORT_WORKER_TEST_RABBITMQ_URL"
+        ) from None
