@@ -20,6 +20,7 @@ from worker.dispatch import DOWNLOAD_TASK, POLL_TASK, SUBMIT_TASK, WATCHDOG_TASK
 from worker.engine.download_step import run_download
 from worker.engine.jobs import run_poll, run_submit
 from worker.engine.watchdog import run_watchdog
+from worker.errors import InvalidRequest, UnknownExport
 from worker.models import FileTaskArgs, JobTaskArgs
 from worker.schedules import RUN_SCHEDULE_TASK
 from worker.wiring import runtime
@@ -58,11 +59,18 @@ def run_schedule(name: str) -> str:
     return ExportClient(runtime(app)).run_schedule(name)
 
 
-@app.task(name=remote.SUBMIT_EXPORT_TASK, bind=True, ignore_result=False, **TASK_OPTIONS)
+@app.task(name=remote.SUBMIT_EXPORT_TASK, bind=True, ignore_result=False, throws=(InvalidRequest,), **TASK_OPTIONS)
 def submit_export(self: Task, **kwargs: Any) -> str:
     return remote.submit_export(ExportClient(runtime(app)), kwargs, self.request.id)
 
 
-@app.task(name=remote.GET_EXPORT_TASK, ignore_result=False, pydantic=True, pydantic_dump_kwargs={"mode": "json"}, **TASK_OPTIONS)
+@app.task(
+    name=remote.GET_EXPORT_TASK,
+    ignore_result=False,
+    throws=(UnknownExport,),
+    pydantic=True,
+    pydantic_dump_kwargs={"mode": "json"},
+    **TASK_OPTIONS,
+)
 def get_export(export_id: str) -> ExportView:
     return ExportClient(runtime(app)).get(export_id)

@@ -15,8 +15,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.integration.conftest import REQUIRE_REAL_REDIS, count_lines, day_after, unique_hour
-from worker.dev.localstack import LocalStack
+from tests.integration.conftest import BROKERS, REQUIRE_REAL_REDIS, count_lines, day_after, unique_hour
+from worker.dev.localstack import Broker, LocalStack
 from worker.dev.simulator import SamsaraBehaviour, SimulatorConfig
 from worker.models import ExportStatus
 
@@ -36,7 +36,8 @@ def kill_one_pool_child(process) -> bool:
     return True
 
 
-def test_sigkilled_workers_lose_and_duplicate_nothing(request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("broker", BROKERS)
+def test_sigkilled_workers_lose_and_duplicate_nothing(request: pytest.FixtureRequest, broker: Broker) -> None:
     size = SIZES["long" if request.config.getoption("--chaos-long") else "short"]
     config = SimulatorConfig(
         samsara_default=SamsaraBehaviour(
@@ -44,7 +45,7 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(request: pytest.FixtureReq
         )
     )
     rng = random.Random(20261125)
-    with LocalStack(simulator_config=config, require_real_redis=REQUIRE_REAL_REDIS) as stack:
+    with LocalStack(simulator_config=config, require_real_redis=REQUIRE_REAL_REDIS, broker=broker) as stack:
         assert stack.client is not None and stack.simulator is not None
         for _ in range(2):
             stack.start_worker(concurrency=2)
@@ -93,7 +94,7 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(request: pytest.FixtureReq
         creates = stats["creates"]["samsara"]
         leftovers = list(Path(stack.settings.output_dir).rglob("*.tmp"))
         print(
-            f"\nCHAOS exports={len(views)} files={sum(len(v.files) for v in views)} "
+            f"\nCHAOS broker={broker} exports={len(views)} files={sum(len(v.files) for v in views)} "
             f"rows={sum(v.record.rows for v in views)} kills={kills} (whole workers {whole}, pool children {kills - whole}) "
             f"lost_rows={lost} duplicated_rows={duplicated} provider_creates={creates} ambiguous_creates={ambiguous} "
             f"temp_files_left={len(leftovers)} elapsed={elapsed:.1f}s"

@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Literal
@@ -83,6 +85,8 @@ class LocalStack:
         self.app: Celery | None = None
         self.client: ExportClient | None = None
         self._queues: set[str] = set()
+        self.nodes: dict[int, str] = {}
+        """Celery node name of each worker process, by pid."""
 
     @property
     def using_real_redis(self) -> bool:
@@ -129,6 +133,12 @@ class LocalStack:
         self.client = ExportClient(build_runtime(self.settings, self.app))
         return self
 
+    def settings_env(self) -> dict[str, str]:
+        """Only the settings this stack chose: what another shell exports to use it."""
+        assert self.settings is not None, "start() first"
+        chosen = {f"EXPORT_WORKER_{name.upper()}" for name in self.settings.model_fields_set}
+        return {key: value for key, value in settings_to_env(self.settings).items() if key in chosen}
+
     def env(self) -> dict[str, str]:
         assert self.settings is not None, "start() first"
         base = {k: v for k, v in os.environ.items() if not k.startswith("EXPORT_WORKER_")}
@@ -148,8 +158,20 @@ class LocalStack:
             "worker", "-P", pool, "-c", str(concurrency), "-Q", self.settings.queue, "-n", node,
             "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING",
         )  # fmt: skip
+        self.nodes[process.pid] = node.replace("%h", socket.gethostname())
         self.workers.append(process)
         return process
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Block until every worker started so far answers a ping: its queues are declared and consumed."""
+        assert self.app is not None, "start() first"
+        waiting = {self.nodes[process.pid] for process in self.workers}
+        deadline = time.monotonic() + timeout
+        while waiting:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"workers {sorted(waiting)} not ready after {timeout}s:\n{self.logs()}")
+            for reply in self.app.control.ping(destination=sorted(waiting), timeout=0.5) or []:
+                waiting -= set(reply)
 
     def start_beat(self) -> subprocess.Popen[bytes]:
         schedule = str(Path(self._tmp.name) / "celerybeat-schedule")
