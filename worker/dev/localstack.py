@@ -68,8 +68,10 @@ class LocalStack:
         output_dir: Path | None = None,
         settings_overrides: dict[str, Any] | None = None,
         broker: Broker = "redis",
+        rabbitmq_url: str = RABBITMQ_URL,
     ) -> None:
         self.broker = broker
+        self.rabbitmq_url = rabbitmq_url
         self.simulator_config = simulator_config or SimulatorConfig()
         self.requested_redis_url = redis_url or os.environ.get("EXPORT_WORKER_REDIS_URL", "redis://127.0.0.1:6379/0")
         self.require_real_redis = require_real_redis
@@ -102,12 +104,12 @@ class LocalStack:
             self.embedded = EmbeddedRedis()
             redis_url = self.embedded.start()
         if self.broker == "rabbitmq":
-            _require_rabbitmq(RABBITMQ_URL)
+            _require_rabbitmq(self.rabbitmq_url)
         self.simulator = SimulatorThread(self.simulator_config).start()
         sim = self.simulator_config
         values: dict[str, Any] = {
             "redis_url": redis_url,
-            "broker_url": RABBITMQ_URL if self.broker == "rabbitmq" else None,
+            "broker_url": self.rabbitmq_url if self.broker == "rabbitmq" else None,
             "key_prefix": f"aew-{self.run_id}",
             "queue": f"exports-{self.run_id}",
             "base_urls": {"samsara": self.simulator.url, "impact": self.simulator.url},
@@ -150,13 +152,15 @@ class LocalStack:
         command = [sys.executable, "-m", "celery", "-A", "worker.app", *celery_args]
         return subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def start_worker(self, concurrency: int = 2, pool: str = "prefork", name: str | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, concurrency: int = 2, pool: str = "prefork", name: str | None = None, extra_args: tuple[str, ...] = ()
+    ) -> subprocess.Popen[bytes]:
         assert self.settings is not None, "start() first"
         node = f"{name or 'w' + str(len(self.workers))}-{self.run_id}@%h"
         process = self._spawn(
             f"worker-{len(self.workers)}.log",
             "worker", "-P", pool, "-c", str(concurrency), "-Q", self.settings.queue, "-n", node,
-            "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING",
+            "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING", *extra_args,
         )  # fmt: skip
         self.nodes[process.pid] = node.replace("%h", socket.gethostname())
         self.workers.append(process)
@@ -250,6 +254,19 @@ class LocalStack:
         for pattern in patterns:
             for key in client.scan_iter(match=pattern, count=1000):
                 client.delete(key)
+        if self.broker == "redis":
+            self._forget_unacked(client)
+
+    def _forget_unacked(self, client: Any) -> None:
+        """Drop our queues' entries from kombu's shared ``unacked`` hash (held or killed tasks), or they would be restored."""
+        for tag, raw in client.hscan_iter("unacked", count=1000):
+            try:
+                _message, _exchange, routing_key = json.loads(raw)
+            except (ValueError, TypeError):
+                continue
+            if routing_key in self._queues:
+                client.hdel("unacked", tag)
+                client.zrem("unacked_index", tag)
 
     def _forget_rabbitmq_queues(self) -> None:
         """Delete this run's queues and their exchanges; Celery's shared delay queues stay (other apps use them)."""
