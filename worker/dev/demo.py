@@ -9,8 +9,10 @@ stack, up until Ctrl-C, and prints the environment that points the CLI or anothe
 from __future__ import annotations
 
 import shlex
+import signal
 import time
 from pathlib import Path
+from types import FrameType
 
 from rich.console import Console
 from rich.table import Table
@@ -75,9 +77,17 @@ def _keep_up(console: Console, stack: LocalStack, export_id: str) -> None:
         highlight=False,
         markup=False,
     )
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while all(process.poll() is None for process in stack.workers):
             time.sleep(1)
         console.print("[red]the demo worker exited; stopping the stack[/]")
     except KeyboardInterrupt:
         console.print("stopping the demo stack")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM stops a kept stack as Ctrl-C does, so its worker and beat processes go with it."""
+    raise KeyboardInterrupt

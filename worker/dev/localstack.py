@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
+import redis
 from celery import Celery
 from kombu import Connection, Message, Queue
 from pydantic import SecretStr
@@ -246,18 +247,20 @@ class LocalStack:
         self._tmp.cleanup()
 
     def _forget_keys(self) -> None:
-        """Leave a shared Redis as we found it: drop this run's keys and queue."""
+        """Leave a shared Redis as we found it: drop this run's keys and, on a Redis broker, its queues."""
         assert self.settings is not None and self.client is not None
-        client = self.client.rt.store.redis
-        patterns = [f"{self.settings.key_prefix}:*"]
-        patterns += [pattern for queue in self._queues for pattern in (f"{queue}*", f"_kombu.binding*{queue}*")]
-        for pattern in patterns:
-            for key in client.scan_iter(match=pattern, count=1000):
-                client.delete(key)
-        if self.broker == "redis":
-            self._forget_unacked(client)
+        store = self.client.rt.store.redis
+        for key in store.scan_iter(match=f"{self.settings.key_prefix}:*", count=1000):
+            store.delete(key)
+        if self.broker != "redis":
+            return
+        broker = redis.Redis.from_url(self.settings.effective_broker_url)
+        for pattern in (pattern for queue in self._queues for pattern in (f"{queue}*", f"_kombu.binding*{queue}*")):
+            for key in broker.scan_iter(match=pattern, count=1000):
+                broker.delete(key)
+        self._forget_unacked(broker)
 
-    def _forget_unacked(self, client: Any) -> None:
+    def _forget_unacked(self, client: redis.Redis) -> None:
         """Drop our queues' entries from kombu's shared ``unacked`` hash (held or killed tasks), or they would be restored."""
         for tag, raw in client.hscan_iter("unacked", count=1000):
             try:
