@@ -7,7 +7,7 @@ queues. For each broker in the same run, on one worker process (prefork, concurr
 1. **due together**: N polls of one finished export, each with a stale fencing token (so a run is
    a real poll step that exits at once), all due at the same instant T. ``bench.probe``, loaded
    into the worker, records when each poll ran; reported: time from T to the median and the last.
-2. **held**: N more polls due far in the future (``HOLD_SECONDS``). Reported: the worker's RSS
+2. **held**: on a fresh worker, N more polls due far in the future (``HOLD_SECONDS``). Reported: the worker's RSS
    growth (whole process tree, once it stops moving) and broker memory per waiting export (Redis
    ``used_memory`` delta; RabbitMQ the delay queues' memory from ``rabbitmqctl``, which needs
    local rabbitmqctl rights; otherwise not measured).
@@ -141,7 +141,10 @@ def _measure(result: Result, stack: LocalStack, broker: Broker, vhost: str | Non
         "p50": median(lags), "max": lags[-1], "min": lags[0], "runs": len(lags), "sent_seconds": sent - sent_at
     }  # fmt: skip
 
-    # 2. N polls held far in the future.
+    # 2. N polls held far in the future, by a fresh worker (the first one's heap grew for the due ones).
+    stack.stop_workers()
+    worker = stack.start_worker(concurrency=2, extra_args=("--include", "bench.probe"))
+    stack.wait_ready()
     before = _steady_memory(worker.pid)
     broker_before = _broker_memory(stack, broker, vhost)
     for _ in range(count):
