@@ -14,23 +14,18 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
-from worker.engine import lifecycle
-from worker.engine import transitions as tr
+from worker.engine import commands
 from worker.engine.context import Runtime
 from worker.errors import InvalidRequest, UnknownExport
 from worker.models import (
     Callback,
     ExportRecord,
-    ExportStatus,
     FileRecord,
     FileStatus,
-    FileTaskArgs,
-    JobRecord,
     JobStatus,
-    JobTaskArgs,
+    NewExport,
     Progress,
     SinkName,
-    Writes,
 )
 from worker.providers import get_provider
 from worker.schedules import idempotency_key as schedule_key
@@ -108,26 +103,18 @@ class ExportClient:
             or chosen.default_deadline_seconds
             or settings.default_deadline_seconds
         )
-        now = self.rt.clock()
-        stored_params = validated.model_dump(mode="json", by_alias=True, exclude_none=True)
-        record = ExportRecord(
+        request = NewExport(
             id=secrets.token_hex(8),
             provider=provider,
-            params=stored_params,
+            params=validated.model_dump(mode="json", by_alias=True, exclude_none=True),
             credential=credential,
             idempotency_key=idempotency_key,
             callback=hook,
-            jobs={"0": JobRecord(key="0", params=stored_params, token=1, next_action_at=now)},
-            created_at=now,
-            updated_at=now,
-            deadline_at=now + deadline,
+            deadline_seconds=deadline,
             schedule=schedule,
             sink=sink,
         )
-        stored, created = self.rt.store.create(record)
-        if created:
-            self.rt.dispatcher.submit(JobTaskArgs(export_id=stored.id, job_key="0", token=1), 0)
-        return stored.id
+        return commands.create_export(self.rt, request)
 
     def get(self, export_id: str) -> ExportView:
         record = self.rt.store.get(export_id)
@@ -144,38 +131,13 @@ class ExportClient:
         return records
 
     def cancel(self, export_id: str) -> ExportRecord:
-        record = self.rt.store.get(export_id)
-        if not lifecycle.cancel_export(self.rt, export_id):
-            raise InvalidRequest(f"export {export_id} already ended as {record.status.value}; nothing to cancel")
+        commands.cancel(self.rt, export_id)
         return self.rt.store.get(export_id)
 
     def retry(self, export_id: str) -> ExportRecord:
         """Re-download failed files, or replay a failed provider job where the provider allows it."""
-        record = self.rt.store.get(export_id)
-        failed_jobs = [job for job in record.jobs.values() if job.status is JobStatus.FAILED]
-        if record.status is ExportStatus.FAILED and failed_jobs:
-            return self._replay(record, failed_jobs[0])
-        files = self.rt.store.files(export_id)
-        reopened = self.rt.store.transact(
-            export_id, lambda state, writes: tr.reopen_failed_files(state, files, writes, self.rt.clock())
-        )
-        for file in reopened:
-            self.rt.dispatcher.download(FileTaskArgs(export_id=export_id, file_key=file.key, token=file.token), 0)
+        commands.retry(self.rt, export_id)
         return self.rt.store.get(export_id)
-
-    def _replay(self, record: ExportRecord, job: JobRecord) -> ExportRecord:
-        if job.provider_job_id is None:
-            raise InvalidRequest(f"export {record.id} failed before its provider job existed; submit it again")
-        gateway = self.rt.gateway(record.provider, record.credential)
-        snapshot = gateway.replay(job.provider_job_id, job.params)
-        delay = self.rt.policy.delay(0, self.rt.rng)
-
-        def mutate(state: ExportRecord, writes: Writes) -> int:
-            return tr.reopen_replayed_job(state, job.key, snapshot, delay, self.rt.clock(), writes)
-
-        token = self.rt.store.transact(record.id, mutate)
-        self.rt.dispatcher.poll(JobTaskArgs(export_id=record.id, job_key=job.key, token=token), delay)
-        return self.rt.store.get(record.id)
 
     def wait(self, export_id: str, timeout: float = 600, interval: float = 0.5) -> ExportView:
         """Block until the export ends; for scripts and tests (other apps should use events)."""

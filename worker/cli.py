@@ -6,13 +6,13 @@ import json
 import time
 from typing import Annotated, Any
 
-import redis
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from worker.api import ExportClient, ExportView
 from worker.errors import ExportWorkerError
+from worker.store import STORE_UNAVAILABLE
 from worker.watch_view import follow, progress_table
 
 app = typer.Typer(help="Pull large asynchronous exports out of provider APIs with Celery.", no_args_is_help=True)
@@ -37,7 +37,7 @@ def _run(action: Any) -> Any:
         return action()
     except ExportWorkerError as exc:
         raise _fail(str(exc)) from None
-    except redis.ConnectionError as exc:
+    except STORE_UNAVAILABLE as exc:
         from worker.settings import get_settings
 
         raise _fail(

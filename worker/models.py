@@ -174,13 +174,27 @@ class FileRecord(BaseModel):
         )
 
 
-class ExportRecord(BaseModel):
+class ExportRequest(BaseModel):
+    """What a caller asked for; an export record keeps it as it was asked."""
+
     id: str
     provider: str
     params: dict[str, Any]
     credential: str
     idempotency_key: str | None = None
     callback: Callback | None = None
+    schedule: str | None = None
+    """Name of the beat schedule that created it, if any."""
+    sink: SinkName = "jsonl"
+
+
+class NewExport(ExportRequest):
+    """A validated request, before it is stored."""
+
+    deadline_seconds: float
+
+
+class ExportRecord(ExportRequest):
     status: ExportStatus = ExportStatus.PENDING
     jobs: dict[str, JobRecord]
     created_at: float
@@ -193,9 +207,16 @@ class ExportRecord(BaseModel):
     rows: int = 0
     quarantined: int = 0
     bytes: int = 0
-    schedule: str | None = None
-    """Name of the beat schedule that created it, if any."""
-    sink: SinkName = "jsonl"
+
+
+class FileOutput(BaseModel):
+    """What a committed download produced, as its file record keeps it."""
+
+    rows: int
+    quarantined: int
+    bytes: int
+    path: str
+    quarantine_path: str | None = None
 
 
 class Progress(BaseModel):

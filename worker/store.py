@@ -13,6 +13,7 @@ key                                    type    content
 ``idem:<idempotency_key>``             string  export id created for that key
 ``exports``                            zset    every export id, scored by creation time
 ``active``                             set     export ids not yet terminal (watchdog scans it)
+``unannounced``                        zset    ended exports whose end was not yet reported, by end time
 ``events``                             stream  one entry per state change
 ``rate:<provider>:<credential>:<op>``  string  GCRA theoretical arrival time (ms)
 ``stats:status``                       hash    number of exports in each status (metrics)
@@ -36,7 +37,7 @@ from typing import Any, TypeVar
 import redis
 from pydantic import ValidationError
 
-from worker.errors import ExportWorkerError, UnknownExport
+from worker.errors import ExportWorkerError, StaleTask, UnknownExport
 from worker.models import ExportRecord, FileRecord, FileStatus, Writes
 
 T = TypeVar("T")
@@ -75,11 +76,19 @@ class CorruptRecord(ExportWorkerError):
     pass
 
 
+STORE_UNAVAILABLE: tuple[type[Exception], ...] = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+"""What a store call raises while Redis is away: callers retry or report these, never lose state."""
+
+
 class ExportStore:
     def __init__(self, client: redis.Redis, prefix: str = "aew") -> None:
         self.redis = client
         self.prefix = prefix
         self._shas: dict[str, str] = {}
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str) -> ExportStore:
+        return cls(redis.Redis.from_url(url, health_check_interval=30), prefix)
 
     def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA, loading the script first rather than after a NOSCRIPT error.
@@ -169,31 +178,31 @@ class ExportStore:
     def get(self, export_id: str) -> ExportRecord:
         return self._load_export(self.redis.get(self._export_key(export_id)), export_id)
 
-    def transact(
-        self,
-        export_id: str,
-        mutate: Callable[[ExportRecord, Writes], T],
-        *,
-        watch_files: bool = False,
-    ) -> T:
-        """Apply ``mutate`` atomically. It may raise to abort; its record changes are saved otherwise.
+    def transact(self, export_id: str, mutate: Callable[[ExportRecord, Writes], T]) -> T:
+        """Apply ``mutate`` atomically. It may raise to abort; its record changes are saved otherwise."""
+        return self._transact(export_id, lambda record, _files, writes: mutate(record, writes), with_files=False)
 
-        ``watch_files`` also watches the finished-file set so a completion check can't miss a file
-        that finishes concurrently.
+    def transact_with_files(self, export_id: str, mutate: Callable[[ExportRecord, list[FileRecord], Writes], T]) -> T:
+        """Like :meth:`transact`, with every file record read under the same WATCH.
+
+        A decision over the whole export (complete it, reopen its failed files) must see the record
+        and every file in one atomic view: a poll that adds files, or a download that finishes or
+        reopens one, between the read and the EXEC aborts the EXEC and the decision runs again.
         """
+        return self._transact(export_id, mutate, with_files=True)
+
+    def _transact(self, export_id: str, mutate: Callable[[ExportRecord, list[FileRecord], Writes], T], *, with_files: bool) -> T:
         export_key = self._export_key(export_id)
-        watched = [export_key]
-        if watch_files:
-            watched += [self._files_index(export_id), self._finished_set(export_id)]
         with self.redis.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(*watched)
+                    pipe.watch(export_key)
                     record = self._load_export(pipe.get(export_key), export_id)
+                    files = self._watch_files(pipe, export_id) if with_files else []
                     before = record.model_dump_json()
                     status_before = record.status
                     writes = Writes()
-                    result = mutate(record, writes)
+                    result = mutate(record, files, writes)
                     after = record.model_dump_json()
                     if after == before and not writes.files and not writes.events:
                         pipe.reset()
@@ -206,6 +215,7 @@ class ExportStore:
                     if record.status != status_before:
                         if record.status.terminal:
                             pipe.srem(self.key("active"), export_id)
+                            pipe.zadd(self.key("unannounced"), {export_id: record.finished_at or record.updated_at})
                         elif status_before.terminal:
                             pipe.sadd(self.key("active"), export_id)
                         pipe.hincrby(self.key("stats", "status"), status_before.value, -1)
@@ -216,6 +226,16 @@ class ExportStore:
                 except redis.WatchError:
                     continue
 
+    def _watch_files(self, pipe: Any, export_id: str) -> list[FileRecord]:
+        """Every file of the export, read while WATCHing the index, the finished set and each record."""
+        pipe.watch(self._files_index(export_id), self._finished_set(export_id))
+        keys = sorted(_text(raw) for raw in pipe.smembers(self._files_index(export_id)))
+        if not keys:
+            return []
+        record_keys = [self._file_key(export_id, key) for key in keys]
+        pipe.watch(*record_keys)
+        return [FileRecord.model_validate_json(raw) for raw in pipe.mget(record_keys) if raw is not None]
+
     def status_counts(self) -> dict[str, int]:
         return {_text(k): int(v) for k, v in self.redis.hgetall(self.key("stats", "status")).items()}
 
@@ -225,6 +245,14 @@ class ExportStore:
 
     def active_ids(self) -> list[str]:
         return sorted(_text(raw) for raw in self.redis.smembers(self.key("active")))
+
+    def mark_announced(self, export_id: str) -> None:
+        self.redis.zrem(self.key("unannounced"), export_id)
+
+    def unannounced_ids(self, ended_before: float) -> list[str]:
+        """Exports that ended before ``ended_before`` and whose end nobody reported (its worker died)."""
+        ids: list[bytes] = self.redis.zrangebyscore(self.key("unannounced"), "-inf", ended_before)  # type: ignore[assignment]
+        return [_text(raw) for raw in ids]
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -258,21 +286,40 @@ class ExportStore:
         else:
             pipe.sadd(self._finished_set(export_id), record.key)
 
-    def transact_file(self, export_id: str, file_key: str, mutate: Callable[[FileRecord, Writes], T]) -> T:
-        """Atomic change of one file; marks it finished in the same EXEC when it reaches DONE/FAILED."""
+    def transact_file(
+        self,
+        export_id: str,
+        file_key: str,
+        mutate: Callable[[ExportRecord, FileRecord, Writes], T],
+        *,
+        unleased: bool = False,
+    ) -> T:
+        """Atomic change of one file, decided on a view of its export too.
+
+        The export record is WATCHed (and handed to ``mutate`` read-only) so a file can't change
+        after its export ended; the file is marked finished in the same EXEC when it reaches
+        DONE/FAILED. With ``unleased`` the download lease is WATCHed as well and a held lease aborts
+        with :class:`StaleTask`: the watchdog must never revive a file a live worker is streaming.
+        """
+        export_key = self._export_key(export_id)
         key = self._file_key(export_id, file_key)
+        lease_key = self._lease_key(export_id, file_key)
+        watched = [export_key, key, lease_key] if unleased else [export_key, key]
         with self.redis.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(key)
+                    pipe.watch(*watched)
+                    record = self._load_export(pipe.get(export_key), export_id)
                     raw = pipe.get(key)
                     if raw is None:
                         raise UnknownExport(f"{export_id} file {file_key}")
-                    record = FileRecord.model_validate_json(raw)
+                    if unleased and pipe.exists(lease_key):
+                        raise StaleTask(f"file {file_key} of export {export_id} is being downloaded")
+                    current = FileRecord.model_validate_json(raw)
                     writes = Writes()
-                    result = mutate(record, writes)
+                    result = mutate(record, current, writes)
                     pipe.multi()
-                    self._stage_file(pipe, export_id, record)
+                    self._stage_file(pipe, export_id, current)
                     self._stage_events(pipe, export_id, writes.events)
                     pipe.execute()
                     return result

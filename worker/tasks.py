@@ -10,8 +10,6 @@ import uuid
 from typing import Any
 
 from celery import Task
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker import remote
 from worker.api import ExportClient, ExportView
@@ -23,10 +21,11 @@ from worker.engine.watchdog import run_watchdog
 from worker.errors import InvalidRequest, UnknownExport
 from worker.models import FileTaskArgs, JobTaskArgs
 from worker.schedules import RUN_SCHEDULE_TASK
+from worker.store import STORE_UNAVAILABLE
 from worker.wiring import runtime
 
 TASK_OPTIONS: dict[str, Any] = {
-    "autoretry_for": (RedisConnectionError, RedisTimeoutError),
+    "autoretry_for": STORE_UNAVAILABLE,
     "retry_backoff": True,
     "retry_backoff_max": 60,
     "max_retries": 30,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-import redis
 from celery import Celery
 
 from worker.dispatch import CeleryDispatcher
@@ -15,7 +14,7 @@ from worker.store import ExportStore
 
 
 def make_store(settings: Settings) -> ExportStore:
-    return ExportStore(redis.Redis.from_url(settings.redis_url, health_check_interval=30), settings.key_prefix)
+    return ExportStore.from_url(settings.redis_url, settings.key_prefix)
 
 
 def build_runtime(settings: Settings, app: Celery) -> Runtime:

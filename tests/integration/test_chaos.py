@@ -18,7 +18,7 @@ import pytest
 from tests.integration.conftest import BROKERS, REQUIRE_REAL_REDIS, count_lines, day_after, unique_hour
 from worker.dev.localstack import Broker, LocalStack
 from worker.dev.simulator import SamsaraBehaviour, SimulatorConfig
-from worker.models import ExportStatus
+from worker.models import ExportStatus, FileStatus
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +85,10 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(request: pytest.FixtureReq
         lost = duplicated = 0
         for view in views:
             assert view.record.status is ExportStatus.COMPLETED, (view.record.id, view.record.error)
+            assert len(view.files) == view.record.files_total == size["files"], view.record.id
+            not_done = [file.key for file in view.files if file.status is not FileStatus.DONE]
+            assert not not_done, f"export {view.record.id} COMPLETED with files not DONE: {not_done}"
+            assert view.record.rows == sum(file.rows for file in view.files), view.record.id
             for file in view.files:
                 written = count_lines(file.path)
                 lost += max(0, record_counts[file.name] - written)
@@ -100,4 +104,5 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(request: pytest.FixtureReq
             f"temp_files_left={len(leftovers)} elapsed={elapsed:.1f}s"
         )
         assert lost == duplicated == 0
+        assert leftovers == [], f"temp files of killed attempts left after their exports ended: {leftovers}"
         assert len(views) <= creates <= len(views) + ambiguous

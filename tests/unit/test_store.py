@@ -89,7 +89,7 @@ def test_files_and_finished_set_stay_in_step(store: ExportStore) -> None:
     store.transact("e1", add_files)
     assert store.finished_count("e1") == (0, 3)
 
-    def finish(file: FileRecord, writes: Writes) -> None:
+    def finish(_record: ExportRecord, file: FileRecord, writes: Writes) -> None:
         file.status = FileStatus.DONE
 
     store.transact_file("e1", "0-1", finish)
@@ -132,3 +132,21 @@ def test_corrupt_record_is_reported_not_reinterpreted(store: ExportStore, fake_r
     fake_redis.set("unit:export:bad", b'{"id": "bad"}')
     with pytest.raises(CorruptRecord, match="does not validate"):
         store.get("bad")
+
+
+def test_a_file_change_that_needs_no_lease_is_refused_while_a_worker_holds_it(store: ExportStore) -> None:
+    from worker.errors import StaleTask
+
+    store.create(new_record())
+    new_file = FileRecord(key="f", job_key="0", name="f", safe_name="f", url="u")
+    store.transact("e1", lambda record, writes: writes.put_file(new_file))
+    assert store.acquire_lease("e1", "f", "worker-1", 30)
+
+    def revive(_record: ExportRecord, file: FileRecord, writes: Writes) -> None:
+        file.token += 1
+
+    with pytest.raises(StaleTask, match="being downloaded"):
+        store.transact_file("e1", "f", revive, unleased=True)
+    store.release_lease("e1", "f", "worker-1")
+    store.transact_file("e1", "f", revive, unleased=True)
+    assert store.get_file("e1", "f").token == 1

@@ -47,17 +47,14 @@ def snapshot(state: JobState, raw: str, **extra) -> JobSnapshot:
 
 def apply(rec: ExportRecord, snap: JobSnapshot, token: int = 5, split=lambda p, s: None) -> tuple[tr.PollOutcome, Writes]:
     writes = Writes()
+    ctx = tr.PollContext(now=100.0, policy=POLICY, rng=random.Random(1), split=split, safe_name=lambda name, fallback: name)
     outcome = tr.apply_snapshot(
         rec,
         "0",
         token,
         snap,
-        now=100.0,
-        policy=POLICY,
-        rng=random.Random(1),
-        split=split,
-        safe_name=lambda name, fallback: name,
-        writes=writes,
+        ctx,
+        writes,
     )
     return outcome, writes
 
@@ -147,20 +144,22 @@ def file_record(key: str, status: FileStatus, rows: int = 0) -> FileRecord:
 def test_completion_waits_for_every_job_and_file() -> None:
     rec = record()
     rec.jobs["0"].status = JobStatus.SUCCEEDED
+    rec.files_total = 2
     files = [file_record("a", FileStatus.DONE, 3), file_record("b", FileStatus.PENDING)]
-    assert not tr.complete_if_done(rec, files, 1, Writes(), now=5)
+    assert not tr.complete_if_done(rec, files, Writes(), now=5)
     files[1] = file_record("b", FileStatus.DONE, 4)
-    assert tr.complete_if_done(rec, files, 2, Writes(), now=5)
+    assert tr.complete_if_done(rec, files, Writes(), now=5)
     assert rec.status is ExportStatus.COMPLETED and rec.rows == 7
-    assert not tr.complete_if_done(rec, files, 2, Writes(), now=6)
+    assert not tr.complete_if_done(rec, files, Writes(), now=6)
 
 
 def test_completion_with_a_failed_file_fails_but_keeps_the_rest() -> None:
     rec = record()
     rec.jobs["0"].status = JobStatus.SUCCEEDED
+    rec.files_total = 2
     failed = file_record("b", FileStatus.FAILED)
     failed.error = "header lacks required column(s) vehicleId"
-    assert tr.complete_if_done(rec, [file_record("a", FileStatus.DONE, 3), failed], 2, Writes(), now=5)
+    assert tr.complete_if_done(rec, [file_record("a", FileStatus.DONE, 3), failed], Writes(), now=5)
     assert rec.status is ExportStatus.FAILED and "1 of 2 file(s) failed" in (rec.error or "")
     assert rec.rows == 3
 

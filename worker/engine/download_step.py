@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from worker import metrics
+from worker.engine import transitions as tr
 from worker.engine.context import Runtime, export_log
 from worker.engine.lifecycle import enforce_deadline, finish_if_complete
 from worker.errors import DownloadUrlExpired, ExportWorkerError, PermanentError, RetryLater, StaleTask, TransientError
 from worker.file_transfer import TransferResult, transfer_file
 from worker.http_download import open_download
-from worker.models import ExportRecord, FileRecord, FileStatus, FileTaskArgs, Writes
+from worker.models import ExportRecord, FileOutput, FileRecord, FileStatus, FileTaskArgs, Writes
 from worker.providers.gateway import ProviderGateway
 from worker.sinks.base import SinkResult
 
@@ -31,14 +32,8 @@ def _refresh_url(rt: Runtime, gateway: ProviderGateway, record: ExportRecord, fi
     if fresh is None:
         raise PermanentError(f"{record.provider} job {job.provider_job_id} no longer lists file {file.name!r}")
 
-    def mutate(current: FileRecord, writes: Writes) -> FileRecord:
-        if current.token != file.token or current.status is not FileStatus.PENDING:
-            raise StaleTask(f"file {file.key} moved on during URL refresh")
-        current.url = fresh.url
-        current.expires_at = fresh.expires_at.timestamp() if fresh.expires_at else None
-        current.url_refreshes += 1
-        writes.event("url_refreshed", file=file.key)
-        return current.model_copy()
+    def mutate(state: ExportRecord, current: FileRecord, writes: Writes) -> FileRecord:
+        return tr.refresh_file_url(state, current, file.token, fresh, writes).model_copy()
 
     return rt.store.transact_file(record.id, file.key, mutate)
 
@@ -85,32 +80,14 @@ def _finish_file(
     record: ExportRecord,
     file: FileRecord,
     *,
-    result: SinkResult | None,
-    transfer: TransferResult | None,
+    output: FileOutput | None,
     error: str | None,
 ) -> None:
     now = rt.clock()
-
-    def mutate(current: FileRecord, writes: Writes) -> FileRecord:
-        if current.token != file.token or current.status is not FileStatus.PENDING:
-            raise StaleTask(f"file {file.key} already finished")
-        current.finished_at = now
-        if result is not None and transfer is not None:
-            current.status = FileStatus.DONE
-            current.rows = result.rows
-            current.quarantined = result.quarantined
-            current.bytes = transfer.bytes
-            current.path = str(result.path)
-            current.quarantine_path = str(result.quarantine_path) if result.quarantine_path else None
-            writes.event("file_done", file=file.key, rows=result.rows, quarantined=result.quarantined)
-        else:
-            current.status = FileStatus.FAILED
-            current.error = error
-            writes.event("file_failed", file=file.key, error=error)
-        return current
-
     try:
-        done = rt.store.transact_file(record.id, file.key, mutate)
+        done = rt.store.transact_file(
+            record.id, file.key, lambda state, current, w: tr.finish_file(state, current, file.token, output, error, now, w)
+        )
     except StaleTask:
         metrics.STALE_TASKS.labels("download").inc()
         return
@@ -118,21 +95,12 @@ def _finish_file(
         metrics.BYTES_DOWNLOADED.labels(record.provider).inc(done.bytes)
         metrics.ROWS_WRITTEN.labels(record.provider).inc(done.rows)
         metrics.ROWS_QUARANTINED.labels(record.provider).inc(done.quarantined)
-        seen = done.rows + done.quarantined
-        if done.record_count is not None and seen != done.record_count:
-            warning = f"file {done.name}: provider recordCount is {done.record_count} but {seen} rows were parsed"
-
-            def warn(state: ExportRecord, writes: Writes) -> None:
-                state.warnings.append(warning)
-                writes.event("warning", message=warning)
-
-            rt.store.transact(record.id, warn)
     finish_if_complete(rt, record.id)
 
 
 def _retry_file(rt: Runtime, record: ExportRecord, file: FileRecord, exc: ExportWorkerError) -> None:
     if file.attempts + 1 > rt.settings.max_transient_retries:
-        _finish_file(rt, record, file, result=None, transfer=None, error=f"gave up after {file.attempts + 1} attempts: {exc}")
+        _finish_file(rt, record, file, output=None, error=f"gave up after {file.attempts + 1} attempts: {exc}")
         return
     delay = (
         rt.policy.after_retry_after(exc.retry_after, rt.rng)
@@ -140,18 +108,10 @@ def _retry_file(rt: Runtime, record: ExportRecord, file: FileRecord, exc: Export
         else rt.policy.delay(file.attempts, rt.rng)
     )
     now = rt.clock()
-
-    def mutate(current: FileRecord, writes: Writes) -> int:
-        if current.token != file.token or current.status is not FileStatus.PENDING:
-            raise StaleTask(f"file {file.key} moved on")
-        current.attempts += 1
-        current.error = str(exc)
-        current.token += 1
-        current.dispatched_at = now + delay
-        return current.token
-
     try:
-        token = rt.store.transact_file(record.id, file.key, mutate)
+        token = rt.store.transact_file(
+            record.id, file.key, lambda state, current, _writes: tr.retry_file(state, current, file.token, str(exc), delay, now)
+        )
     except StaleTask:
         return
     metrics.RETRIES.labels(record.provider, "download", type(exc).__name__).inc()
@@ -164,7 +124,9 @@ def run_download(rt: Runtime, args: FileTaskArgs, owner: str) -> None:
     if enforce_deadline(rt, record):
         return
     file = rt.store.get_file(args.export_id, args.file_key)
-    if file.status is not FileStatus.PENDING or file.token != args.token:
+    try:
+        tr.current_file(record, file, args.token)
+    except StaleTask:
         metrics.STALE_TASKS.labels("download").inc()
         return
     lease = rt.settings.lease_seconds
@@ -184,12 +146,19 @@ def run_download(rt: Runtime, args: FileTaskArgs, owner: str) -> None:
     gateway = rt.gateway(record.provider, record.credential)
     try:
         result, transfer, file = _stream_to_sink(rt, gateway, record, file, renew)
-        _finish_file(rt, record, file, result=result, transfer=transfer, error=None)
+        output = FileOutput(
+            rows=result.rows,
+            quarantined=result.quarantined,
+            bytes=transfer.bytes,
+            path=str(result.path),
+            quarantine_path=str(result.quarantine_path) if result.quarantine_path else None,
+        )
+        _finish_file(rt, record, file, output=output, error=None)
     except StaleTask:
         metrics.STALE_TASKS.labels("download").inc()
     except (RetryLater, TransientError) as exc:
         _retry_file(rt, record, file, exc)
     except PermanentError as exc:
-        _finish_file(rt, record, file, result=None, transfer=None, error=str(exc))
+        _finish_file(rt, record, file, output=None, error=str(exc))
     finally:
         rt.store.release_lease(args.export_id, args.file_key, owner)

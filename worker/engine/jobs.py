@@ -14,7 +14,7 @@ from worker.engine import transitions as tr
 from worker.engine.context import Runtime, export_log
 from worker.engine.lifecycle import enforce_deadline, fail_export, finish_if_complete, on_terminal
 from worker.errors import PermanentError, RetryLater, StaleTask, TransientError
-from worker.models import ExportRecord, FileTaskArgs, JobSnapshot, JobStatus, JobTaskArgs, Writes
+from worker.models import ExportRecord, FileTaskArgs, JobSnapshot, JobTaskArgs, Writes
 from worker.security.filenames import safe_filename
 
 
@@ -37,14 +37,10 @@ def _retry_job_step(
     export_log(record, job).warning("%s of job %s rescheduled in %.1fs: %s", step, args.job_key, delay, exc)
     now = rt.clock()
 
-    def mutate(state: ExportRecord, writes: Writes) -> int:
-        current = tr.current_job(state, args.job_key, args.token)
-        if submitting:
-            current.status = JobStatus.PENDING
-        if reason == "transient":
-            current.transient_errors += 1
-            current.message = str(exc)
-        return tr.reschedule(current, delay, now)
+    error = str(exc) if reason == "transient" else None
+
+    def mutate(state: ExportRecord, _writes: Writes) -> int:
+        return tr.retry_job_step(state, args.job_key, args.token, submitting=submitting, error=error, delay=delay, now=now)
 
     try:
         token = rt.store.transact(record.id, mutate)
@@ -136,18 +132,14 @@ def run_poll(rt: Runtime, args: JobTaskArgs) -> None:
     metrics.POLLS.labels(record.provider, snapshot.raw_status).inc()
 
     def mutate(state: ExportRecord, writes: Writes) -> tr.PollOutcome:
-        return tr.apply_snapshot(
-            state,
-            args.job_key,
-            args.token,
-            snapshot,
+        ctx = tr.PollContext(
             now=rt.clock(),
             policy=rt.policy,
             rng=rt.rng,
             split=gateway.split,
             safe_name=lambda name, fallback: safe_filename(name, fallback=fallback),
-            writes=writes,
         )
+        return tr.apply_snapshot(state, args.job_key, args.token, snapshot, ctx, writes)
 
     try:
         outcome = rt.store.transact(args.export_id, mutate)

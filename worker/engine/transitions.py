@@ -16,12 +16,15 @@ from worker.errors import InvalidRequest, StaleTask
 from worker.models import (
     ExportRecord,
     ExportStatus,
+    FileOutput,
     FileRecord,
     FileStatus,
     JobRecord,
     JobSnapshot,
     JobState,
     JobStatus,
+    NewExport,
+    RemoteFile,
     Writes,
 )
 
@@ -60,6 +63,17 @@ def deadline_reason(record: ExportRecord, now: float) -> str | None:
     )
 
 
+def new_export(request: NewExport, now: float) -> ExportRecord:
+    """A fresh export with its first job, ready for its first submit task (token 1)."""
+    return ExportRecord(
+        **request.model_dump(exclude={"deadline_seconds"}),
+        jobs={"0": JobRecord(key="0", params=request.params, token=1, next_action_at=now)},
+        created_at=now,
+        updated_at=now,
+        deadline_at=now + request.deadline_seconds,
+    )
+
+
 def current_job(record: ExportRecord, job_key: str, token: int) -> JobRecord:
     """The job a task may act on, or StaleTask if the export ended or the token moved on."""
     if record.status.terminal:
@@ -68,6 +82,15 @@ def current_job(record: ExportRecord, job_key: str, token: int) -> JobRecord:
     if job is None or job.token != token:
         raise StaleTask(f"job {job_key} of export {record.id} has moved past token {token}")
     return job
+
+
+def current_file(record: ExportRecord, file: FileRecord, token: int) -> FileRecord:
+    """The file a download task may act on, or StaleTask if the export ended or the file moved on."""
+    if record.status.terminal:
+        raise StaleTask(f"export {record.id} is already {record.status.value}")
+    if file.token != token or file.status is not FileStatus.PENDING:
+        raise StaleTask(f"file {file.key} of export {record.id} has moved past token {token}")
+    return file
 
 
 def reschedule(job: JobRecord, delay: float, now: float) -> int:
@@ -116,6 +139,87 @@ def _copy_snapshot(job: JobRecord, snapshot: JobSnapshot) -> None:
     job.records_processed = snapshot.records_processed
 
 
+def retry_job_step(
+    record: ExportRecord, job_key: str, token: int, *, submitting: bool, error: str | None, delay: float, now: float
+) -> int:
+    """Hand a refused submit/poll to a new task after ``delay``; ``error`` counts as a transient failure."""
+    job = current_job(record, job_key, token)
+    if submitting:
+        job.status = JobStatus.PENDING
+    if error is not None:
+        job.transient_errors += 1
+        job.message = error
+    return reschedule(job, delay, now)
+
+
+def revive_job(record: ExportRecord, job_key: str, token: int, now: float, writes: Writes) -> JobStatus:
+    """Give a silent chain a new task now; the old token goes stale."""
+    job = current_job(record, job_key, token)
+    writes.event("revived", job=job_key)
+    reschedule(job, 0, now)
+    return job.status
+
+
+def finish_file(
+    record: ExportRecord, file: FileRecord, token: int, output: FileOutput | None, error: str | None, now: float, writes: Writes
+) -> FileRecord:
+    """Mark the file DONE with what its sink committed, or FAILED with ``error``."""
+    current_file(record, file, token)
+    file.finished_at = now
+    if output is not None:
+        file.status = FileStatus.DONE
+        file.rows = output.rows
+        file.quarantined = output.quarantined
+        file.bytes = output.bytes
+        file.path = output.path
+        file.quarantine_path = output.quarantine_path
+        writes.event("file_done", file=file.key, rows=output.rows, quarantined=output.quarantined)
+    else:
+        file.status = FileStatus.FAILED
+        file.error = error
+        writes.event("file_failed", file=file.key, error=error)
+    return file
+
+
+def retry_file(record: ExportRecord, file: FileRecord, token: int, error: str, delay: float, now: float) -> int:
+    """Hand the file to a new download task after ``delay``; the old token goes stale."""
+    current_file(record, file, token)
+    file.attempts += 1
+    file.error = error
+    file.token += 1
+    file.dispatched_at = now + delay
+    return file.token
+
+
+def refresh_file_url(record: ExportRecord, file: FileRecord, token: int, fresh: RemoteFile, writes: Writes) -> FileRecord:
+    current_file(record, file, token)
+    file.url = fresh.url
+    file.expires_at = fresh.expires_at.timestamp() if fresh.expires_at else None
+    file.url_refreshes += 1
+    writes.event("url_refreshed", file=file.key)
+    return file
+
+
+def revive_file(record: ExportRecord, file: FileRecord, token: int, now: float, writes: Writes) -> int:
+    """Give a silent download a new task now; the old token goes stale."""
+    current_file(record, file, token)
+    file.token += 1
+    file.dispatched_at = now
+    writes.event("revived", file=file.key)
+    return file.token
+
+
+@dataclass(frozen=True)
+class PollContext:
+    """What applying a poll answer needs besides the record: clock, backoff, and provider rules."""
+
+    now: float
+    policy: BackoffPolicy
+    rng: random.Random
+    split: Callable[[dict, JobSnapshot], list[dict] | None]
+    safe_name: Callable[[str, str], str]
+
+
 @dataclass
 class PollOutcome:
     """What the caller must dispatch after the transaction committed."""
@@ -129,19 +233,10 @@ class PollOutcome:
 
 
 def apply_snapshot(
-    record: ExportRecord,
-    job_key: str,
-    token: int,
-    snapshot: JobSnapshot,
-    *,
-    now: float,
-    policy: BackoffPolicy,
-    rng: random.Random,
-    split: Callable[[dict, JobSnapshot], list[dict] | None],
-    safe_name: Callable[[str, str], str],
-    writes: Writes,
+    record: ExportRecord, job_key: str, token: int, snapshot: JobSnapshot, ctx: PollContext, writes: Writes
 ) -> PollOutcome:
     """Advance one job from a poll answer: keep polling, fan out files, split, or fail."""
+    now, policy, rng, split, safe_name = ctx.now, ctx.policy, ctx.rng, ctx.split, ctx.safe_name
     job = current_job(record, job_key, token)
     previous = job.raw_status
     job.polls += 1
@@ -194,14 +289,25 @@ def apply_snapshot(
     return PollOutcome(failed=True)
 
 
-def complete_if_done(record: ExportRecord, files: list[FileRecord], finished: int, writes: Writes, now: float) -> bool:
-    """End the export once every job is done and every known file finished; True if this call ended it."""
+def complete_if_done(record: ExportRecord, files: list[FileRecord], writes: Writes, now: float) -> bool:
+    """End the export once every job is done and every file finished; True if this call ended it.
+
+    ``files`` must be read in the same atomic view as ``record`` (:meth:`ExportStore.transact_with_files`):
+    a job's files are stored in the same EXEC that marks it SUCCEEDED, so that view holds every file
+    of every succeeded job, and the sums below are over exactly those files.
+    """
     if record.status.terminal:
         return False
     if not all(job.status in (JobStatus.SUCCEEDED, JobStatus.SPLIT) for job in record.jobs.values()):
         return False
-    if finished < len(files) or any(f.status is FileStatus.PENDING for f in files):
+    if len(files) != record.files_total or any(f.status is FileStatus.PENDING for f in files):
         return False
+    for file in files:
+        seen = file.rows + file.quarantined
+        if file.status is FileStatus.DONE and file.record_count is not None and seen != file.record_count:
+            warning = f"file {file.name}: provider recordCount is {file.record_count} but {seen} rows were parsed"
+            record.warnings.append(warning)
+            writes.event("warning", message=warning)
     record.rows = sum(f.rows for f in files)
     record.quarantined = sum(f.quarantined for f in files)
     record.bytes = sum(f.bytes for f in files)
@@ -218,7 +324,11 @@ def complete_if_done(record: ExportRecord, files: list[FileRecord], finished: in
 
 
 def reopen_failed_files(record: ExportRecord, files: list[FileRecord], writes: Writes, now: float) -> list[FileRecord]:
-    """Give the failed files of a FAILED export another go; files already written are left alone."""
+    """Give every unfinished file of a FAILED export another go; files already written are left alone.
+
+    PENDING files count too: a download in flight when the export failed is refused at its finish,
+    so its file stays PENDING and needs a new task like a FAILED one.
+    """
     if record.status is not ExportStatus.FAILED:
         raise InvalidRequest(f"export {record.id} is {record.status.value}; only FAILED exports can be retried")
     if any(job.status is JobStatus.FAILED for job in record.jobs.values()):
@@ -226,7 +336,7 @@ def reopen_failed_files(record: ExportRecord, files: list[FileRecord], writes: W
             f"export {record.id} failed at the provider ({record.error}); use replay where the provider allows it, "
             "or submit a new export"
         )
-    failed = [file for file in files if file.status is FileStatus.FAILED]
+    failed = [file for file in files if file.status is not FileStatus.DONE]
     if not failed:
         raise InvalidRequest(f"export {record.id} has no failed files to retry ({record.error})")
     for file in failed:
@@ -245,8 +355,10 @@ def reopen_failed_files(record: ExportRecord, files: list[FileRecord], writes: W
 def reopen_replayed_job(
     record: ExportRecord, job_key: str, snapshot: JobSnapshot, delay: float, now: float, writes: Writes
 ) -> int:
-    """After the provider accepted a replay, poll the same job again."""
+    """After the provider accepted a replay, poll the same job again (once: a concurrent replay is refused)."""
     job = record.jobs[job_key]
+    if record.status is not ExportStatus.FAILED or job.status is not JobStatus.FAILED:
+        raise InvalidRequest(f"export {record.id} is {record.status.value} again; it was replayed meanwhile")
     job.status = JobStatus.POLLING
     job.transient_errors = 0
     _copy_snapshot(job, snapshot)

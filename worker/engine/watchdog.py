@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from worker import metrics
 from worker.engine import transitions as tr
 from worker.engine.context import Runtime
-from worker.engine.lifecycle import enforce_deadline, finish_if_complete
+from worker.engine.lifecycle import enforce_deadline, finish_if_complete, on_terminal
 from worker.errors import StaleTask, UnknownExport
 from worker.models import ExportRecord, FileRecord, FileStatus, FileTaskArgs, JobStatus, JobTaskArgs, Writes
 
@@ -30,6 +30,7 @@ class WatchdogReport:
     files_revived: int = 0
     expired: int = 0
     completed: int = 0
+    announced: int = 0
 
 
 def _revive_jobs(rt: Runtime, record: ExportRecord, report: WatchdogReport) -> None:
@@ -41,10 +42,7 @@ def _revive_jobs(rt: Runtime, record: ExportRecord, report: WatchdogReport) -> N
             continue
 
         def mutate(state: ExportRecord, writes: Writes, key: str = job.key, token: int = job.token) -> JobStatus:
-            current = tr.current_job(state, key, token)
-            writes.event("revived", job=key)
-            tr.reschedule(current, 0, now)
-            return current.status
+            return tr.revive_job(state, key, token, now, writes)
 
         try:
             status = rt.store.transact(record.id, mutate)
@@ -65,19 +63,12 @@ def _revive_files(rt: Runtime, record: ExportRecord, files: list[FileRecord], re
     for file in files:
         if file.status is not FileStatus.PENDING or now < file.dispatched_at + rt.settings.stale_after_seconds:
             continue
-        if rt.store.lease_holder(record.id, file.key) is not None:
-            continue
 
-        def mutate(current: FileRecord, writes: Writes, token: int = file.token) -> int:
-            if current.token != token or current.status is not FileStatus.PENDING:
-                raise StaleTask(current.key)
-            current.token += 1
-            current.dispatched_at = now
-            writes.event("revived", file=current.key)
-            return current.token
+        def mutate(state: ExportRecord, current: FileRecord, writes: Writes, token: int = file.token) -> int:
+            return tr.revive_file(state, current, token, now, writes)
 
         try:
-            token = rt.store.transact_file(record.id, file.key, mutate)
+            token = rt.store.transact_file(record.id, file.key, mutate, unleased=True)
         except StaleTask:
             continue
         rt.dispatcher.download(FileTaskArgs(export_id=record.id, file_key=file.key, token=token), 0)
@@ -86,8 +77,25 @@ def _revive_files(rt: Runtime, record: ExportRecord, files: list[FileRecord], re
         log.warning("revived download of export %s file %s", record.id, file.key)
 
 
+def _announce_unreported_ends(rt: Runtime, report: WatchdogReport) -> None:
+    """Report ends whose worker died between the EXEC and the callback (see ``on_terminal``)."""
+    for export_id in rt.store.unannounced_ids(ended_before=rt.clock() - rt.settings.stale_after_seconds):
+        try:
+            record = rt.store.get(export_id)
+        except UnknownExport:
+            rt.store.mark_announced(export_id)
+            continue
+        if not record.status.terminal:
+            rt.store.mark_announced(export_id)
+            continue
+        on_terminal(rt, record)
+        report.announced += 1
+        log.warning("reported the end of export %s, which its worker did not live to report", export_id)
+
+
 def run_watchdog(rt: Runtime) -> WatchdogReport:
     report = WatchdogReport()
+    _announce_unreported_ends(rt, report)
     for export_id in rt.store.active_ids():
         try:
             record = rt.store.get(export_id)

@@ -57,6 +57,17 @@ class JsonlSink:
         _sweep_stale_temps(directory, safe_name)
         return JsonlFileWriter(directory, safe_name, file_key)
 
+    def discard_attempts(self, export_id: str) -> int:
+        """Delete every temp left under the export by killed attempts; called once the export ended."""
+        if not _ID.fullmatch(export_id):
+            raise ValueError(f"export_id {export_id!r} is not a plain identifier")
+        removed = 0
+        for temp in (self.root / export_id).glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                temp.unlink()
+                removed += 1
+        return removed
+
 
 class JsonlFileWriter:
     """One attempt at one file. Not thread-safe; one attempt per writer object."""

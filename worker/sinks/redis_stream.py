@@ -27,6 +27,10 @@ class RedisStreamSink:
     def open_file(self, export_id: str, file_key: str, safe_name: str) -> RedisStreamFileWriter:
         return RedisStreamFileWriter(self, export_id, file_key)
 
+    def discard_attempts(self, export_id: str) -> int:
+        """Nothing to sweep: each attempt's staging stream carries the sink's TTL and expires by itself."""
+        return 0
+
 
 class RedisStreamFileWriter:
     def __init__(self, sink: RedisStreamSink, export_id: str, file_key: str) -> None:

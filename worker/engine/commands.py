@@ -1,0 +1,66 @@
+"""What a caller asks of an export: create it, cancel it, retry its failed files, replay its job.
+
+Requests arrive here validated (see :mod:`worker.api`); each command is one atomic transaction on
+the export, followed by the tasks it implies (save, then dispatch, as every engine step).
+"""
+
+from __future__ import annotations
+
+from worker.engine import lifecycle
+from worker.engine import transitions as tr
+from worker.engine.context import Runtime
+from worker.errors import InvalidRequest
+from worker.models import (
+    ExportRecord,
+    ExportStatus,
+    FileRecord,
+    FileTaskArgs,
+    JobRecord,
+    JobStatus,
+    JobTaskArgs,
+    NewExport,
+    Writes,
+)
+
+
+def create_export(rt: Runtime, request: NewExport) -> str:
+    """Store the export and send its first submit; an idempotency key already used returns that export."""
+    stored, created = rt.store.create(tr.new_export(request, rt.clock()))
+    if created:
+        rt.dispatcher.submit(JobTaskArgs(export_id=stored.id, job_key="0", token=1), 0)
+    return stored.id
+
+
+def cancel(rt: Runtime, export_id: str) -> None:
+    if not lifecycle.cancel_export(rt, export_id):
+        record = rt.store.get(export_id)
+        raise InvalidRequest(f"export {export_id} already ended as {record.status.value}; nothing to cancel")
+
+
+def retry(rt: Runtime, export_id: str) -> None:
+    """Re-download unfinished files, or replay a failed provider job where the provider allows it."""
+    record = rt.store.get(export_id)
+    failed_jobs = [job for job in record.jobs.values() if job.status is JobStatus.FAILED]
+    if record.status is ExportStatus.FAILED and failed_jobs:
+        replay(rt, record, failed_jobs[0])
+        return
+
+    def reopen(state: ExportRecord, files: list[FileRecord], writes: Writes) -> list[FileRecord]:
+        return tr.reopen_failed_files(state, files, writes, rt.clock())
+
+    for file in rt.store.transact_with_files(export_id, reopen):
+        rt.dispatcher.download(FileTaskArgs(export_id=export_id, file_key=file.key, token=file.token), 0)
+
+
+def replay(rt: Runtime, record: ExportRecord, job: JobRecord) -> None:
+    if job.provider_job_id is None:
+        raise InvalidRequest(f"export {record.id} failed before its provider job existed; submit it again")
+    gateway = rt.gateway(record.provider, record.credential)
+    snapshot = gateway.replay(job.provider_job_id, job.params)
+    delay = rt.policy.delay(0, rt.rng)
+
+    def mutate(state: ExportRecord, writes: Writes) -> int:
+        return tr.reopen_replayed_job(state, job.key, snapshot, delay, rt.clock(), writes)
+
+    token = rt.store.transact(record.id, mutate)
+    rt.dispatcher.poll(JobTaskArgs(export_id=record.id, job_key=job.key, token=token), delay)
