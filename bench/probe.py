@@ -1,7 +1,8 @@
 """Loaded into the benchmark's worker (``celery worker --include bench.probe``): records when each poll ran.
 
-One RPUSH of the wall-clock time per finished poll task onto ``<prefix>:bench:polled``, so the
-benchmark can tell how long after its due time every poll was run, whatever the broker.
+One RPUSH of ``"<token> <wall-clock time>"`` per finished poll task onto ``<prefix>:bench:polled``,
+so the benchmark can tell how long after its due time each poll (numbered by its stale token) ran,
+whatever the broker.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def _client(pid: int) -> redis.Redis:
 
 
 @signals.task_postrun.connect
-def _record(sender: Any = None, **_: Any) -> None:
+def _record(sender: Any = None, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
     if getattr(sender, "name", None) == POLL_TASK:
-        _client(os.getpid()).rpush(polled_key(get_settings().key_prefix), time.time())
+        token = (kwargs or {}).get("token")
+        _client(os.getpid()).rpush(polled_key(get_settings().key_prefix), f"{token} {time.time()}")
