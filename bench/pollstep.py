@@ -130,7 +130,10 @@ PROVIDERS: dict[str, dict[str, Any]] = {
     "impact": {
         "transport": _impact_provider,
         "credential": "impact",
-        "params": {"report_id": "att_adv_performance_by_day", "report_params": {"START_DATE": "2026-11-01"}},
+        "params": {
+            "report_id": "att_adv_performance_by_day",
+            "report_params": {"START_DATE": "2026-11-01", "END_DATE": "2026-11-01"},
+        },
     },
 }
 

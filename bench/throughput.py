@@ -58,7 +58,7 @@ TOKEN = "bench-samsara-token"
 
 def _create_job(client: httpx.Client, start_hour: str) -> dict[str, Any]:
     end_hour = start_hour.replace("T00:", "T23:")
-    response = client.post("/ifta-detail/csv", json={"startHour": start_hour, "endHour": end_hour, "vehicleIds": [1, 2, 3]})
+    response = client.post("/ifta-detail/csv", json={"startHour": start_hour, "endHour": end_hour, "vehicleIds": "1,2,3"})
     data: dict[str, Any] = response.raise_for_status().json()["data"]
     if data["jobStatus"] != "Completed" or not data.get("files"):
         raise RuntimeError(f"the simulator job should be Completed with one file at once: {data}")
@@ -235,7 +235,7 @@ def _run_child(spec: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
 def run(result: Result) -> None:
     deadline = Deadline(TIME_BOUND["smoke" if result.smoke else "full"], "throughput")
     target = result.size * MB
-    sample_behaviour = SamsaraBehaviour(requested_seconds=0, processing_seconds=0, files=1, rows_per_file=SAMPLE_ROWS)
+    sample_behaviour = SamsaraBehaviour(requested_seconds=0, processing_seconds=0, files=1, rows_per_file=SAMPLE_ROWS, gzip=False)
     config = SimulatorConfig(samsara_token=TOKEN, samsara_behaviours={SAMPLE_HOUR: sample_behaviour})
     with SimulatorThread(config) as simulator, tempfile.TemporaryDirectory(prefix="aew-bench-throughput-") as tmp:
         control = httpx.Client(base_url=simulator.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
@@ -253,7 +253,7 @@ def run(result: Result) -> None:
                 "file_bytes_target": target,
                 "rows": rows,
                 "bytes_per_row": round(bytes_per_row, 2),
-                "columns": "Samsara IFTA detail (7 columns: int, str, str, 2 datetimes, 2 floats)",
+                "columns": "Samsara IFTA detail (13 snake_case columns: 3 ints, 7 floats, 3 strings)",
                 "chunk_bytes": CHUNK,
             }
         )

@@ -25,6 +25,19 @@ def fixture_bytes(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
+class FakeClock:
+    """Unix time that moves only when a test says so (simulator and engine tests step through time)."""
+
+    def __init__(self, now: float = 1_717_200_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "output_dir": tmp_path / "out",

@@ -28,6 +28,7 @@ from worker.models import (
     SinkName,
 )
 from worker.providers import get_provider
+from worker.providers.base import wire_params
 from worker.schedules import idempotency_key as schedule_key
 from worker.schedules import load_schedules, period_of, render_params
 
@@ -106,11 +107,13 @@ class ExportClient:
         request = NewExport(
             id=secrets.token_hex(8),
             provider=provider,
-            params=validated.model_dump(mode="json", by_alias=True, exclude_none=True),
+            params=wire_params(validated),
             credential=credential,
             idempotency_key=idempotency_key,
             callback=hook,
             deadline_seconds=deadline,
+            planned=[wire_params(part) for part in chosen.plan(validated)],
+            warnings=chosen.warnings(validated, datetime.fromtimestamp(self.rt.clock(), UTC)),
             schedule=schedule,
             sink=sink,
         )

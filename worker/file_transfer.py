@@ -21,6 +21,9 @@ class TransferResult:
     rows: int
     quarantined: int
     bytes: int
+    """Content bytes the parser read (decompressed)."""
+    wire_bytes: int = 0
+    """Bytes downloaded (compressed for a gzip file); set by the caller, which owns the download."""
 
 
 class _ByteCounter:

@@ -38,12 +38,36 @@ def parse_retry_after(value: str | None, default: float = DEFAULT_RETRY_AFTER_SE
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
+EPOCH_THRESHOLD = 1_000_000_000
+"""An ``X-RateLimit-Reset`` above this is a Unix time, below it a number of seconds."""
+
+
+def parse_rate_limit_reset(value: str | None, default: float = DEFAULT_RETRY_AFTER_SECONDS) -> float:
+    """Seconds until ``X-RateLimit-Reset``: APIs send either a Unix time or delta-seconds, so take both."""
+    try:
+        reset = float(value or "")
+    except ValueError:
+        return default
+    if reset > EPOCH_THRESHOLD:
+        reset -= datetime.now(timezone.utc).timestamp()
+    return max(0.0, reset)
+
+
+def retry_after_of(response: httpx.Response) -> float:
+    """How long a 429 asks us to wait: ``Retry-After`` (Samsara, impact.com partner API) or
+    ``X-RateLimit-Reset`` (impact.com brand API, which sends no ``Retry-After``)."""
+    if "Retry-After" in response.headers:
+        return parse_retry_after(response.headers["Retry-After"])
+    return parse_rate_limit_reset(response.headers.get("X-RateLimit-Reset"))
+
+
 def raise_for_status(response: httpx.Response, *, provider: str, credential_name: str, job_id: str | None = None) -> None:
     code = response.status_code
     if code < 400:
         return
     if code == 429:
-        raise RetryLater(f"{provider} rate limit hit (HTTP 429)", parse_retry_after(response.headers.get("Retry-After")))
+        wait = retry_after_of(response)
+        raise RetryLater(f"{provider} rate limit hit (HTTP 429); the provider asks us to wait {wait:.0f}s", wait)
     if code in (401, 403):
         raise AuthError(credential_name, code, provider)
     if code == 404 and job_id is not None:
@@ -64,9 +88,10 @@ def send(
     credential_name: str,
     job_id: str | None = None,
     json: Any = None,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     try:
-        response = client.request(method, url, json=json)
+        response = client.request(method, url, json=json, headers=headers)
     except (httpx.TransportError, httpx.TimeoutException) as exc:
         API_CALLS.labels(provider, method, "error").inc()
         raise TransientError(f"{provider} {method} {url} failed: {exc.__class__.__name__}: {exc}") from exc

@@ -5,23 +5,109 @@ requested, and so that the provider credential never follows a redirect to anoth
 codes go through :func:`worker.http.raise_for_status` like every other provider call, except that a
 signed storage URL answering 403 (or 400 "expired") means "re-poll for a fresh URL", not "bad
 credential". A body shorter than its ``Content-Length`` is a transient failure, never a short file.
+
+Bodies that start with the gzip magic bytes are decompressed while they stream, whatever their name
+or headers say (Samsara serves ``*.csv.gz`` from signed storage URLs without ``Content-Encoding``).
+Decompression is bounded per step, so memory stays constant and a gzip bomb hits
+``MAX_DOWNLOAD_BYTES`` (applied to the compressed and to the decompressed size) as a clear error.
+A 202 answer (impact.com: "the file is not ready yet") is never taken as the file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import httpx
 
-from worker.errors import DownloadUrlExpired, PermanentError, TransientError, UrlRejected
-from worker.http import raise_for_status
+from worker.errors import DownloadUrlExpired, PermanentError, RetryLater, TransientError, UrlRejected
+from worker.http import parse_retry_after, raise_for_status
 from worker.security.urls import UrlGuard
 
 _ERROR_BODY_BYTES = 64 * 1024
 _MAX_BYTES_SETTING = "EXPORT_WORKER_MAX_DOWNLOAD_BYTES"
 _CREDENTIAL_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie")
 _HOP_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
+GZIP_MAGIC = b"\x1f\x8b"
+NOT_READY_RETRY_SECONDS = 30.0
+"""Re-download delay after a 202 "not ready" that carries no Retry-After."""
+
+
+class DownloadBody:
+    """The body as content chunks (gunzipped when it is gzip), counting bytes on the wire and out.
+
+    ``wire_bytes`` is what was downloaded (compressed when the file is gzip); ``content_bytes`` is
+    what the parser gets. Both are final once iteration ends.
+    """
+
+    def __init__(self, response: httpx.Response, raw: Iterator[bytes], *, max_bytes: int, chunk_size: int, provider: str):
+        self._response = response
+        self._raw = raw
+        self._max_bytes = max_bytes
+        self._chunk_size = chunk_size
+        self._provider = provider
+        self.content_bytes = 0
+        self.gzipped = False
+
+    @property
+    def wire_bytes(self) -> int:
+        return self._response.num_bytes_downloaded
+
+    def __iter__(self) -> Iterator[bytes]:
+        head = b""
+        for chunk in self._raw:
+            head += chunk
+            if len(head) >= len(GZIP_MAGIC):
+                break
+        self.gzipped = head.startswith(GZIP_MAGIC)
+        pieces = _prepend(head, self._raw)
+        yield from self._count(_gunzip(pieces, self._chunk_size, self._path) if self.gzipped else pieces)
+
+    @property
+    def _path(self) -> str:
+        return self._response.request.url.path
+
+    def _count(self, pieces: Iterable[bytes]) -> Iterator[bytes]:
+        for piece in pieces:
+            if not piece:
+                continue
+            self.content_bytes += len(piece)
+            if self.content_bytes > self._max_bytes:
+                raise PermanentError(
+                    f"{self._provider} file {self._path} decompresses to more than the limit of {self._max_bytes} bytes; "
+                    f"raise {_MAX_BYTES_SETTING} to accept it"
+                )
+            yield piece
+
+
+def _prepend(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if head:
+        yield head
+    yield from rest
+
+
+def _gunzip(pieces: Iterable[bytes], out_size: int, path: str) -> Iterator[bytes]:
+    """Inflate gzip members one bounded step at a time (``max_length``), so output never balloons."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    fed = after_member = False
+    try:
+        for piece in pieces:
+            data = piece.lstrip(b"\x00") if after_member and not fed else piece  # zero padding after a member
+            while data:
+                fed = True
+                yield inflater.decompress(data, out_size)
+                while not inflater.unconsumed_tail and not inflater.eof and (pending := inflater.decompress(b"", out_size)):
+                    yield pending
+                data = inflater.unconsumed_tail
+                if inflater.eof:  # concatenated gzip members are one file; unused_data holds all input after the end
+                    data = inflater.unused_data.lstrip(b"\x00")
+                    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+                    fed, after_member = False, True
+    except zlib.error as exc:
+        raise PermanentError(f"{path} starts like gzip but does not decompress ({exc}); the file is corrupt") from exc
+    if fed and not inflater.eof:
+        raise TransientError(f"gzip stream of {path} ended early: the download was probably cut off")
 
 
 @contextmanager
@@ -36,8 +122,8 @@ def open_download(
     signed_url: bool,
     chunk_size: int = 1 << 20,
     max_redirects: int = 5,
-) -> Iterator[Iterator[bytes]]:
-    """Yield an iterator of body chunks; the response is closed when the block exits, however it exits.
+) -> Iterator[DownloadBody]:
+    """Yield the body (content chunks, gunzipped if gzip); the response is closed when the block exits.
 
     Errors: :class:`UrlRejected` (before any request), :class:`DownloadUrlExpired`,
     :class:`TransientError` (transport failures, 5xx, truncated body), ``RetryLater`` (429), and
@@ -58,7 +144,13 @@ def open_download(
                 f"{provider} file {final_url.path} is {expected} bytes, over the limit of {max_bytes}; "
                 f"raise {_MAX_BYTES_SETTING} to accept it"
             )
-        yield _chunks(response, final_url, expected, max_bytes, chunk_size, provider)
+        yield DownloadBody(
+            response,
+            _chunks(response, final_url, expected, max_bytes, chunk_size, provider),
+            max_bytes=max_bytes,
+            chunk_size=chunk_size,
+            provider=provider,
+        )
     finally:
         response.close()
 
@@ -105,6 +197,11 @@ def _send(client: httpx.Client, request: httpx.Request, provider: str, *, strip_
 
 def _check_status(response: httpx.Response, *, provider: str, credential_name: str, signed_url: bool) -> None:
     status = response.status_code
+    if status == 202:
+        raise RetryLater(
+            f"{provider} answered HTTP 202 for {response.request.url.path}: the file is not ready yet; downloading it later",
+            parse_retry_after(response.headers.get("Retry-After"), NOT_READY_RETRY_SECONDS),
+        )
     if 200 <= status < 300:
         return
     if status < 400:

@@ -154,6 +154,9 @@ class FileRecord(BaseModel):
     rows: int = 0
     quarantined: int = 0
     bytes: int = 0
+    """Content bytes parsed (after gunzip)."""
+    bytes_downloaded: int = 0
+    """Bytes on the wire (compressed for a gzip file)."""
     path: str | None = None
     quarantine_path: str | None = None
     error: str | None = None
@@ -192,6 +195,10 @@ class NewExport(ExportRequest):
     """A validated request, before it is stored."""
 
     deadline_seconds: float
+    planned: list[dict[str, Any]] = []
+    """The provider jobs the request becomes before anything is sent (``Provider.plan``); one or none
+    means job ``"0"`` alone."""
+    warnings: list[str] = []
 
 
 class ExportRecord(ExportRequest):
@@ -215,6 +222,7 @@ class FileOutput(BaseModel):
     rows: int
     quarantined: int
     bytes: int
+    bytes_downloaded: int = 0
     path: str
     quarantine_path: str | None = None
 

@@ -41,6 +41,8 @@ class ScheduledExport(BaseModel):
     credential: str = "default"
     cron: Cron
     period: Literal["previous_hour", "previous_day", "previous_week"] = "previous_day"
+    lag_hours: int = Field(0, ge=0)
+    """The period is the last whole one that ended at least this long ago (Samsara: 72, data settles)."""
     params: dict[str, Any] = {}
     period_params: dict[str, str] = {}
     deadline_seconds: float | None = None
@@ -77,8 +79,9 @@ def load_schedules(settings: Settings) -> list[ScheduledExport]:
 
 
 def period_of(entry: ScheduledExport, now: datetime) -> tuple[datetime, datetime]:
-    """The whole period before ``now``: [start, end) aligned to the hour, day (UTC) or ISO week."""
-    now = now.astimezone(UTC)
+    """The last whole period that ended ``lag_hours`` or more before ``now``: [start, end) aligned to
+    the hour, day (UTC) or ISO week."""
+    now = now.astimezone(UTC) - timedelta(hours=entry.lag_hours)
     if entry.period == "previous_hour":
         end = now.replace(minute=0, second=0, microsecond=0)
     else:

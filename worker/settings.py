@@ -13,6 +13,8 @@ from typing import Literal, Self
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.parsing.schema import ColumnType
+
 
 class Credential(BaseModel):
     """One named credential. Bearer providers use ``token``; Basic-auth providers use the pair."""
@@ -67,6 +69,10 @@ class Settings(BaseSettings):
     max_field_bytes: int = Field(1024 * 1024, gt=0, description="Largest single CSV field accepted.")
     redis_sink_max_rows: int = Field(100_000, gt=0, description="Most rows per file the redis_stream sink accepts.")
     redis_sink_ttl_seconds: int = Field(7 * 86400, gt=0, description="How long redis_stream sink streams are kept.")
+    column_types: dict[str, dict[str, ColumnType]] = Field(
+        default_factory=dict,
+        description='Per-provider CSV column type overrides, e.g. {"samsara": {"distance_meters": "float"}}.',
+    )
     split_min_vehicles: int = Field(1, ge=1, description="Smallest vehicle batch an auto-split produces.")
 
     watchdog_interval_seconds: float = Field(60.0, gt=0, description="How often beat runs the watchdog.")

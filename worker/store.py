@@ -15,7 +15,8 @@ key                                    type    content
 ``active``                             set     export ids not yet terminal (watchdog scans it)
 ``unannounced``                        zset    ended exports whose end was not yet reported, by end time
 ``events``                             stream  one entry per state change
-``rate:<provider>:<credential>:<op>``  string  GCRA theoretical arrival time (ms)
+``rate:<provider>:<credential>:<op>``  string  GCRA theoretical arrival time (ms); ``<op>`` is the budget name
+``hold:<provider>:<credential>``       string  set after a provider 429, expires when it asked us to wait
 ``stats:status``                       hash    number of exports in each status (metrics)
 ``export:<id>:records:<file_key>``     stream  rows of one file (``redis_stream`` sink), expires
 ``export:<id>:quarantine:<file_key>``  stream  bad rows of one file (``redis_stream`` sink)
@@ -30,6 +31,7 @@ runs again on the new state, so two workers can never both advance an export.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -348,6 +350,15 @@ class ExportStore:
         now_ms = time.time() * 1000
         wait_ms = self._eval(_RATE_SCRIPT, [self.key("rate", bucket)], [now_ms, interval_ms, burst_ms])
         return float(wait_ms) / 1000
+
+    def hold(self, bucket: str, seconds: float) -> None:
+        """Make every worker wait ``seconds`` before spending from ``bucket`` (a provider answered 429)."""
+        self.redis.set(self.key("hold", bucket), "1", px=max(1, math.ceil(seconds * 1000)))
+
+    def held_for(self, bucket: str) -> float:
+        """Seconds left on a :meth:`hold` of ``bucket``; 0 when there is none."""
+        remaining = int(self.redis.pttl(self.key("hold", bucket)))
+        return remaining / 1000 if remaining > 0 else 0.0
 
     # -- events ----------------------------------------------------------------------------------
 

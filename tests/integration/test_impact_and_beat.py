@@ -19,12 +19,26 @@ pytestmark = [pytest.mark.integration, ON_BOTH_BROKERS]
 
 def impact(sim: Sim, report: str, **behaviour) -> dict:
     sim.update(impact_behaviours={report: ImpactBehaviour(**behaviour).model_dump()})
-    return {"report_id": report}
+    return {"report_id": report, "report_params": DAY}
+
+
+DAY = {"START_DATE": "2026-11-01", "END_DATE": "2026-11-01"}
 
 
 def run(client: ExportClient, stack: LocalStack, params: dict, timeout: float = 60):
     export_id = client.submit("impact", params, credential=SIM_IMPACT_CREDENTIAL)
     return wait_done(client, export_id, stack, timeout=timeout)
+
+
+def all_events(client: ExportClient, export_id: str) -> list[dict]:
+    """Every event of one export: the shared stream is read to its end, 100 entries at a time."""
+    since, events = "0", []
+    while True:
+        last, batch = client.read_events(export_id, since=since, block_ms=None)
+        events += batch
+        if last == since:
+            return events
+        since = last
 
 
 def test_error_twice_then_completed_is_polled_through(client: ExportClient, sim: Sim, stack: LocalStack) -> None:
@@ -33,7 +47,7 @@ def test_error_twice_then_completed_is_polled_through(client: ExportClient, sim:
     view = run(client, stack, impact(sim, report, error_phases=2, error_retry_seconds=4, running_seconds=5, rows=40))
     assert view.record.status is ExportStatus.COMPLETED, view.record.error
     assert view.files[0].rows == 40 == count_lines(view.files[0].path)
-    events = client.read_events(view.record.id, since="0", block_ms=None)[1]
+    events = all_events(client, view.record.id)
     seen = [e.get("provider_status") for e in events if e["type"] == "job_status"]
     assert seen.count("ERROR") == 2 and seen[-1] == "COMPLETED"
     assert view.record.jobs["0"].percent_complete == 100
@@ -78,7 +92,7 @@ def test_samsara_and_impact_exports_run_side_by_side(client: ExportClient, sim: 
     report = f"side-by-side-{stack.run_id}"
     impact(sim, report, running_seconds=2, rows=25)
     samsara_id = client.submit("samsara", {"startHour": hour, "endHour": day_after(hour), "vehicleIds": [1]})
-    impact_id = client.submit("impact", {"report_id": report}, credential=SIM_IMPACT_CREDENTIAL)
+    impact_id = client.submit("impact", {"report_id": report, "report_params": DAY}, credential=SIM_IMPACT_CREDENTIAL)
     first, second = wait_done(client, samsara_id, stack), wait_done(client, impact_id, stack)
     assert (first.record.status, second.record.status) == (ExportStatus.COMPLETED, ExportStatus.COMPLETED)
     assert (first.record.rows, second.record.rows) == (60, 25)

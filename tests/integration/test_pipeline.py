@@ -11,6 +11,7 @@ from tests.integration.conftest import ON_BOTH_BROKERS, Sim, count_lines, day_af
 from worker.api import ExportClient
 from worker.dev.localstack import LocalStack
 from worker.dev.simulator import SamsaraBehaviour
+from worker.dev.simulator.samsara import COLUMNS as SAMSARA_COLUMNS
 from worker.errors import InvalidRequest
 from worker.models import ExportStatus, FileStatus
 
@@ -36,8 +37,9 @@ def test_export_with_several_files_writes_every_row_once(client: ExportClient, s
         assert file.path is not None and count_lines(file.path) == 250
     assert view.record.rows == 1000 and view.record.warnings == []
     first = json.loads(open(view.files[0].path).readline())
-    assert isinstance(first["vehicleId"], int) and first["vehicleId"] in (1, 2, 3)
-    assert isinstance(first["distanceMeters"], float)
+    assert isinstance(first["device_id"], int) and first["device_id"] in (1, 2, 3)
+    assert isinstance(first["distance_meters"], float) and isinstance(first["start_ms"], int)
+    assert set(first) == set(SAMSARA_COLUMNS)  # the header is the schema: every column kept
 
 
 def test_failed_job_fails_the_export_with_the_provider_reason(client: ExportClient, sim: Sim, stack: LocalStack) -> None:
@@ -110,4 +112,4 @@ def test_small_export_to_the_redis_stream_sink(client: ExportClient, sim: Sim, s
     for file in view.files:
         entries = redis.xrange(client.rt.store.records_key(export_id, file.key))
         assert len(entries) == 40 == file.record_count
-        assert json.loads(entries[0][1][b"row"])["vehicleId"] == 5
+        assert json.loads(entries[0][1][b"row"])["device_id"] == 5

@@ -197,3 +197,64 @@ def test_too_many_redirects_is_permanent() -> None:
 def test_3xx_without_location_is_not_taken_for_the_file() -> None:
     with pytest.raises(PermanentError, match="304"):
         fetch(client_for(lambda r: httpx.Response(304)))
+
+
+# --- gzip files (Samsara: "The contents will be gzipped", no Content-Encoding) ------------------------
+
+CSV = b"device_id,jurisdiction,distance_meters\n" + b"".join(b"%d,TX,%d.5\n" % (i, i) for i in range(20_000))
+
+
+def download_body(payload: bytes, *, max_bytes: int = 1 << 24, chunk_size: int = 4096, **headers: str):
+    response_headers = {"Content-Length": str(len(payload)), **headers}
+    pieces = [payload[i : i + 777] for i in range(0, len(payload), 777)]
+    client = client_for(lambda r: httpx.Response(200, headers=response_headers, stream=Body(pieces)))
+    options = {"guard": GUARD, "provider": "samsara", "credential_name": "main", "signed_url": True}
+    with open_download(client, URL, max_bytes=max_bytes, chunk_size=chunk_size, **options) as body:
+        chunks = list(body)
+    return body, chunks
+
+
+def test_gzip_is_detected_by_its_magic_bytes_and_inflated_in_bounded_chunks() -> None:
+    compressed = gzip.compress(CSV)
+    body, chunks = download_body(compressed, **{"Content-Type": "application/octet-stream"})
+    assert b"".join(chunks) == CSV and body.gzipped
+    assert max(map(len, chunks)) <= 4096
+    assert (body.wire_bytes, body.content_bytes) == (len(compressed), len(CSV))
+
+
+def test_plain_csv_passes_through_unchanged_whatever_its_name() -> None:
+    body, chunks = download_body(CSV)
+    assert b"".join(chunks) == CSV and not body.gzipped
+    assert body.wire_bytes == body.content_bytes == len(CSV)
+
+
+def test_concatenated_gzip_members_are_one_file() -> None:
+    half = len(CSV) // 2
+    _body, chunks = download_body(gzip.compress(CSV[:half]) + gzip.compress(CSV[half:]))
+    assert b"".join(chunks) == CSV
+
+
+def test_a_gzip_bomb_hits_the_size_limit_on_the_decompressed_bytes() -> None:
+    bomb = gzip.compress(b"0" * (20 << 20), 9)
+    assert len(bomb) < 100_000
+    with pytest.raises(PermanentError, match="decompresses to more than the limit of 1048576 bytes"):
+        download_body(bomb, max_bytes=1 << 20)
+
+
+def test_a_cut_off_gzip_stream_is_transient_and_a_corrupt_one_permanent() -> None:
+    compressed = gzip.compress(CSV)
+    with pytest.raises(TransientError, match="ended early"):
+        download_body(compressed[: len(compressed) // 2])
+    corrupt = compressed[:20] + bytes(200) + compressed[220:]
+    with pytest.raises(PermanentError, match="does not decompress"):
+        download_body(corrupt)
+
+
+def test_202_not_ready_is_retry_later_never_an_empty_file() -> None:
+    client = client_for(lambda r: httpx.Response(202, json={"Id": "j1", "Status": "RUNNING"}))
+    with pytest.raises(RetryLater, match="not ready yet") as waited:
+        fetch(client, signed=False)
+    assert waited.value.retry_after == 30.0
+    client = client_for(lambda r: httpx.Response(202, headers={"Retry-After": "7"}))
+    with pytest.raises(RetryLater):
+        fetch(client, signed=False)

@@ -288,7 +288,7 @@ def test_too_many_vehicles_splits_and_completes_from_child_jobs(rt: Runtime, dri
     assert record.jobs["0"].status is JobStatus.SPLIT
     assert {k: j.params["vehicleIds"] for k, j in record.jobs.items() if j.parent} == {"0.0": [1, 2], "0.1": [3, 4]}
     bodies = [json.loads(r.content) for r in provider.requests if r.method == "POST"]
-    assert [b.get("vehicleIds") for b in bodies] == [[1, 2, 3, 4], [1, 2], [3, 4]]
+    assert [b.get("vehicleIds") for b in bodies] == ["1,2,3,4", "1,2", "3,4"]
 
 
 def test_deadline_fails_the_export_with_a_reason(rt: Runtime, driver: Driver, provider: FakeSamsara, clock: Clock) -> None:
@@ -354,9 +354,9 @@ def test_record_count_mismatch_is_a_warning(rt: Runtime, driver: Driver, provide
     assert record.warnings == ["file part-1.csv: provider recordCount is 2 but 1 rows were parsed"]
 
 
-def test_file_with_unknown_header_fails_alone_and_retry_reopens_it(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
+def test_file_with_unusable_header_fails_alone_and_retry_reopens_it(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
     script_happy_path(provider)
-    provider.answers[("GET", "/j1/1")] = [httpx.Response(200, text="foo,bar\n1,2\n"), httpx.Response(200, text=csv_rows(2))]
+    provider.answers[("GET", "/j1/1")] = [httpx.Response(200, text="foo,foo\n1,2\n"), httpx.Response(200, text=csv_rows(2))]
     export_id = submit(rt)
     driver.run()
     view = ExportClient(rt).get(export_id)
@@ -446,7 +446,7 @@ def test_bad_rows_are_quarantined_with_line_numbers_and_counted(rt: Runtime, dri
 
 def test_redis_stream_sink_writes_each_file_once_even_when_retried(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
     script_happy_path(provider)
-    provider.answers[("GET", "/j1/1")] = [httpx.Response(200, text="foo,bar\n1,2\n"), httpx.Response(200, text=csv_rows(2))]
+    provider.answers[("GET", "/j1/1")] = [httpx.Response(200, text="foo,foo\n1,2\n"), httpx.Response(200, text=csv_rows(2))]
     export_id = submit(rt, sink="redis_stream")
     driver.run()
     assert rt.store.get(export_id).status is ExportStatus.FAILED

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import fixture_bytes
+from worker.engine.transitions import new_export
 from worker.errors import AuthError, InvalidRequest, JobNotFound, PayloadError, ReplayNotAllowed, RetryLater, TransientError
-from worker.models import JobState
-from worker.providers import get_provider
-from worker.providers.base import ProviderContext
+from worker.models import JobState, JobStatus, NewExport
+from worker.providers import get_provider, samsara
+from worker.providers.base import ProviderContext, wire_params
 from worker.providers.impact import ImpactJob, ImpactJobs, ImpactJobStatus, ImpactJobType, ImpactParams
 from worker.providers.samsara import IftaDetailParams, IftaJobEnvelope, IftaJobStatus, SamsaraIftaDetail
 from worker.settings import Credential
@@ -67,7 +70,7 @@ def test_samsara_create_sends_bearer_and_camel_case_body() -> None:
     request = seen[0]
     assert request.url.path == "/ifta-detail/csv" and request.method == "POST"
     assert request.headers["Authorization"] == "Bearer secret-token"
-    assert request.read() == b'{"startHour":"2026-11-23T00:00:00Z","endHour":"2026-11-24T00:00:00Z","vehicleIds":[1,2]}'
+    assert request.read() == b'{"startHour":"2026-11-23T00:00:00Z","endHour":"2026-11-24T00:00:00Z","vehicleIds":"1,2"}'
 
 
 @pytest.mark.parametrize(
@@ -148,8 +151,11 @@ def test_impact_error_is_not_terminal_and_completed_has_one_authenticated_file()
     snapshot = provider.get(ctx, "A1b2C3d4E5f6G7h8", ImpactParams(job_id="A1b2C3d4E5f6G7h8"))
     assert snapshot.state is JobState.SUCCEEDED and snapshot.percent_complete == 100
     assert [(f.url, f.authenticated) for f in snapshot.files] == [
-        ("/Mediapartners/IRsimAccount/Jobs/A1b2C3d4E5f6G7h8/Download", True)
+        ("/Mediapartners/IRsimAccount/Jobs/A1b2C3d4E5f6G7h8/Download?Mode=Stream", True)
     ]
+
+
+DAY = {"START_DATE": "2026-11-01", "END_DATE": "2026-11-01"}
 
 
 def test_impact_report_export_returns_job_from_queued_uri_with_basic_auth() -> None:
@@ -167,11 +173,12 @@ def test_impact_report_export_returns_job_from_queued_uri_with_basic_auth() -> N
         )
 
     ctx = context(handler, "https://api.impact.com", ImpactJobs(), account_sid="IRsimAccount", auth_token="tok")
-    snapshot = ImpactJobs().create(ctx, ImpactParams(report_id="att_adv_performance", report_params={"START_DATE": "2026-11-01"}))
+    snapshot = ImpactJobs().create(ctx, ImpactParams(report_id="att_adv_performance", report_params=DAY))
     assert snapshot.provider_job_id == "J123" and snapshot.state is JobState.QUEUED
     assert seen[0].url.path == "/Mediapartners/IRsimAccount/ReportExport/att_adv_performance"
     assert seen[0].url.params["START_DATE"] == "2026-11-01"
     assert seen[0].headers["Authorization"].startswith("Basic ")
+    assert seen[0].headers["Accept"] == "application/json"
 
 
 def test_impact_replay_refused_when_not_replayable() -> None:
@@ -186,4 +193,174 @@ def test_impact_replay_refused_when_not_replayable() -> None:
 @pytest.mark.parametrize("params", [{}, {"job_id": "a", "report_id": "b"}, {"job_id": "../etc"}])
 def test_impact_params_need_exactly_one_valid_id(params: dict) -> None:
     with pytest.raises(InvalidRequest):
+        ImpactJobs().validate(params)
+
+
+# --- Samsara request shape and planning (spec limits: 1 month, 5000 vehicles, 1000 over 24 h) --------
+
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def samsara_params(hours: int, vehicles: list | str | None = None, start: datetime = START, **extra) -> IftaDetailParams:
+    body = {"startHour": start.isoformat(), "endHour": (start + timedelta(hours=hours)).isoformat(), **extra}
+    if vehicles is not None:
+        body["vehicleIds"] = vehicles
+    return SamsaraIftaDetail().validate(body)
+
+
+def test_samsara_filters_accept_lists_or_strings_and_go_out_as_comma_separated_strings() -> None:
+    params = samsara_params(24, "1234, 5678,samsara.vin:1HGBH41JXMN109186,1234", vehicleTagIds=[7, "8"])
+    assert params.vehicle_ids == [1234, 5678, "samsara.vin:1HGBH41JXMN109186"]
+    assert params.wire() == {
+        "startHour": "2024-01-01T00:00:00Z",
+        "endHour": "2024-01-02T00:00:00Z",
+        "vehicleIds": "1234,5678,samsara.vin:1HGBH41JXMN109186",
+        "vehicleTagIds": "7,8",
+    }
+    assert samsara_params(24, [1, "2"]).wire()["vehicleIds"] == "1,2"
+    assert samsara_params(24, 1234).wire()["vehicleIds"] == "1234"
+
+
+@pytest.mark.parametrize("bad", [["samsara.vin:"], ["not an id"], [True], "1,,2", [-3]])
+def test_samsara_rejects_ids_that_are_neither_vehicle_nor_external_ids(bad) -> None:
+    with pytest.raises(InvalidRequest, match="vehicleIds"):
+        samsara_params(24, bad)
+
+
+@pytest.mark.parametrize(
+    ("hours", "vehicles", "jobs"),
+    [
+        (24, 5000, [5000]),  # one day: up to 5000 vehicles in one job
+        (24, 5001, [2501, 2500]),
+        (25, 1000, [1000]),  # more than 24 hours: up to 1000
+        (48, 1500, [750, 750]),
+        (24, None, [None]),  # vehicles behind filters: the reactive split is the fallback
+    ],
+)
+def test_samsara_plan_splits_vehicles_within_the_documented_limits(hours: int, vehicles: int | None, jobs: list) -> None:
+    params = samsara_params(hours, list(range(1, vehicles + 1)) if vehicles else None)
+    planned = SamsaraIftaDetail().plan(params)
+    assert [len(p.vehicle_ids) if p.vehicle_ids else None for p in planned] == jobs
+
+
+def test_samsara_plan_cuts_62_days_into_month_long_jobs() -> None:
+    planned = SamsaraIftaDetail().plan(samsara_params(62 * 24, [1, 2]))
+    assert [(p.start_hour.date().isoformat(), p.end_hour.date().isoformat()) for p in planned] == [
+        ("2024-01-01", "2024-02-01"),
+        ("2024-02-01", "2024-03-01"),
+        ("2024-03-01", "2024-03-03"),
+    ]
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    start_day=st.integers(0, 400),
+    hours=st.integers(1, 24 * 120),
+    vehicles=st.integers(1, 12_000),
+)
+def test_samsara_plan_tiles_time_and_partitions_vehicles_exactly_once(start_day: int, hours: int, vehicles: int) -> None:
+    params = samsara_params(hours, list(range(1, vehicles + 1)), start=START + timedelta(days=start_day, hours=start_day % 24))
+    planned = SamsaraIftaDetail().plan(params)
+    tiles = sorted({(p.start_hour, p.end_hour) for p in planned})
+    assert tiles[0][0] == params.start_hour and tiles[-1][1] == params.end_hour
+    assert all(a[1] == b[0] for a, b in zip(tiles, tiles[1:], strict=False))  # no gap, no overlap
+    for start, end in tiles:
+        assert end <= samsara.add_month(start)
+        batches = [p.vehicle_ids for p in planned if (p.start_hour, p.end_hour) == (start, end)]
+        limit = samsara.MAX_VEHICLES_OVER_A_DAY if end - start > samsara.ONE_DAY else samsara.MAX_VEHICLES
+        assert all(len(batch) <= limit for batch in batches)
+        assert sorted(v for batch in batches for v in batch) == list(range(1, vehicles + 1))  # each exactly once
+
+
+def first_jobs(provider: SamsaraIftaDetail, params: IftaDetailParams, now: float) -> dict:
+    request = NewExport(
+        id="e1",
+        provider="samsara",
+        params=wire_params(params),
+        credential="default",
+        deadline_seconds=60,
+        planned=[wire_params(part) for part in provider.plan(params)],
+    )
+    return new_export(request, now).jobs
+
+
+def test_first_jobs_are_children_of_a_split_root_only_when_the_plan_has_several() -> None:
+    provider = SamsaraIftaDetail()
+    single = first_jobs(provider, samsara_params(24, [1]), 100.0)
+    assert list(single) == ["0"] and single["0"].status is JobStatus.PENDING and single["0"].next_action_at == 100.0
+    planned = first_jobs(provider, samsara_params(48, list(range(1, 1501))), 100.0)
+    assert list(planned) == ["0", "0.0", "0.1"]
+    assert planned["0"].status is JobStatus.SPLIT and len(planned["0"].params["vehicleIds"]) == 1500
+    assert all(planned[key].parent == "0" and planned[key].status is JobStatus.PENDING for key in ("0.0", "0.1"))
+
+
+def test_samsara_warns_when_the_range_reaches_into_the_last_72_hours() -> None:
+    provider = SamsaraIftaDetail()
+    now = START + timedelta(days=10)
+    assert provider.warnings(samsara_params(24, [1], start=now - timedelta(hours=97)), now) == []
+    [warning] = provider.warnings(samsara_params(24, [1], start=now - timedelta(hours=95)), now)
+    assert "data may still change" in warning
+
+
+def test_samsara_declares_both_column_spellings_and_requires_none() -> None:
+    schema = SamsaraIftaDetail.row_schema
+    assert schema.required == frozenset()
+    assert {"device_id", "vehicleId", "distance_meters", "distanceMeters"} <= set(schema.types)
+
+
+def test_column_types_from_settings_override_the_provider_declaration(tmp_path) -> None:
+    import fakeredis
+
+    from tests.conftest import make_settings
+    from worker.parsing.schema import ColumnType
+    from worker.providers.gateway import ProviderGateway
+    from worker.store import ExportStore
+
+    settings = make_settings(tmp_path, column_types={"samsara": {"device_id": "str", "fuel_litres": "float"}})
+    gateway = ProviderGateway("samsara", "default", settings, ExportStore(fakeredis.FakeRedis()))
+    assert gateway.row_schema.types["device_id"] is ColumnType.STR
+    assert gateway.row_schema.types["fuel_litres"] is ColumnType.FLOAT
+    assert gateway.row_schema.types["distance_meters"] is ColumnType.FLOAT
+
+
+# --- impact.com -----------------------------------------------------------------------------------
+
+
+def test_impact_completed_job_downloads_with_mode_stream_and_replay_403_is_not_replayable() -> None:
+    completed = fixture_bytes("impact_job_completed.json").replace(b'"Replayable": false', b'"Replayable": true')
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(403) if request.method == "PUT" else httpx.Response(200, content=completed)
+
+    ctx = context(handler, "https://api.impact.com", account_sid="IRsimAccount", auth_token="x")
+    with pytest.raises(ReplayNotAllowed, match="HTTP 403: not replayable"):
+        ImpactJobs().replay(ctx, "A1b2C3d4E5f6G7h8", ImpactParams(job_id="A1b2C3d4E5f6G7h8"))
+
+
+def test_impact_report_export_with_status_error_fails_with_the_reason() -> None:
+    from worker.errors import PermanentError
+
+    ctx = context(
+        lambda r: httpx.Response(200, json={"Status": "ERROR", "Message": "Invalid START_DATE"}),
+        "https://api.impact.com",
+        account_sid="IRsimAccount",
+        auth_token="x",
+    )
+    with pytest.raises(PermanentError, match="Status ERROR.*Invalid START_DATE"):
+        ImpactJobs().create(ctx, ImpactParams(report_id="r1", report_params=DAY))
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"report_id": "r", "report_params": {"START_DATE": "2026-11-01"}}, "END_DATE is required"),
+        ({"report_id": "r", "report_params": {**DAY, "ResultFormat": "XML"}}, "CSV only"),
+        ({"report_id": "r", "report_params": {"START_DATE": "2026-11-02", "END_DATE": "2026-11-01"}}, "not be after"),
+        ({"report_id": "r", "api_root": "Advertisers", "report_params": {"StartDate": "2026-11-01"}}, "date-time"),
+        ({"job_id": "j", "report_params": DAY}, "belong to a report export"),
+    ],
+)
+def test_impact_report_params_are_checked_at_enqueue(params: dict, fragment: str) -> None:
+    with pytest.raises(InvalidRequest, match=fragment):
         ImpactJobs().validate(params)

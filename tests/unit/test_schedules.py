@@ -69,6 +69,25 @@ def test_repository_schedule_file_loads_into_beat_entries(tmp_path: Path) -> Non
     assert daily["schedule"] == crontab(minute="0", hour="2")
 
 
+def test_repository_schedules_are_valid_provider_requests_and_samsara_asks_for_settled_data(tmp_path: Path) -> None:
+    from worker.providers import get_provider
+
+    now = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    for scheduled in load_schedules(make_settings(tmp_path, schedule_file=REPO_SCHEDULES)):
+        provider = get_provider(scheduled.provider)
+        params = provider.validate(render_params(scheduled, *period_of(scheduled, now)))
+        assert provider.warnings(params, now) == []
+        if scheduled.provider == "samsara":
+            assert period_of(scheduled, now) == (datetime(2026, 11, 20, tzinfo=UTC), datetime(2026, 11, 21, tzinfo=UTC))
+            assert params.wire()["vehicleTagIds"] == "1234,5678"
+
+
+def test_lag_hours_reaches_back_to_the_last_period_that_ended_long_enough_ago() -> None:
+    now = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    assert period_of(entry(lag_hours=72), now) == (datetime(2026, 11, 20, tzinfo=UTC), datetime(2026, 11, 21, tzinfo=UTC))
+    assert period_of(entry(lag_hours=0), now) == (datetime(2026, 11, 23, tzinfo=UTC), datetime(2026, 11, 24, tzinfo=UTC))
+
+
 def test_bad_schedule_files_fail_with_the_path(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest, match="does not exist"):
         load_schedules(make_settings(tmp_path, schedule_file=tmp_path / "missing.json"))

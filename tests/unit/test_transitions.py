@@ -179,3 +179,16 @@ def test_reopen_failed_files_only_for_failed_exports() -> None:
     reopened = tr.reopen_failed_files(rec, [file_record("a", FileStatus.FAILED)], Writes(), now=1)
     assert [f.status for f in reopened] == [FileStatus.PENDING] and reopened[0].token == 1
     assert rec.status is ExportStatus.DOWNLOADING
+
+
+def test_replaying_the_sole_job_of_a_completed_export_refreshes_it_once() -> None:
+    rec = record()
+    files = [RemoteFile(name="r.csv", url="https://x/r", authenticated=True)]
+    apply(rec, snapshot(JobState.SUCCEEDED, "COMPLETED", files=files))
+    assert tr.complete_if_done(rec, [file_record("0-0000", FileStatus.DONE, 3)], Writes(), now=5)
+    token = tr.reopen_replayed_job(rec, "0", snapshot(JobState.QUEUED, "QUEUED"), 1.0, 6.0, Writes())
+    assert rec.status is ExportStatus.RUNNING and rec.files_total == 0 and rec.jobs["0"].status is JobStatus.POLLING
+    outcome, _ = apply(rec, snapshot(JobState.SUCCEEDED, "COMPLETED", files=files), token=token)
+    assert [f.key for f in outcome.files] == ["0-0000"] and rec.files_total == 1  # the same file, downloaded again
+    with pytest.raises(InvalidRequest, match="replayed meanwhile"):
+        tr.reopen_replayed_job(rec, "0", snapshot(JobState.QUEUED, "QUEUED"), 1.0, 7.0, Writes())

@@ -24,10 +24,12 @@ from worker.models import (
 
 
 def create_export(rt: Runtime, request: NewExport) -> str:
-    """Store the export and send its first submit; an idempotency key already used returns that export."""
+    """Store the export and send its first submits; an idempotency key already used returns that export."""
     stored, created = rt.store.create(tr.new_export(request, rt.clock()))
     if created:
-        rt.dispatcher.submit(JobTaskArgs(export_id=stored.id, job_key="0", token=1), 0)
+        for job in stored.jobs.values():
+            if job.status is JobStatus.PENDING:
+                rt.dispatcher.submit(JobTaskArgs(export_id=stored.id, job_key=job.key, token=job.token), 0)
     return stored.id
 
 
@@ -38,11 +40,15 @@ def cancel(rt: Runtime, export_id: str) -> None:
 
 
 def retry(rt: Runtime, export_id: str) -> None:
-    """Re-download unfinished files, or replay a failed provider job where the provider allows it."""
+    """Re-download unfinished files, or replay a failed (or, to refresh it, a completed) provider job
+    where the provider allows it."""
     record = rt.store.get(export_id)
     failed_jobs = [job for job in record.jobs.values() if job.status is JobStatus.FAILED]
     if record.status is ExportStatus.FAILED and failed_jobs:
         replay(rt, record, failed_jobs[0])
+        return
+    if record.status is ExportStatus.COMPLETED and len(record.jobs) == 1:
+        replay(rt, record, record.jobs["0"])
         return
 
     def reopen(state: ExportRecord, files: list[FileRecord], writes: Writes) -> list[FileRecord]:

@@ -7,6 +7,7 @@ an expired signed URL is refreshed by polling the job again, without touching fi
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from worker import metrics
 from worker.engine import transitions as tr
@@ -54,16 +55,16 @@ def _stream_to_sink(
                 provider=record.provider,
                 credential_name=record.credential,
                 signed_url=not file.authenticated,
-            ) as chunks:
+            ) as body:
                 transfer = transfer_file(
-                    chunks,
-                    schema=gateway.provider.row_schema,
+                    body,
+                    schema=gateway.row_schema,
                     writer=writer,
                     source_name=file.name,
                     max_field_bytes=rt.settings.max_field_bytes,
                     on_progress=renew,
                 )
-            return writer.commit(), transfer, file
+            return writer.commit(), replace(transfer, wire_bytes=body.wire_bytes), file
         except DownloadUrlExpired:
             writer.abort()
             if refresh == MAX_URL_REFRESHES_PER_ATTEMPT:
@@ -92,7 +93,7 @@ def _finish_file(
         metrics.STALE_TASKS.labels("download").inc()
         return
     if done.status is FileStatus.DONE:
-        metrics.BYTES_DOWNLOADED.labels(record.provider).inc(done.bytes)
+        metrics.BYTES_DOWNLOADED.labels(record.provider).inc(done.bytes_downloaded)
         metrics.ROWS_WRITTEN.labels(record.provider).inc(done.rows)
         metrics.ROWS_QUARANTINED.labels(record.provider).inc(done.quarantined)
     finish_if_complete(rt, record.id)
@@ -150,6 +151,7 @@ def run_download(rt: Runtime, args: FileTaskArgs, owner: str) -> None:
             rows=result.rows,
             quarantined=result.quarantined,
             bytes=transfer.bytes,
+            bytes_downloaded=transfer.wire_bytes,
             path=str(result.path),
             quarantine_path=str(result.quarantine_path) if result.quarantine_path else None,
         )

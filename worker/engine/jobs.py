@@ -40,7 +40,9 @@ def _retry_job_step(
     error = str(exc) if reason == "transient" else None
 
     def mutate(state: ExportRecord, _writes: Writes) -> int:
-        return tr.retry_job_step(state, args.job_key, args.token, submitting=submitting, error=error, delay=delay, now=now)
+        return tr.retry_job_step(
+            state, args.job_key, args.token, submitting=submitting, error=error, delay=delay, now=now, note=str(exc)
+        )
 
     try:
         token = rt.store.transact(record.id, mutate)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from worker.engine.backoff import BackoffPolicy
 from worker.errors import InvalidRequest, StaleTask
@@ -63,11 +64,23 @@ def deadline_reason(record: ExportRecord, now: float) -> str | None:
     )
 
 
+def first_jobs(params: dict[str, Any], planned: list[dict[str, Any]], now: float) -> dict[str, JobRecord]:
+    """Job ``"0"`` alone, or, when the request was planned into several provider jobs, a ``SPLIT``
+    ``"0"`` holding the request and children ``"0.0"``, ``"0.1"``, ... that cover it."""
+    if len(planned) <= 1:
+        return {"0": JobRecord(key="0", params=planned[0] if planned else params, token=1, next_action_at=now)}
+    jobs = {"0": JobRecord(key="0", params=params, status=JobStatus.SPLIT, token=1)}
+    for index, child in enumerate(planned):
+        key = f"0.{index}"
+        jobs[key] = JobRecord(key=key, params=child, parent="0", token=1, next_action_at=now)
+    return jobs
+
+
 def new_export(request: NewExport, now: float) -> ExportRecord:
-    """A fresh export with its first job, ready for its first submit task (token 1)."""
+    """A fresh export with its first jobs, each ready for its first submit task (token 1)."""
     return ExportRecord(
-        **request.model_dump(exclude={"deadline_seconds"}),
-        jobs={"0": JobRecord(key="0", params=request.params, token=1, next_action_at=now)},
+        **request.model_dump(exclude={"deadline_seconds", "planned"}),
+        jobs=first_jobs(request.params, request.planned, now),
         created_at=now,
         updated_at=now,
         deadline_at=now + request.deadline_seconds,
@@ -140,12 +153,23 @@ def _copy_snapshot(job: JobRecord, snapshot: JobSnapshot) -> None:
 
 
 def retry_job_step(
-    record: ExportRecord, job_key: str, token: int, *, submitting: bool, error: str | None, delay: float, now: float
+    record: ExportRecord,
+    job_key: str,
+    token: int,
+    *,
+    submitting: bool,
+    error: str | None,
+    delay: float,
+    now: float,
+    note: str | None = None,
 ) -> int:
-    """Hand a refused submit/poll to a new task after ``delay``; ``error`` counts as a transient failure."""
+    """Hand a refused submit/poll to a new task after ``delay``; ``error`` counts as a transient failure,
+    ``note`` only tells the user why it waits (e.g. a spent quota, until when)."""
     job = current_job(record, job_key, token)
     if submitting:
         job.status = JobStatus.PENDING
+    if note is not None:
+        job.message = note
     if error is not None:
         job.transient_errors += 1
         job.message = error
@@ -171,6 +195,7 @@ def finish_file(
         file.rows = output.rows
         file.quarantined = output.quarantined
         file.bytes = output.bytes
+        file.bytes_downloaded = output.bytes_downloaded
         file.path = output.path
         file.quarantine_path = output.quarantine_path
         writes.event("file_done", file=file.key, rows=output.rows, quarantined=output.quarantined)
@@ -355,10 +380,16 @@ def reopen_failed_files(record: ExportRecord, files: list[FileRecord], writes: W
 def reopen_replayed_job(
     record: ExportRecord, job_key: str, snapshot: JobSnapshot, delay: float, now: float, writes: Writes
 ) -> int:
-    """After the provider accepted a replay, poll the same job again (once: a concurrent replay is refused)."""
+    """After the provider accepted a replay, poll the same job again (once: a concurrent replay is refused).
+
+    Replaying the sole job of a COMPLETED export refreshes it: the job lists its files again when it
+    succeeds, under the same keys, and their downloads replace the old output."""
     job = record.jobs[job_key]
-    if record.status is not ExportStatus.FAILED or job.status is not JobStatus.FAILED:
+    refresh = record.status is ExportStatus.COMPLETED and job.status is JobStatus.SUCCEEDED and len(record.jobs) == 1
+    if not refresh and (record.status is not ExportStatus.FAILED or job.status is not JobStatus.FAILED):
         raise InvalidRequest(f"export {record.id} is {record.status.value} again; it was replayed meanwhile")
+    if refresh:
+        record.files_total = 0
     job.status = JobStatus.POLLING
     job.transient_errors = 0
     _copy_snapshot(job, snapshot)

@@ -7,6 +7,7 @@ snapshots. Adding a provider means one module implementing :class:`Provider` plu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -35,6 +36,14 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """One named request budget a call spends from (a rate limit, or a daily quota)."""
+
+    name: str
+    limit: RateLimit
+
+
+@dataclass(frozen=True)
 class ProviderContext:
     """What a provider call gets: an HTTP client bound to base URL and auth, and the credential."""
 
@@ -53,6 +62,8 @@ class Provider:
     default_deadline_seconds: ClassVar[float | None] = None
     rate_limits: ClassVar[dict[Operation, RateLimit]] = {}
     row_schema: ClassVar[RowSchema] = RowSchema()
+    default_headers: ClassVar[dict[str, str]] = {}
+    """Sent on every API call (impact.com answers XML unless asked for JSON)."""
 
     def validate(self, params: dict[str, Any]) -> Any:
         """Caller parameters as the typed model, naming each offending field when they don't fit."""
@@ -71,7 +82,16 @@ class Provider:
         self, ctx: ProviderContext, method: str, url: str, *, job_id: str | None = None, json: Any = None
     ) -> httpx.Response:
         """One API call through the shared status-code mapping (429, 5xx, 401/403, 404 on a job)."""
-        return send(ctx.client, method, url, provider=self.name, credential_name=ctx.credential_name, job_id=job_id, json=json)
+        return send(
+            ctx.client,
+            method,
+            url,
+            provider=self.name,
+            credential_name=ctx.credential_name,
+            job_id=job_id,
+            json=json,
+            headers=self.default_headers,
+        )
 
     def create(self, ctx: ProviderContext, params: Any) -> JobSnapshot:
         raise NotImplementedError
@@ -82,6 +102,25 @@ class Provider:
     def replay(self, ctx: ProviderContext, provider_job_id: str, params: Any) -> JobSnapshot:
         raise ReplayNotAllowed(f"{self.name} jobs cannot be replayed; submit a new export instead")
 
+    def budgets(self, operation: Operation, params: Any) -> list[Budget]:
+        """The budgets one call spends from, scarcest first; by default one per-operation rate limit."""
+        limit = self.rate_limits.get(operation)
+        return [Budget(operation.value, limit)] if limit else []
+
+    def plan(self, params: Any) -> list[BaseModel]:
+        """The provider jobs one request becomes before anything is sent (documented size limits)."""
+        return [params]
+
+    def warnings(self, params: Any, now: datetime) -> list[str]:
+        """Warnings recorded on the export at submit (e.g. data that may still change)."""
+        return []
+
     def split(self, params: Any, snapshot: JobSnapshot, min_batch: int) -> list[BaseModel] | None:
         """Smaller requests to try when a job failed for being too large; None when splitting can't help."""
         return None
+
+
+def wire_params(params: BaseModel) -> dict[str, Any]:
+    """Parameters as stored on a job record (JSON, provider spelling)."""
+    return params.model_dump(mode="json", by_alias=True, exclude_none=True)
+

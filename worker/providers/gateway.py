@@ -2,22 +2,32 @@
 
 The engine talks to providers only through :class:`ProviderGateway`, so rate limiting and
 credential resolution happen the same way for every provider.
+
+Budgets (rate limits and daily quotas) live in Redis, so every worker spends from the same ones; a
+429 from the provider puts a hold on the credential that every worker honours until the time the
+provider named. A spent budget raises :class:`RetryLater` saying until when, and the engine
+reschedules the step (at most ``SLOW_POLL_SECONDS`` later, then it checks again) instead of retrying.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from worker.errors import PermanentError, RetryLater
 from worker.models import JobSnapshot
+from worker.parsing.schema import RowSchema
 from worker.providers import get_provider
-from worker.providers.base import Operation, ProviderContext
+from worker.providers.base import Operation, ProviderContext, wire_params
 from worker.security.urls import UrlGuard
 from worker.settings import Settings
 from worker.store import ExportStore
+
+T = TypeVar("T")
 
 
 class ProviderGateway:
@@ -49,7 +59,7 @@ class ProviderGateway:
             base_url=self.settings.base_urls.get(self.provider.name, self.provider.default_base_url),
             auth=self.provider.auth(credential, self.credential_name),
             timeout=self.settings.http_timeout_seconds,
-            headers={"User-Agent": "async-export-worker/0.1"},
+            headers={"User-Agent": "async-export-worker/0.1", **self.provider.default_headers},
             transport=self.transport,
         )
         return ProviderContext(client=client, credential=credential, credential_name=self.credential_name)
@@ -68,31 +78,64 @@ class ProviderGateway:
     def params(self, raw: dict[str, Any]) -> Any:
         return self.provider.validate(raw)
 
-    def _throttle(self, operation: Operation) -> None:
-        limit = self.provider.rate_limits.get(operation)
-        if limit is None:
-            return
-        bucket = f"{self.provider.name}:{self.credential_name}:{operation.value}"
-        wait = self.store.rate_limit_wait(bucket, limit.requests, limit.per_seconds)
-        if wait > 0:
-            raise RetryLater(f"{self.provider.name} {operation.value} rate limit reached locally", wait)
+    @cached_property
+    def row_schema(self) -> RowSchema:
+        """The provider's declared column types with the deployment's ``COLUMN_TYPES`` overrides."""
+        return self.provider.row_schema.with_types(self.settings.column_types.get(self.provider.name, {}))
+
+    @property
+    def _hold_bucket(self) -> str:
+        return f"{self.provider.name}:{self.credential_name}"
+
+    def _wait(self, seconds: float, message: str) -> RetryLater:
+        until = datetime.fromtimestamp(datetime.now(UTC).timestamp() + seconds, UTC).isoformat(timespec="seconds")
+        return RetryLater(f"{message}; waiting until {until}", min(seconds, self.longest_countdown))
+
+    @property
+    def longest_countdown(self) -> float:
+        """A long wait is re-checked after this: the longest countdown the engine already uses, which
+        the broker's visibility timeout is checked to outlast (a longer one would be redelivered)."""
+        return max(self.settings.poll_max_seconds, self.settings.slow_poll_seconds)
+
+    def _throttle(self, operation: Operation, params: Any) -> None:
+        held = self.store.held_for(self._hold_bucket)
+        if held > 0:
+            raise self._wait(held, f"{self.provider.name} answered 429 for credential {self.credential_name!r}")
+        for budget in self.provider.budgets(operation, params):
+            bucket = f"{self.provider.name}:{self.credential_name}:{budget.name}"
+            wait = self.store.rate_limit_wait(bucket, budget.limit.requests, budget.limit.per_seconds)
+            if wait > 0:
+                raise self._wait(
+                    wait,
+                    f"{self.provider.name} {budget.name} budget of {budget.limit.requests} requests per "
+                    f"{budget.limit.per_seconds:g}s is spent",
+                )
+
+    def _call(self, operation: Operation, params: Any, call: Callable[[], T]) -> T:
+        self._throttle(operation, params)
+        try:
+            return call()
+        except RetryLater as exc:  # the provider's own 429: every worker waits as long as it asked
+            self.store.hold(self._hold_bucket, exc.retry_after)
+            raise self._wait(exc.retry_after, str(exc)) from exc
 
     def create(self, params: dict[str, Any]) -> JobSnapshot:
-        self._throttle(Operation.CREATE)
-        return self.provider.create(self.context, self.params(params))
+        typed = self.params(params)
+        return self._call(Operation.CREATE, typed, lambda: self.provider.create(self.context, typed))
 
     def get(self, provider_job_id: str, params: dict[str, Any]) -> JobSnapshot:
-        self._throttle(Operation.POLL)
-        return self.provider.get(self.context, provider_job_id, self.params(params))
+        typed = self.params(params)
+        return self._call(Operation.POLL, typed, lambda: self.provider.get(self.context, provider_job_id, typed))
 
     def replay(self, provider_job_id: str, params: dict[str, Any]) -> JobSnapshot:
-        return self.provider.replay(self.context, provider_job_id, self.params(params))
+        typed = self.params(params)
+        return self._call(Operation.POLL, typed, lambda: self.provider.replay(self.context, provider_job_id, typed))
 
     def split(self, params: dict[str, Any], snapshot: JobSnapshot) -> list[dict[str, Any]] | None:
         children = self.provider.split(self.params(params), snapshot, self.settings.split_min_vehicles)
         if not children:
             return None
-        return [child.model_dump(mode="json", by_alias=True, exclude_none=True) for child in children]
+        return [wire_params(child) for child in children]
 
     def download_client(self, authenticated: bool) -> httpx.Client:
         return self.context.client if authenticated else self.signed_download_client

@@ -27,7 +27,9 @@ _EDGES = re.compile(r"^[\s.]+|[\s.]+$")
 def safe_filename(name: str, *, fallback: str) -> str:
     """The last path component of ``name`` made safe; ``fallback`` (made safe too) if nothing is left.
 
-    Idempotent: ``safe_filename(safe_filename(x, fallback=f), fallback=f)`` is the same name.
+    A ``.gz`` suffix is dropped: gzip files are decompressed while they download, so the output
+    holds the parsed rows, never gzip. Idempotent:
+    ``safe_filename(safe_filename(x, fallback=f), fallback=f)`` is the same name.
     """
     cleaned = _clean(name)
     if cleaned:
@@ -36,6 +38,12 @@ def safe_filename(name: str, *, fallback: str) -> str:
     if not cleaned:
         raise ValueError(f"fallback file name {fallback!r} is not usable either")
     return cleaned
+
+
+def _drop_compression(name: str) -> str:
+    while name.lower().endswith(".gz"):
+        name = name[: -len(".gz")]
+    return name
 
 
 def _clean(name: str) -> str:
@@ -54,7 +62,7 @@ def _clean_once(name: str) -> str:
     name = unicodedata.normalize("NFC", name)
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = _WINDOWS_UNSAFE.sub("_", name)
-    name = _EDGES.sub("", name)
+    name = _drop_compression(_EDGES.sub("", name))
     name = _truncate(name)
     if name.split(".", 1)[0].rstrip(" ").upper() in _RESERVED:
         name = "_" + name

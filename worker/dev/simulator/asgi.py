@@ -89,9 +89,20 @@ def create_app(config: SimulatorConfig | None = None, *, clock: Clock = time.tim
         return state.config.latency_seconds
 
     middleware: list[Any] = [Middleware(FaultMiddleware, faults=state.faults, latency=latency, on_status=state.count_status)]
+    samsara = SamsaraApi(state)
+
+    async def not_routed(request: Request, exc: Exception) -> Response:
+        """Samsara's spec gives 404 and 405 the ``{message, requestId}`` body too."""
+        status = getattr(exc, "status_code", 404)
+        if request.url.path.startswith("/ifta-detail"):
+            text = "Object not found." if status == 404 else f"{request.method} not allowed on {request.url.path}."
+            return samsara.error(status, text)
+        return Response(status_code=status)
+
     app = Starlette(
-        routes=[*_control_routes(state), *SamsaraApi(state).routes, *ImpactApi(state).routes],
+        routes=[*_control_routes(state), *samsara.routes, *ImpactApi(state).routes],
         middleware=middleware,
+        exception_handlers={404: not_routed, 405: not_routed},
     )
     app.state.sim = state
     return app

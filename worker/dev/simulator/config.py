@@ -37,6 +37,8 @@ class SamsaraBehaviour(BaseModel):
     bad_rows_every: Positive | None = None
     """Every Nth data row is malformed (alternately: one column short, non-numeric distance)."""
     url_ttl_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    gzip: bool = True
+    """Serve files gzipped (``output-001.csv.gz``) as Samsara does; False serves plain CSV (benchmarks)."""
 
 
 class ImpactBehaviour(BaseModel):
@@ -53,7 +55,7 @@ class ImpactBehaviour(BaseModel):
     cancel: bool = False
     """End CANCELLED where the job would otherwise have COMPLETED."""
     replayable: bool = True
-    """``Replayable`` is true only while the job is FAILED or CANCELLED and this flag is set."""
+    """``Replayable`` (a property of the job type); replay needs it and a COMPLETED, FAILED or CANCELLED job."""
     replay_succeeds: bool = True
     """A replayed job runs cleanly to COMPLETED; False replays the same scripted failure again."""
     rows: Count = 100
@@ -81,6 +83,10 @@ class SimulatorConfig(BaseModel):
 
     impact_account_sid: str = "IRsimAccount"
     impact_auth_token: str = "sim-impact-token"
+    impact_hourly_limit: Positive = 1000
+    """Requests per account per (simulated) hour, every endpoint together; then 429."""
+    impact_report_export_daily_limit: Positive = 100
+    """ReportExport calls per account per (simulated) day; then 429."""
     impact_default: ImpactBehaviour = Field(default_factory=ImpactBehaviour)
     impact_behaviours: dict[str, ImpactBehaviour] = Field(default_factory=dict)
     """Keyed by report id (without any ``.json`` suffix)."""

@@ -1,9 +1,17 @@
-"""impact.com report-export jobs, as described in ``providers.md``.
+"""impact.com report-export jobs as the Partner v16 and Brand v14 Jobs/Reports specs describe them.
 
-``GET /{Mediapartners|Advertisers}/{sid}/ReportExport/{report_id}`` queues a ``DownloadReport`` job;
-``.../Jobs/{id}`` polls it, ``.../Jobs/{id}/Download`` streams its CSV once COMPLETED and
-``PUT .../Jobs/{id}/Replay`` restarts it when ``Replayable``. Every call takes HTTP Basic
-``AccountSID:AuthToken``.
+``GET /{Mediapartners|Advertisers}/{sid}/ReportExport/{report_id}`` queues a ``DownloadReport`` job
+(identical parameters return the cached job); ``.../Jobs/{id}`` polls it; ``.../Jobs/{id}/Download``
+answers 202 with the Job until it is COMPLETED, then 302 to a signed storage URL, or 200 with the
+CSV when ``Mode=Stream``; ``PUT .../Jobs/{id}/Replay`` re-queues a COMPLETED, FAILED or CANCELLED
+job of a ``Replayable`` type, else 403. Every call takes HTTP Basic ``AccountSID:AuthToken``.
+
+"The default format is XML": answers are JSON only when ``Accept`` names ``application/json`` (or
+the resource ends in ``.json``). Partner ReportExport needs ``START_DATE``/``END_DATE`` as
+``YYYY-MM-DD``; invalid input answers 200 with ``Status: ERROR`` and no job. Quotas per account:
+``impact_hourly_limit`` requests per hour, ``impact_report_export_daily_limit`` ReportExports per
+day; over them, brand (``Advertisers``) 429s carry ``X-RateLimit-*`` and no ``Retry-After``,
+partner 429s carry ``Retry-After``.
 
 Job objects always carry every field of the Job object; dates that are not set yet are the empty
 string ``""`` (never null), and set dates use the provider's fixed ``-05:00`` offset.
@@ -13,15 +21,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
+import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, ClassVar
+from xml.sax.saxutils import escape
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from worker.dev.simulator.config import ImpactBehaviour
@@ -137,10 +148,13 @@ class ImpactJob(SimJob):
         return f"{self.report_id}-{self.job_id}.csv"
 
     def reference(self) -> dict[str, str]:
-        return {"QueuedUri": self.uri, "ResultUri": self.result_uri}
+        reference = {"QueuedUri": self.uri, "ResultUri": self.result_uri}
+        if self.prefix == "Mediapartners":  # partner v16 adds ReplayUri; brand v14 has none
+            reference["ReplayUri"] = f"{self.uri}/Replay"
+        return reference
 
     def replayable(self, now: float) -> bool:
-        return self.behaviour.replayable and self.status(now) in (FAILED, CANCELLED)
+        return self.behaviour.replayable and self.status(now) in (COMPLETED, FAILED, CANCELLED)
 
     def replay(self, now: float) -> None:
         """Back to QUEUED from ``now``; the scripted failure is dropped unless it should recur."""
@@ -188,7 +202,7 @@ class ImpactJob(SimJob):
             "StatusMessage": _status_message(phase),
             "RecordsProcessed": records,
             "PercentageComplete": percent,
-            "Replayable": self.replayable(now),
+            "Replayable": self.behaviour.replayable,
             "ResultUri": self.result_uri,
             "Uri": self.uri,
         }
@@ -206,8 +220,60 @@ class ImpactJob(SimJob):
         }
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"Status": "ERROR", "Message": message}, status)
+def _wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "") or request.url.path.endswith(".json")
+
+
+def _xml(name: str, value: Any) -> str:
+    if isinstance(value, Mapping):
+        inner = "".join(_xml(key, item) for key, item in value.items())
+    elif isinstance(value, bool):
+        inner = "true" if value else "false"
+    else:
+        inner = escape(str(value))
+    return f"<{name}>{inner}</{name}>"
+
+
+def answer(request: Request, body: Mapping[str, Any], status: int = 200, root: str = "Result") -> Response:
+    """JSON when asked for, XML otherwise ("the default format is XML")."""
+    if _wants_json(request):
+        return JSONResponse(dict(body), status)
+    return Response(f'<?xml version="1.0" encoding="UTF-8"?>{_xml(root, body)}', status, media_type="application/xml")
+
+
+def _error(request: Request, status: int, message: str) -> Response:
+    return answer(request, {"Status": "ERROR", "Message": message}, status)
+
+
+def _is_date(value: str | None) -> bool:
+    try:
+        return value is not None and len(value) == 10 and bool(date.fromisoformat(value))
+    except ValueError:
+        return False
+
+
+def _is_datetime(value: str) -> bool:
+    try:
+        return "T" in value and datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is not None
+    except ValueError:
+        return False
+
+
+def report_params_problem(prefix: str, params: Mapping[str, str]) -> str | None:
+    """Why the specs' ReportExport would refuse these query parameters, or None."""
+    if params.get("ResultFormat", "CSV") not in ("CSV", "JSON", "XML"):
+        return f"ResultFormat must be CSV, JSON or XML, got {params['ResultFormat']!r}"
+    if prefix == "Mediapartners":
+        for name in ("START_DATE", "END_DATE"):
+            if not _is_date(params.get(name)):
+                return f"{name} is required as YYYY-MM-DD"
+        return None
+    for name in ("StartDate", "EndDate"):
+        if name in params and not _is_datetime(params[name]):
+            return f"{name} must be an ISO 8601 date-time"
+    if "SUBAID" in params and not params["SUBAID"].isdigit():
+        return "SUBAID must be an integer"
+    return None
 
 
 def _strip_format(name: str) -> str:
@@ -218,13 +284,24 @@ def _strip_format(name: str) -> str:
     return name
 
 
+def _signature(key: str, job_id: str, expires: str) -> str:
+    return hmac.new(key.encode(), f"impact/{job_id}?expires={expires}".encode(), hashlib.sha256).hexdigest()
+
+
+STORAGE_URL_TTL_SECONDS = 300.0
+
+
 class ImpactApi:
     def __init__(self, state: SimState) -> None:
         self.state = state
+        self._cached: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
 
     @property
     def routes(self) -> list[Route]:
-        routes = [Route("/_sim/impact/jobs", self.control_create, methods=["POST"])]
+        routes = [
+            Route("/_sim/impact/jobs", self.control_create, methods=["POST"]),
+            Route("/_files/impact/{job_id}", self.storage, methods=["GET"]),
+        ]
         for prefix in PREFIXES:
             base = f"/{prefix}/{{sid}}"
             routes += [
@@ -235,8 +312,8 @@ class ImpactApi:
             ]
         return routes
 
-    def _denied(self, request: Request) -> Response | None:
-        """401 for bad credentials, 403 when the path names another account, else None."""
+    def _denied(self, request: Request, *, report_export: bool = False) -> Response | None:
+        """401 for bad credentials, 403 when the path names another account, 429 over a quota, else None."""
         config = self.state.config
         scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
         try:
@@ -245,27 +322,62 @@ class ImpactApi:
             credentials = ""
         expected = f"{config.impact_account_sid}:{config.impact_auth_token}"
         if scheme.lower() != "basic" or not hmac.compare_digest(credentials, expected):
-            response = _error(401, "Invalid credentials")
+            response = _error(request, 401, "Invalid credentials")
             response.headers["WWW-Authenticate"] = 'Basic realm="impact.com"'
             return response
         if request.path_params["sid"] != config.impact_account_sid:
-            return _error(403, "The AccountSID in the path does not match the credentials")
+            return _error(request, 403, "The AccountSID in the path does not match the credentials")
+        quotas = [("requests", 3600.0, config.impact_hourly_limit)]
+        if report_export:
+            quotas.insert(0, ("ReportExport", 86400.0, config.impact_report_export_daily_limit))
+        for name, window, limit in quotas:
+            if (refused := self._spend(request, name, window, limit)) is not None:
+                return refused
         return None
+
+    def _spend(self, request: Request, name: str, window_seconds: float, limit: int) -> Response | None:
+        """Fixed windows of simulated time; over the limit, a 429 with the API flavour's headers."""
+        now, scale = self.state.clock(), self.state.config.time_scale
+        window = window_seconds / scale
+        index = int(now // window)
+        key = (request.path_params["sid"], name, index)
+        with self.state.lock:
+            if self.state.quota_used[key] < limit:
+                self.state.quota_used[key] += 1
+                return None
+        reset = (index + 1) * window
+        response = _error(request, 429, f"{name} limit of {limit} per {window_seconds:g}s reached")
+        if request.url.path.startswith("/Advertisers/"):
+            response.headers.update(
+                {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(math.ceil(reset))}
+            )
+        else:
+            response.headers["Retry-After"] = str(max(1, math.ceil(reset - now)))
+        return response
 
     def _job(self, request: Request) -> ImpactJob | Response:
         denied = self._denied(request)
         if denied is not None:
             return denied
         job = self.state.job(ImpactJob, _strip_format(request.path_params["job_id"]))
-        return job if job is not None else _error(404, "Job not found")
+        return job if job is not None else _error(request, 404, "Job not found")
 
     async def report_export(self, request: Request) -> Response:
-        if (denied := self._denied(request)) is not None:
+        if (denied := self._denied(request, report_export=True)) is not None:
             return denied
         prefix = request.url.path.split("/")[1]
-        job = ImpactJob.start(self.state, _strip_format(request.path_params["report_id"]), dict(request.query_params), prefix)
-        self.state.count("creates", job.provider)
-        return JSONResponse({"Status": QUEUED, **job.reference()})
+        report_id = _strip_format(request.path_params["report_id"])
+        params = dict(request.query_params)
+        if (problem := report_params_problem(prefix, params)) is not None:
+            return answer(request, {"Status": "ERROR", "Message": problem})
+        key = (prefix, report_id, tuple(sorted(params.items())))
+        cached = self._cached.get(key)
+        job = self.state.job(ImpactJob, cached) if cached else None
+        if job is None:
+            job = ImpactJob.start(self.state, report_id, params, prefix)
+            self._cached[key] = job.job_id
+            self.state.count("creates", job.provider)
+        return answer(request, {"Status": QUEUED, **job.reference()})
 
     async def control_create(self, request: Request) -> Response:
         """Creates a job the way another client would, so tests can hand its id to the worker.
@@ -278,7 +390,7 @@ class ImpactApi:
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("report_id"), str):
             return JSONResponse({"error": 'body must be {"report_id": "..."}'}, 422)
-        job = ImpactJob.start(self.state, body["report_id"], {})
+        job = ImpactJob.start(self.state, body["report_id"], {}, body.get("prefix", PREFIXES[0]))
         return JSONResponse({"Id": job.job_id, **job.reference()})
 
     async def get(self, request: Request) -> Response:
@@ -286,15 +398,38 @@ class ImpactApi:
         if isinstance(job, Response):
             return job
         self.state.count("polls", job.provider)
-        return JSONResponse(job.wire(self.state.clock()))
+        return answer(request, job.wire(self.state.clock()), root="Job")
 
     async def download(self, request: Request) -> Response:
         job = self._job(request)
         if isinstance(job, Response):
             return job
-        status = job.status(self.state.clock())
-        if status != COMPLETED:
-            return _error(409, f"Job {job.job_id} has no result: status is {status}")
+        now = self.state.clock()
+        if job.status(now) != COMPLETED:
+            return answer(request, job.wire(now), 202, root="Job")
+        if request.query_params.get("Mode") != "Stream":
+            expires = f"{now + STORAGE_URL_TTL_SECONDS / job.time_scale:.3f}"
+            signature = _signature(self.state.config.signing_key, job.job_id, expires)
+            base = str(request.base_url).rstrip("/")
+            return RedirectResponse(f"{base}/_files/impact/{job.job_id}?expires={expires}&signature={signature}", 302)
+        return self._file(job)
+
+    async def storage(self, request: Request) -> Response:
+        """The signed storage URL of a 302: no credentials, refused once expired."""
+        job_id, expires = request.path_params["job_id"], request.query_params.get("expires", "")
+        expected = _signature(self.state.config.signing_key, job_id, expires)
+        if not hmac.compare_digest(request.query_params.get("signature", ""), expected):
+            return Response("signature does not match", 403)
+        try:
+            expired = self.state.clock() > float(expires)
+        except ValueError:
+            expired = True
+        job = self.state.job(ImpactJob, job_id)
+        if expired or job is None:
+            return Response("expired or unknown", 403)
+        return self._file(job)
+
+    def _file(self, job: ImpactJob) -> Response:
         with self.state.lock:
             job.downloads += 1
         self.state.count("downloads", job.provider)
@@ -307,6 +442,6 @@ class ImpactApi:
         now = self.state.clock()
         with self.state.lock:
             if not job.replayable(now):
-                return _error(400, f"Job {job.job_id} is not replayable (status {job.status(now)})")
+                return Response(status_code=403)
             job.replay(now)
-        return JSONResponse(job.wire(now))
+        return answer(request, job.wire(now), root="Job")

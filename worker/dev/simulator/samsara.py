@@ -1,19 +1,29 @@
-"""Samsara IFTA detail jobs, as described in ``providers.md``.
+"""Samsara IFTA detail jobs as the Samsara Csv API spec (2024-11-18) describes them.
 
-``POST /ifta-detail/csv`` creates a job, ``GET /ifta-detail/csv/{id}`` polls it, and completed jobs
-list files whose ``downloadUrl`` is an S3-style presigned URL back into this simulator
-(``/_files/samsara/{jobId}/{index}?expires=<unix seconds>&signature=<hmac>``). The URL takes no
-bearer token, expires ``url_ttl_seconds`` (simulated) after the poll that issued it, and every poll
-issues fresh ones, so clients must re-poll after a 403 exactly as with the real provider.
+``POST /ifta-detail/csv`` creates a job (201), ``GET /ifta-detail/csv/{id}`` polls it, and completed
+jobs list files ``output-001.csv.gz`` ... whose ``downloadUrl`` is an S3-style presigned URL back
+into this simulator (``/_files/samsara/{jobId}/{index}?expires=<unix seconds>&signature=<hmac>``).
+The URL takes no bearer token, expires ``url_ttl_seconds`` (simulated) after the poll that issued
+it, and every poll issues fresh ones, so clients must re-poll after a 403 exactly as with the real
+provider. "The contents will be gzipped": files are gzip without ``Content-Encoding``, with the
+snake_case header third-party material shows.
+
+It refuses what the spec refuses, with the spec's error body ``{"message", "requestId"}``: filters
+that are not comma-separated strings, hours that are not RFC 3339, a range longer than one month,
+more than 5000 vehicles, or more than 1000 vehicles over more than 24 hours (whether the real API
+refuses those or only degrades is not documented; refusing makes a client that ignores them fail).
+External vehicle ids (``samsara.vin:...``) resolve to stable numeric ids.
 """
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import hmac
 import itertools
 import math
 import random
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,21 +34,30 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from worker.dev.simulator.config import SamsaraBehaviour
-from worker.dev.simulator.csvgen import CsvFile, csv_response
+from worker.dev.simulator.csvgen import CsvFile, csv_response, gzip_response
 from worker.dev.simulator.jobs import SimJob, Step, Timeline
 from worker.dev.simulator.state import SimState
 
 REQUESTED, PROCESSING, COMPLETED, FAILED = "Requested", "Processing", "Completed", "Failed"
 COLUMNS = (
-    "vehicleId",
-    "vehicleName",
+    "device_id",
     "jurisdiction",
-    "startTime",
-    "endTime",
-    "distanceMeters",
-    "taxableDistanceMeters",
+    "start_ms",
+    "end_ms",
+    "distance_meters",
+    "start_odo_meters",
+    "end_odo_meters",
+    "start_lat",
+    "start_lng",
+    "end_lat",
+    "end_lng",
+    "toll",
+    "leg_end",
 )
-DISTANCE_COLUMN = COLUMNS.index("distanceMeters")
+DISTANCE_COLUMN = COLUMNS.index("distance_meters")
+FILTERS = ("vehicleIds", "vehicleTagIds", "vehicleParentTagIds")
+MAX_VEHICLES, MAX_VEHICLES_OVER_A_DAY = 5000, 1000
+HOUR, DAY = 3600, 86400
 TOO_MANY_VEHICLES = "Try limiting the number of vehicles requested per job. Requested {requested} vehicles; limit is {limit}."
 JURISDICTIONS = (
     *"AL AZ AR CA CO CT DE FL GA ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC".split(),
@@ -56,19 +75,40 @@ def _iso(epoch: float) -> str:
     return _iso_ms(round(epoch * 1000))
 
 
-def _iso_seconds(epoch: int) -> str:
-    """Row timestamps: whole seconds, as segment boundaries are."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_hour(value: object) -> float | None:
-    if not isinstance(value, str):
+def _parse_hour(value: object) -> datetime | None:
+    """RFC 3339 with a time zone, truncated down to the hour as the spec says."""
+    if not isinstance(value, str) or "T" not in value:
         return None
     try:
-        moment = datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    if moment.tzinfo is None:
+        return None
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _one_month_after(moment: datetime) -> datetime:
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    return moment.replace(year=year, month=month, day=min(moment.day, calendar.monthrange(year, month)[1]))
+
+
+def external_vehicle_id(external: str) -> int:
+    """A stable numeric id for an external id such as ``samsara.vin:1HGBH41JXMN109186``."""
+    return 2**40 + zlib.crc32(external.encode())
+
+
+def _vehicles(text: str) -> list[int] | str:
+    """The vehicle list of a ``vehicleIds`` filter, or the reason it is invalid."""
+    vehicles: list[int] = []
+    for item in (part.strip() for part in text.split(",")):
+        if item.isdigit() and int(item) > 0:
+            vehicles.append(int(item))
+        elif ":" in item and item.split(":", 1)[0] and item.split(":", 1)[1]:
+            vehicles.append(external_vehicle_id(item))
+        else:
+            return f"Invalid value for parameter vehicleIds: {item!r} is neither a vehicle ID nor an external ID"
+    return list(dict.fromkeys(vehicles))
 
 
 def _signature(key: str, job_id: str, index: int, expires: str) -> str:
@@ -90,7 +130,7 @@ class SamsaraJob(SimJob):
     """Why the job will fail, or None when it will complete."""
 
     def file_name(self, index: int) -> str:
-        return f"ifta-detail-{self.job_id}-{index}.csv"
+        return f"output-{index + 1:03d}.csv.gz" if self.behaviour.gzip else f"output-{index + 1:03d}.csv"
 
     def file_count(self, now: float) -> int:
         """Files the job exposes right now: only a Completed job has any."""
@@ -111,16 +151,22 @@ class SamsaraJob(SimJob):
         seconds = min(rng.randint(60, 3600), end - start)
         begin = rng.randint(start, end - seconds)
         distance = rng.uniform(50.0, 120_000.0)
-        taxable = distance if rng.random() < 0.9 else distance * rng.random()
-        vehicle = rng.choice(self.vehicle_ids)
+        odometer = rng.uniform(1e6, 9e8)
+        lat, lng = rng.uniform(25.0, 49.0), rng.uniform(-124.0, -67.0)
         return (
-            str(vehicle),
-            f"Truck {vehicle}",
+            str(rng.choice(self.vehicle_ids)),
             rng.choice(JURISDICTIONS),
-            _iso_seconds(begin),
-            _iso_seconds(begin + seconds),
+            str(begin * 1000),
+            str((begin + seconds) * 1000),
             f"{distance:.3f}",
-            f"{taxable:.3f}",
+            f"{odometer:.1f}",
+            f"{odometer + distance:.1f}",
+            f"{lat:.6f}",
+            f"{lng:.6f}",
+            f"{lat + rng.uniform(-0.5, 0.5):.6f}",
+            f"{lng + rng.uniform(-0.5, 0.5):.6f}",
+            rng.choice(("true", "false")),
+            rng.choice(("true", "false")),
         )
 
     def wire(self, now: float, base_url: str, signing_key: str) -> dict[str, Any]:
@@ -187,36 +233,46 @@ class SamsaraApi:
             Route("/_files/samsara/{job_id}/{index:int}", self.download, methods=["GET"]),
         ]
 
-    def _error(self, status: int, message: str) -> JSONResponse:
+    def error(self, status: int, message: str) -> JSONResponse:
         return JSONResponse({"message": message, "requestId": f"sim-{next(self._request_ids):08d}"}, status)
 
     def _authorized(self, request: Request) -> bool:
         expected = f"Bearer {self.state.config.samsara_token}"
         return hmac.compare_digest(request.headers.get("authorization", ""), expected)
 
+    def _bad_request(self, message: str) -> JSONResponse:
+        return self.error(400, message)
+
     async def create(self, request: Request) -> Response:
         if not self._authorized(request):
-            return self._error(401, "Unauthorized: missing or invalid bearer token")
+            return self.error(401, "Invalid token.")
         try:
             body = await request.json()
         except ValueError:
-            return self._error(400, "Request body is not valid JSON")
+            return self._bad_request("Request body is not valid JSON")
         if not isinstance(body, dict):
-            return self._error(400, "Request body must be a JSON object")
+            return self._bad_request("Request body must be a JSON object")
         start, end = _parse_hour(body.get("startHour")), _parse_hour(body.get("endHour"))
         if start is None or end is None:
-            return self._error(400, "startHour and endHour are required ISO 8601 timestamps")
+            return self._bad_request("Invalid value for parameter: startHour and endHour are required RFC 3339 times")
         if end <= start:
-            return self._error(400, "endHour must be after startHour")
-        requested = body.get("vehicleIds")
-        if requested is not None and not isinstance(requested, list):
-            return self._error(400, "vehicleIds must be a list")
+            return self._bad_request("Invalid value for parameter: endHour must be after startHour")
+        if end > _one_month_after(start):
+            return self._bad_request("Invalid value for parameter: the maximum request duration is 1 month")
+        for name in FILTERS:
+            if name in body and not isinstance(body[name], str):
+                return self._bad_request(f"Invalid value for parameter {name}: must be a comma-separated string")
         config = self.state.config
-        try:
-            # Tag filters are accepted but not modelled: without vehicleIds the job takes the fleet.
-            vehicles = [int(v) for v in requested] if requested else list(config.samsara_fleet)
-        except (TypeError, ValueError):
-            return self._error(400, "vehicleIds must be integers")
+        # Tag filters are accepted but not modelled: without vehicleIds the job takes the fleet.
+        vehicles = _vehicles(body["vehicleIds"]) if body.get("vehicleIds") else list(config.samsara_fleet)
+        if isinstance(vehicles, str):
+            return self._bad_request(vehicles)
+        if len(vehicles) > MAX_VEHICLES:
+            return self._bad_request(f"Invalid value for parameter vehicleIds: {len(vehicles)} vehicles, more than 5000")
+        if (end - start).total_seconds() > DAY and len(vehicles) > MAX_VEHICLES_OVER_A_DAY:
+            return self._bad_request(
+                f"Invalid value for parameter vehicleIds: {len(vehicles)} vehicles over more than 24 hours, more than 1000"
+            )
 
         behaviour = config.samsara_behaviour(body["startHour"])
         details = None
@@ -237,7 +293,7 @@ class SamsaraApi:
             timeline=timeline,
             start_hour=body["startHour"],
             end_hour=body["endHour"],
-            span=(math.ceil(start), max(math.ceil(start), math.floor(end))),
+            span=(int(start.timestamp()), int(end.timestamp())),
             vehicle_ids=vehicles,
             behaviour=behaviour,
             time_scale=config.time_scale,
@@ -249,10 +305,10 @@ class SamsaraApi:
 
     async def get(self, request: Request) -> Response:
         if not self._authorized(request):
-            return self._error(401, "Unauthorized: missing or invalid bearer token")
+            return self.error(401, "Invalid token.")
         job = self.state.job(SamsaraJob, request.path_params["job_id"])
         if job is None:
-            return self._error(404, "Job not found")
+            return self.error(404, "Object not found.")
         self.state.count("polls", job.provider)
         return JSONResponse({"data": self._wire(job, request, self.state.clock())})
 
@@ -278,4 +334,5 @@ class SamsaraApi:
         with self.state.lock:
             job.downloads += 1
         self.state.count("downloads", job.provider)
-        return csv_response(job.csv(index), job.file_name(index))
+        file = job.csv(index)
+        return gzip_response(file, job.file_name(index)) if job.behaviour.gzip else csv_response(file, job.file_name(index))

@@ -40,6 +40,8 @@ class SimState:
                 name: Counter(dict.fromkeys(PROVIDERS, 0)) for name in ("creates", "polls", "downloads")
             }
             self.statuses: Counter[str] = Counter()
+            self.quota_used: Counter[tuple[str, str, int]] = Counter()
+            """Requests per (account, quota, window index), for providers that enforce quotas."""
             self.faults.clear()
 
     def next_id(self, provider: str) -> str:
