@@ -130,7 +130,7 @@ def _measure(result: Result, stack: LocalStack, broker: Broker, vhost: str | Non
         deadline.check(f"{broker}: {done:,} of {count:,} due polls ran")
         time.sleep(0.5)
     time.sleep(1.0)
-    runs = [bytes(raw).decode().split() for raw in redis.lrange(polled, 0, -1)]
+    runs = [(raw if isinstance(raw, str) else raw.decode()).split() for raw in redis.lrange(polled, 0, -1)]
     lags = sorted(float(at) - max(due, sent[int(token)]) for token, at in runs)
     late = sum(when > due for when in sent.values())
     tag = f"{broker}:"
