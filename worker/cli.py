@@ -46,7 +46,7 @@ def _run(action: Any) -> Any:
         ) from None
 
 
-def _parse_params(pairs: list[str], params_json: str | None) -> dict[str, Any]:
+def _parse_params(pairs: list[str], params_json: str | None, flag: str = "--param") -> dict[str, Any]:
     params: dict[str, Any] = {}
     if params_json:
         try:
@@ -56,7 +56,7 @@ def _parse_params(pairs: list[str], params_json: str | None) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep:
-            raise _fail(f"--param {pair!r} must look like key=value")
+            raise _fail(f"{flag} {pair!r} must look like key=value")
         try:
             params[key] = json.loads(raw)
         except json.JSONDecodeError:
@@ -72,7 +72,12 @@ def submit(
     credential: Annotated[str, typer.Option(help="credential name the worker resolves")] = "default",
     idempotency_key: Annotated[str | None, typer.Option(help="same key, same export")] = None,
     deadline_seconds: Annotated[float | None, typer.Option(help="fail the export after this long")] = None,
-    sink: Annotated[str, typer.Option(help="jsonl (files) or redis_stream (small exports)")] = "jsonl",
+    sink: Annotated[
+        str, typer.Option(help="jsonl or parquet (files), postgres (a table), redis_stream (small exports)")
+    ] = "jsonl",
+    sink_option: Annotated[
+        list[str], typer.Option("--sink-option", "-o", help="postgres: database=<name>, schema=<schema>, table=<table>")
+    ] = [],  # noqa: B006
     wait: Annotated[bool, typer.Option(help="follow progress until the export ends")] = False,
 ) -> None:
     """Enqueue an export and print its id."""
@@ -86,6 +91,7 @@ def submit(
             idempotency_key=idempotency_key,
             deadline_seconds=deadline_seconds,
             sink=sink,
+            sink_options=_parse_params(sink_option, None, "--sink-option") or None,
         )
     )
     console.print(export_id)

@@ -24,6 +24,13 @@ class Credential(BaseModel):
     auth_token: SecretStr | None = None
 
 
+class Database(BaseModel):
+    """One named PostgreSQL database for the ``postgres`` sink; exports carry only the name."""
+
+    url: SecretStr
+    """``postgresql://user:password@host:5432/dbname`` (libpq URI; ``?sslmode=require`` etc. work)."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="EXPORT_WORKER_",
@@ -58,7 +65,7 @@ class Settings(BaseSettings):
     max_transient_retries: int = Field(8, ge=0, description="Transient provider errors tolerated per step.")
     http_timeout_seconds: float = Field(30.0, gt=0)
 
-    output_dir: Path = Field(Path("exports"), description="Where the JSONL sink writes, one folder per export.")
+    output_dir: Path = Field(Path("exports"), description="Where the JSONL and Parquet sinks write, one folder per export.")
     credentials: dict[str, Credential] = Field(default_factory=dict, description="Named credentials (secret).")
     base_urls: dict[str, str] = Field(default_factory=dict, description="Per-provider API base URL overrides.")
     download_hosts: dict[str, list[str]] = Field(
@@ -67,6 +74,9 @@ class Settings(BaseSettings):
     allow_private_networks: bool = Field(False, description="Allow loopback/private download addresses (the simulator needs it).")
     max_download_bytes: int = Field(20 * 1024**3, gt=0, description="Largest file accepted.")
     max_field_bytes: int = Field(1024 * 1024, gt=0, description="Largest single CSV field accepted.")
+    databases: dict[str, Database] = Field(
+        default_factory=dict, description="Named PostgreSQL databases for the postgres sink (secret): DATABASES__<NAME>__URL."
+    )
     redis_sink_max_rows: int = Field(100_000, gt=0, description="Most rows per file the redis_stream sink accepts.")
     redis_sink_ttl_seconds: int = Field(7 * 86400, gt=0, description="How long redis_stream sink streams are kept.")
     column_types: dict[str, dict[str, ColumnType]] = Field(

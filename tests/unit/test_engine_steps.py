@@ -475,5 +475,5 @@ def test_redis_stream_sink_refuses_files_over_its_row_cap(rt: Runtime, driver: D
 def test_unknown_sink_is_refused_at_submit(rt: Runtime) -> None:
     from worker.errors import InvalidRequest
 
-    with pytest.raises(InvalidRequest, match="unknown sink 'parquet'; choose one of jsonl, redis_stream"):
-        submit(rt, sink="parquet")
+    with pytest.raises(InvalidRequest, match="unknown sink 's3'; choose one of jsonl, redis_stream, postgres, parquet"):
+        submit(rt, sink="s3")

@@ -50,3 +50,10 @@ def test_tls_and_acl_redis_urls_are_understood(tmp_path: Path) -> None:
     kwargs = store.redis.connection_pool.connection_kwargs
     assert store.redis.connection_pool.connection_class is SSLConnection
     assert (kwargs["username"], kwargs["password"], kwargs["port"], kwargs["db"]) == ("exporter", "s3cret", 6380, 2)
+
+
+def test_named_databases_come_from_the_environment_and_stay_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXPORT_WORKER_DATABASES__WAREHOUSE__URL", "postgresql://loader:pw-123@db:5432/dw")
+    settings = Settings(_env_file=None)
+    assert settings.databases["warehouse"].url.get_secret_value() == "postgresql://loader:pw-123@db:5432/dw"
+    assert "pw-123" not in repr(settings) and "pw-123" not in settings.model_dump_json()

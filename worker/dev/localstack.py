@@ -39,6 +39,15 @@ RABBITMQ_URL = os.environ.get("EXPORT_WORKER_TEST_RABBITMQ_URL", "amqp://guest:g
 Broker = Literal["redis", "rabbitmq"]
 
 
+def _reveal(value: Any) -> Any:
+    """Secrets (credentials, database URLs) as plain text, for a child process's environment."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {key: _reveal(item) for key, item in value.items() if item is not None}
+    return value
+
+
 def settings_to_env(settings: Settings) -> dict[str, str]:
     """The environment a worker process needs to load exactly these settings."""
     env: dict[str, str] = {}
@@ -46,15 +55,7 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
         if value is None:
             continue
         key = f"EXPORT_WORKER_{name.upper()}"
-        if name == "credentials":
-            value = {
-                cred_name: {
-                    field: secret.get_secret_value() if isinstance(secret, SecretStr) else secret
-                    for field, secret in cred.items()
-                    if secret is not None
-                }
-                for cred_name, cred in value.items()
-            }
+        value = _reveal(value)
         env[key] = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
     return env
 
