@@ -186,9 +186,10 @@ class ExportClient:
 
 
 def default_client() -> ExportClient:
+    from worker.app import app
     from worker.wiring import runtime
 
-    return ExportClient(runtime())
+    return ExportClient(runtime(app))
 
 
 def submit_export(provider: str, params: dict[str, Any], **options: Any) -> str:

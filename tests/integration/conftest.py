@@ -1,7 +1,9 @@
 """Integration fixtures: a real Celery worker process, Redis and the provider simulator over loopback.
 
 Redis is the real one at 127.0.0.1:6379. Locally, when it is not running, the embedded fake stands
-in; in CI (``CI=true``) a missing Redis is an error, never a silent fallback or a skip.
+in; in CI (``CI=true``) a missing Redis is an error, never a silent fallback or a skip. The broker
+is Redis unless a module parametrizes ``broker`` (``ON_BOTH_BROKERS``): then its tests run once on
+Redis and once on the RabbitMQ at 127.0.0.1:5672, which must be running (no fallback, no skip).
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ import pytest
 
 from tests.pg import TEST_DATABASE_URL, scratch_schema, unique_schema
 from worker.api import ExportClient
-from worker.dev.localstack import LocalStack
+from worker.dev.localstack import Broker, LocalStack
 from worker.dev.simulator import SimulatorConfig
 from worker.parsing.schema import ColumnType, RowSchema
 
 REQUIRE_REAL_REDIS = os.environ.get("CI", "").lower() in ("1", "true", "yes") or bool(os.environ.get("REQUIRE_REAL_REDIS"))
+BROKERS: list[Broker] = ["redis", "rabbitmq"]
+ON_BOTH_BROKERS = pytest.mark.parametrize("broker", BROKERS, indirect=True, scope="session")
+"""Mark a module with this to run its tests against the session stack of each broker."""
 
 
 class Sim:
@@ -90,12 +95,19 @@ SCHEDULES = {
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def broker(request: pytest.FixtureRequest) -> Broker:
+    return getattr(request, "param", "redis")
+
+
+@pytest.fixture(scope="session")
+def stack(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     schedule_file = tmp_path_factory.mktemp("schedules") / "schedules.json"
     schedule_file.write_text(json.dumps(SCHEDULES))
     overrides = {"schedule_file": schedule_file, "databases": DATABASES}
-    with scratch_schema(PG_SCHEMA), LocalStack(require_real_redis=REQUIRE_REAL_REDIS, settings_overrides=overrides) as local:
+    local = LocalStack(require_real_redis=REQUIRE_REAL_REDIS, settings_overrides=overrides, broker=broker)
+    with scratch_schema(PG_SCHEMA), local:
         local.start_worker(concurrency=4)
+        local.wait_ready()
         yield local
 
 

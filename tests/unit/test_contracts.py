@@ -224,9 +224,17 @@ def test_impact_report_export_poll_download_and_replay_follow_the_specs(
     params = {"report_id": "att_adv_performance_by_day", "report_params": report_params, "api_root": api_root}
     created = gw.create(params)
     early = f"/{api_root}/{SID}/Jobs/{created.provider_job_id}/Download?Mode=Stream"
-    with pytest.raises(RetryLater, match="not ready"), open_download(
-        gw.download_client(True), early, guard=gw.url_guard, max_bytes=1 << 20, provider="impact",
-        credential_name="impact", signed_url=False,
+    with (
+        pytest.raises(RetryLater, match="not ready"),
+        open_download(
+            gw.download_client(True),
+            early,
+            guard=gw.url_guard,
+            max_bytes=1 << 20,
+            provider="impact",
+            credential_name="impact",
+            signed_url=False,
+        ),
     ):
         pass  # fmt: skip
     assert gw.create(params).provider_job_id == created.provider_job_id  # identical parameters: the cached job
