@@ -162,5 +162,8 @@ def run_download(rt: Runtime, args: FileTaskArgs, owner: str) -> None:
         _retry_file(rt, record, file, exc)
     except PermanentError as exc:
         _finish_file(rt, record, file, output=None, error=str(exc))
+    except OSError as exc:
+        problem = f"writing {file.name!r} to the {record.sink} sink failed ({exc}); free disk space or fix permissions there"
+        _retry_file(rt, record, file, TransientError(problem))
     finally:
         rt.store.release_lease(args.export_id, args.file_key, owner)
