@@ -10,7 +10,7 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Any, get_args
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -25,12 +25,13 @@ from worker.models import (
     JobStatus,
     NewExport,
     Progress,
-    SinkName,
+    SinkOptions,
 )
 from worker.providers import get_provider
 from worker.providers.base import wire_params
 from worker.schedules import idempotency_key as schedule_key
 from worker.schedules import load_schedules, period_of, render_params
+from worker.sinks.options import sink_options_for
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
 
@@ -80,6 +81,7 @@ class ExportClient:
         deadline_seconds: float | None = None,
         schedule: str | None = None,
         sink: str = "jsonl",
+        sink_options: SinkOptions | dict[str, Any] | None = None,
     ) -> str:
         """Record an export and enqueue its first step; the same idempotency key returns the same id."""
         chosen = get_provider(provider)
@@ -87,8 +89,7 @@ class ExportClient:
         _check_name("credential name", credential)
         if idempotency_key is not None:
             _check_name("idempotency key", idempotency_key)
-        if sink not in get_args(SinkName):
-            raise InvalidRequest(f"unknown sink {sink!r}; choose one of {', '.join(get_args(SinkName))}")
+        options = sink_options_for(sink, sink_options, chosen, validated)
         if deadline_seconds is not None and deadline_seconds <= 0:
             raise InvalidRequest(f"deadline_seconds must be positive, got {deadline_seconds}")
         try:
@@ -116,6 +117,7 @@ class ExportClient:
             warnings=chosen.warnings(validated, datetime.fromtimestamp(self.rt.clock(), UTC)),
             schedule=schedule,
             sink=sink,
+            sink_options=options,
         )
         return commands.create_export(self.rt, request)
 
@@ -166,6 +168,8 @@ class ExportClient:
             idempotency_key=schedule_key(entry, start),
             deadline_seconds=entry.deadline_seconds,
             schedule=entry.name,
+            sink=entry.sink,
+            sink_options=entry.sink_options,
         )
 
     def read_events(
@@ -182,9 +186,10 @@ class ExportClient:
 
 
 def default_client() -> ExportClient:
+    from worker.app import app
     from worker.wiring import runtime
 
-    return ExportClient(runtime())
+    return ExportClient(runtime(app))
 
 
 def submit_export(provider: str, params: dict[str, Any], **options: Any) -> str:

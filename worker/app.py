@@ -1,9 +1,15 @@
 """The Celery app. Configuration comes from :mod:`worker.settings`; JSON only, acks late.
 
 Why these options: ``task_acks_late`` + ``task_reject_on_worker_lost`` put a task back on the
-queue when its worker dies mid-step; prefetch 1 keeps a long download from hoarding messages; the
-broker visibility timeout must exceed every countdown or Redis would redeliver waiting polls early
-(harmless thanks to fencing, but wasteful).
+queue when its worker dies mid-step; prefetch 1 keeps a long download from hoarding messages.
+
+Two brokers. On Redis the worker holds every countdown task (a waiting export's next poll) in its
+own memory until it is due, and the visibility timeout must exceed every countdown (checked by
+:class:`~worker.settings.Settings`). On RabbitMQ (``amqp://``) the queue is a quorum queue (durable,
+replicated) on a *topic* exchange, which is what Celery's native delayed delivery needs: a countdown
+task waits in the broker's delay queues, not in the worker. Celery turns global QoS off for quorum
+queues by itself (they do not support it); publisher confirms make ``send_task`` return only once
+the broker has the message.
 """
 
 from __future__ import annotations
@@ -17,29 +23,31 @@ from worker.schedules import beat_schedule
 from worker.settings import Settings, get_settings
 
 
-def check_settings(settings: Settings) -> None:
-    longest = max(settings.poll_max_seconds, settings.slow_poll_seconds * (1 + settings.poll_jitter))
-    if settings.visibility_timeout_seconds <= longest:
-        raise ValueError(
-            f"EXPORT_WORKER_VISIBILITY_TIMEOUT_SECONDS ({settings.visibility_timeout_seconds}) must exceed the "
-            f"longest countdown ({longest:.0f}s from poll_max_seconds/slow_poll_seconds)"
-        )
-
-
-def create_app(settings: Settings | None = None) -> Celery:
-    settings = settings or get_settings()
-    check_settings(settings)
-    app = Celery("worker", include=["worker.tasks"])
+def broker_options(settings: Settings) -> dict[str, Any]:
+    """What differs between the two brokers; everything else is the same app."""
+    if settings.broker_transport == "amqp":
+        return {
+            "task_default_queue_type": "quorum",
+            "task_default_exchange_type": "topic",
+            "worker_detect_quorum_queues": True,
+            "broker_native_delayed_delivery_queue_type": "quorum",
+            "broker_transport_options": {"confirm_publish": True},
+        }
     transport_options = {
         "visibility_timeout": settings.visibility_timeout_seconds,
         "unacked_restore_interval": settings.unacked_restore_seconds,
         "unacked_restore_throttle": 1,
     }
+    return {"broker_transport_options": transport_options, "result_backend_transport_options": transport_options}
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    app = Celery("worker", include=["worker.tasks"])
     app.conf.update(
         broker_url=settings.effective_broker_url,
         result_backend=settings.effective_result_backend,
-        broker_transport_options=transport_options,
-        result_backend_transport_options=transport_options,
+        **broker_options(settings),
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],

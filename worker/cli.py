@@ -8,12 +8,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 from worker.api import ExportClient, ExportView
 from worker.errors import ExportWorkerError
 from worker.store import STORE_UNAVAILABLE
+from worker.watch_view import follow, progress_table
 
 app = typer.Typer(help="Pull large asynchronous exports out of provider APIs with Celery.", no_args_is_help=True)
 console = Console()
@@ -46,7 +46,7 @@ def _run(action: Any) -> Any:
         ) from None
 
 
-def _parse_params(pairs: list[str], params_json: str | None) -> dict[str, Any]:
+def _parse_params(pairs: list[str], params_json: str | None, flag: str = "--param") -> dict[str, Any]:
     params: dict[str, Any] = {}
     if params_json:
         try:
@@ -56,36 +56,12 @@ def _parse_params(pairs: list[str], params_json: str | None) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep:
-            raise _fail(f"--param {pair!r} must look like key=value")
+            raise _fail(f"{flag} {pair!r} must look like key=value")
         try:
             params[key] = json.loads(raw)
         except json.JSONDecodeError:
             params[key] = raw
     return params
-
-
-def progress_table(view: ExportView) -> Table:
-    record, progress = view.record, view.progress
-    table = Table(title=f"export {record.id} ({record.provider})", show_header=False)
-    table.add_row("status", f"[bold]{record.status.value}[/]")
-    table.add_row("jobs", f"{progress.jobs_done}/{progress.jobs_total} done")
-    for job in record.jobs.values():
-        detail = f"{job.status.value} {job.raw_status or ''} {job.provider_job_id or ''}".strip()
-        if job.percent_complete is not None:
-            detail += f" {job.percent_complete}%"
-        if job.records_processed is not None:
-            detail += f" {job.records_processed} records"
-        if job.message:
-            detail += f" - {job.message}"
-        table.add_row(f"  job {job.key}", detail)
-    table.add_row("files", f"{progress.files_done}/{progress.files_total} done")
-    table.add_row("rows written", str(progress.rows))
-    table.add_row("rows quarantined", str(progress.quarantined))
-    for warning in record.warnings[-3:]:
-        table.add_row("warning", f"[yellow]{warning}[/]")
-    if record.error:
-        table.add_row("error", f"[red]{record.error}[/]")
-    return table
 
 
 @app.command()
@@ -96,7 +72,12 @@ def submit(
     credential: Annotated[str, typer.Option(help="credential name the worker resolves")] = "default",
     idempotency_key: Annotated[str | None, typer.Option(help="same key, same export")] = None,
     deadline_seconds: Annotated[float | None, typer.Option(help="fail the export after this long")] = None,
-    sink: Annotated[str, typer.Option(help="jsonl (files) or redis_stream (small exports)")] = "jsonl",
+    sink: Annotated[
+        str, typer.Option(help="jsonl or parquet (files), postgres (a table), redis_stream (small exports)")
+    ] = "jsonl",
+    sink_option: Annotated[
+        list[str], typer.Option("--sink-option", "-o", help="postgres: database=<name>, schema=<schema>, table=<table>")
+    ] = [],  # noqa: B006
     wait: Annotated[bool, typer.Option(help="follow progress until the export ends")] = False,
 ) -> None:
     """Enqueue an export and print its id."""
@@ -110,6 +91,7 @@ def submit(
             idempotency_key=idempotency_key,
             deadline_seconds=deadline_seconds,
             sink=sink,
+            sink_options=_parse_params(sink_option, None, "--sink-option") or None,
         )
     )
     console.print(export_id)
@@ -128,15 +110,7 @@ def status(export_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
 
 
 def _watch(client: ExportClient, export_id: str) -> ExportView:
-    """Redraw on every event of this export (the Redis stream); the block timeout is the fallback refresh."""
-    view = _run(lambda: client.get(export_id))
-    last = "$"
-    with Live(progress_table(view), console=console, refresh_per_second=4) as live:
-        while not view.record.status.terminal:
-            last, _events = client.read_events(export_id, since=last, block_ms=1000)
-            view = client.get(export_id)
-            live.update(progress_table(view))
-    return view
+    return _run(lambda: follow(console, client, export_id))
 
 
 @app.command()
@@ -183,11 +157,12 @@ def demo(
     vehicles: Annotated[int, typer.Option(min=1, max=1000)] = 4,
     files: Annotated[int, typer.Option(min=1, max=100)] = 3,
     rows: Annotated[int, typer.Option(min=1, max=10_000_000)] = 500,
+    keep: Annotated[bool, typer.Option(help="leave the stack up (until Ctrl-C) and print how to use it")] = False,
 ) -> None:
     """Run a Samsara IFTA export end to end against the built-in simulator, on Redis or an embedded fake."""
     from worker.dev.demo import run_demo
 
-    raise typer.Exit(code=run_demo(console, vehicles=vehicles, files=files, rows=rows))
+    raise typer.Exit(code=run_demo(console, vehicles=vehicles, files=files, rows=rows, keep=keep))
 
 
 def main() -> None:

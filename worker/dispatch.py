@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from celery import Celery
@@ -19,11 +20,18 @@ class CeleryDispatcher:
     def __init__(self, app: Celery, settings: Settings) -> None:
         self.app = app
         self.queue = settings.queue
-        self.max_countdown = settings.visibility_timeout_seconds * 0.9
-        """A longer countdown would outlive the visibility timeout and be redelivered early."""
+        self.in_broker = settings.broker_transport == "amqp"
+        """RabbitMQ keeps countdowns in its delay queues: whole seconds, no cap."""
+        self.max_countdown = math.inf if self.in_broker else settings.visibility_timeout_seconds * 0.9
+        """On Redis a longer countdown would outlive the visibility timeout and be redelivered early."""
+
+    def countdown(self, seconds: float) -> float:
+        """The countdown actually sent: Celery's delayed delivery takes whole seconds and refuses 0 < s < 1."""
+        seconds = min(max(seconds, 0.0), self.max_countdown)
+        return float(math.ceil(seconds)) if self.in_broker else seconds
 
     def _send(self, task: str, kwargs: dict[str, Any], countdown: float) -> None:
-        countdown = min(max(countdown, 0.0), self.max_countdown)
+        countdown = self.countdown(countdown)
         # ignore_result: state lives in our store; otherwise each send subscribes to the result backend.
         self.app.send_task(task, kwargs=kwargs, countdown=countdown, queue=self.queue, ignore_result=True)
 

@@ -74,9 +74,9 @@ def transfer_file(
     rows = quarantined = 0
     with _cyclic_gc_paused():
         for batch in parse_csv(counter, schema, max_field_bytes=max_field_bytes, batch_rows=batch_rows):
-            if batch.rows:
-                writer.write_rows(batch.rows)
-                rows += len(batch.rows)
+            if batch.lines:
+                writer.write_batch(batch)
+                rows += len(batch.lines)
             if batch.bad:
                 writer.write_bad(batch.bad, source_name)
                 quarantined += len(batch.bad)

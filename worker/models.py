@@ -61,7 +61,21 @@ class JobSnapshot(BaseModel):
     """The request as the provider resolved it (e.g. the vehicle list behind tag filters)."""
 
 
-SinkName = Literal["jsonl", "redis_stream"]
+SinkName = Literal["jsonl", "redis_stream", "postgres", "parquet"]
+
+SQL_NAME = r"^[a-z_][a-z0-9_]{0,51}$"
+"""A table or schema name we never need to quote oddly: lower case, and short enough for ``_quarantine``."""
+
+
+class SinkOptions(BaseModel):
+    """Where a database sink loads; the database is a *name* the worker resolves from its settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    database: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+    schema_name: str = Field("public", alias="schema", pattern=SQL_NAME)
+    table: str | None = Field(None, pattern=SQL_NAME)
+    """None: the provider's report name (e.g. ``samsara_ifta_detail``), filled in at submit."""
 
 
 class ExportStatus(StrEnum):
@@ -189,6 +203,7 @@ class ExportRequest(BaseModel):
     schedule: str | None = None
     """Name of the beat schedule that created it, if any."""
     sink: SinkName = "jsonl"
+    sink_options: SinkOptions = SinkOptions()
 
 
 class NewExport(ExportRequest):

@@ -15,6 +15,7 @@ from celery.schedules import crontab
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from worker.errors import InvalidRequest
+from worker.models import SinkName, SinkOptions
 from worker.settings import Settings
 
 RUN_SCHEDULE_TASK = "worker.run_schedule"
@@ -46,6 +47,8 @@ class ScheduledExport(BaseModel):
     params: dict[str, Any] = {}
     period_params: dict[str, str] = {}
     deadline_seconds: float | None = None
+    sink: SinkName = "jsonl"
+    sink_options: SinkOptions | None = None
 
 
 class ScheduleFile(BaseModel):

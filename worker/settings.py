@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.parsing.schema import ColumnType
@@ -23,6 +24,13 @@ class Credential(BaseModel):
     auth_token: SecretStr | None = None
 
 
+class Database(BaseModel):
+    """One named PostgreSQL database for the ``postgres`` sink; exports carry only the name."""
+
+    url: SecretStr
+    """``postgresql://user:password@host:5432/dbname`` (libpq URI; ``?sslmode=require`` etc. work)."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="EXPORT_WORKER_",
@@ -32,7 +40,9 @@ class Settings(BaseSettings):
     )
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="State store; rediss:// and user:password@ work.")
-    broker_url: str | None = Field(None, description="Celery broker; defaults to redis_url.")
+    broker_url: str | None = Field(
+        None, description="Celery broker; defaults to redis_url. amqp://... is RabbitMQ with quorum queues."
+    )
     result_backend: str | None = Field(None, description="Celery result backend; defaults to redis_url.")
     key_prefix: str = Field("aew", description="Prefix of every Redis key this project writes.")
     queue: str = Field("exports", description="Celery queue the tasks are routed to.")
@@ -42,7 +52,9 @@ class Settings(BaseSettings):
     poll_multiplier: float = Field(2.0, ge=1, description="Growth factor of the poll backoff.")
     poll_jitter: float = Field(0.2, ge=0, le=1, description="Random +/- fraction added to each delay.")
     slow_poll_seconds: float = Field(900.0, gt=0, description="Delay while a provider retries a job itself.")
-    visibility_timeout_seconds: int = Field(3600, gt=0, description="Broker visibility timeout; must exceed every countdown.")
+    visibility_timeout_seconds: int = Field(
+        3600, gt=0, description="Redis broker visibility timeout; must exceed every countdown (unused on RabbitMQ)."
+    )
 
     unacked_restore_seconds: int = Field(
         60, gt=0, description="How often workers re-queue messages of dead workers older than the visibility timeout."
@@ -53,7 +65,7 @@ class Settings(BaseSettings):
     max_transient_retries: int = Field(8, ge=0, description="Transient provider errors tolerated per step.")
     http_timeout_seconds: float = Field(30.0, gt=0)
 
-    output_dir: Path = Field(Path("exports"), description="Where the JSONL sink writes, one folder per export.")
+    output_dir: Path = Field(Path("exports"), description="Where the JSONL and Parquet sinks write, one folder per export.")
     credentials: dict[str, Credential] = Field(default_factory=dict, description="Named credentials (secret).")
     base_urls: dict[str, str] = Field(default_factory=dict, description="Per-provider API base URL overrides.")
     download_hosts: dict[str, list[str]] = Field(
@@ -62,6 +74,9 @@ class Settings(BaseSettings):
     allow_private_networks: bool = Field(False, description="Allow loopback/private download addresses (the simulator needs it).")
     max_download_bytes: int = Field(20 * 1024**3, gt=0, description="Largest file accepted.")
     max_field_bytes: int = Field(1024 * 1024, gt=0, description="Largest single CSV field accepted.")
+    databases: dict[str, Database] = Field(
+        default_factory=dict, description="Named PostgreSQL databases for the postgres sink (secret): DATABASES__<NAME>__URL."
+    )
     redis_sink_max_rows: int = Field(100_000, gt=0, description="Most rows per file the redis_stream sink accepts.")
     redis_sink_ttl_seconds: int = Field(7 * 86400, gt=0, description="How long redis_stream sink streams are kept.")
     column_types: dict[str, dict[str, ColumnType]] = Field(
@@ -78,6 +93,23 @@ class Settings(BaseSettings):
     log_json: bool = Field(False, description="Emit JSON log lines.")
     log_level: str = "INFO"
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port.")
+
+    @model_validator(mode="after")
+    def _countdowns_fit_the_visibility_timeout(self) -> Self:
+        """On the Redis transport a countdown longer than the visibility timeout is redelivered early."""
+        longest = max(self.poll_max_seconds, self.slow_poll_seconds * (1 + self.poll_jitter))
+        if self.broker_transport == "redis" and self.visibility_timeout_seconds <= longest:
+            raise ValueError(
+                f"EXPORT_WORKER_VISIBILITY_TIMEOUT_SECONDS ({self.visibility_timeout_seconds}) must exceed the "
+                f"longest countdown ({longest:.0f}s from poll_max_seconds/slow_poll_seconds) on a Redis broker"
+            )
+        return self
+
+    @property
+    def broker_transport(self) -> Literal["amqp", "redis"]:
+        """RabbitMQ keeps countdowns in the broker (quorum queues); Redis makes the worker hold them."""
+        scheme = self.effective_broker_url.partition("://")[0].lower()
+        return "amqp" if scheme in ("amqp", "amqps", "pyamqp") else "redis"
 
     @property
     def effective_broker_url(self) -> str:

@@ -17,22 +17,16 @@ def make_store(settings: Settings) -> ExportStore:
     return ExportStore.from_url(settings.redis_url, settings.key_prefix)
 
 
-def build_runtime(settings: Settings, app: Celery | None = None) -> Runtime:
-    """A runtime for ``settings``; without an app, one is created for the settings' broker."""
-    if app is None:
-        from worker.app import create_app
-
-        app = create_app(settings)
+def build_runtime(settings: Settings, app: Celery) -> Runtime:
+    """A runtime for ``settings`` that sends its next steps through ``app`` (built for the same settings)."""
     return Runtime(settings=settings, store=make_store(settings), dispatcher=CeleryDispatcher(app, settings))
 
 
 @lru_cache(maxsize=4)
-def _runtime_for_pid(pid: int) -> Runtime:
-    from worker.app import app
-
+def _runtime_for_pid(pid: int, app: Celery) -> Runtime:
     return build_runtime(get_settings(), app)
 
 
-def runtime() -> Runtime:
-    """The runtime of this process; keyed by pid so prefork children never share sockets."""
-    return _runtime_for_pid(os.getpid())
+def runtime(app: Celery) -> Runtime:
+    """The runtime of this process for ``app``; keyed by pid so prefork children never share sockets."""
+    return _runtime_for_pid(os.getpid(), app)

@@ -1,4 +1,4 @@
-"""Bad data from the provider never loses good rows; secrets never leave the worker's settings."""
+"""Bad data from the provider never loses good rows; secrets (tokens, database passwords) never leave the worker's settings."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.integration.conftest import Sim, count_lines, day_after, unique_hour, wait_done
+from tests.integration.conftest import DATABASE_PASSWORD, PG_SCHEMA, Sim, count_lines, day_after, unique_hour, wait_done
 from worker.api import ExportClient
 from worker.dev.localstack import LocalStack
 from worker.dev.simulator import SamsaraBehaviour
@@ -43,9 +43,16 @@ def test_truncated_download_is_retried_and_never_half_written(client: ExportClie
 def test_no_token_in_redis_task_messages_results_or_logs(client: ExportClient, sim: Sim, stack: LocalStack) -> None:
     hour = unique_hour(62)
     export_id = client.submit("samsara", {"startHour": hour, "endHour": day_after(hour), "vehicleIds": [3]})
+    loaded_id = client.submit(
+        "samsara",
+        {"startHour": hour, "endHour": day_after(hour), "vehicleIds": [4]},
+        sink="postgres",
+        sink_options={"database": "test", "schema": PG_SCHEMA, "table": "secrets_scan"},
+    )
     wait_done(client, export_id, stack)
+    assert wait_done(client, loaded_id, stack).record.rows > 0
     config = sim.config()
-    secrets = [config.samsara_token.encode(), config.impact_auth_token.encode()]
+    secrets = [config.samsara_token.encode(), config.impact_auth_token.encode(), DATABASE_PASSWORD.encode()]
     redis = client.rt.store.redis
     scanned = 0
     for pattern in (f"{stack.settings.key_prefix}:*", f"{stack.settings.queue}*", "unacked*", "celery-task-meta-*"):
@@ -73,5 +80,5 @@ def test_no_token_in_redis_task_messages_results_or_logs(client: ExportClient, s
     assert scanned > 5
     logs = stack.logs().encode()
     assert logs and not any(secret in logs for secret in secrets)
-    view = client.get(export_id)
-    assert not any(secret in view.model_dump_json().encode() for secret in secrets)
+    for view in (client.get(export_id), client.get(loaded_id)):
+        assert not any(secret in view.model_dump_json().encode() for secret in secrets)

@@ -6,14 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.integration.conftest import Sim, count_lines, day_after, unique_hour, wait_done
+from tests.integration.conftest import ON_BOTH_BROKERS, Sim, count_lines, day_after, unique_hour, wait_done
 from worker.api import ExportClient
 from worker.dev.localstack import SIM_IMPACT_CREDENTIAL, LocalStack
 from worker.dev.simulator import ImpactBehaviour, SamsaraBehaviour
 from worker.models import ExportStatus
 from worker.schedules import RUN_SCHEDULE_TASK
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, ON_BOTH_BROKERS]
 
 
 def impact(sim: Sim, report: str, **behaviour) -> dict:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import Sim, count_lines, day_after, unique_hour, wait_done
+from tests.integration.conftest import ON_BOTH_BROKERS, Sim, count_lines, day_after, unique_hour, wait_done
 from worker.api import ExportClient
 from worker.dev.localstack import LocalStack
 from worker.dev.simulator import SamsaraBehaviour
@@ -15,7 +15,7 @@ from worker.dev.simulator.samsara import COLUMNS as SAMSARA_COLUMNS
 from worker.errors import InvalidRequest
 from worker.models import ExportStatus, FileStatus
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, ON_BOTH_BROKERS]
 
 
 def samsara_params(hour: str, vehicles: list[int] | None = None) -> dict:
@@ -85,16 +85,13 @@ def test_completion_callback_reaches_the_callers_queue(client: ExportClient, sim
     )
     wait_done(client, export_id, stack)
     # The callback is sent after the EXEC that completes the export (save, then dispatch): wait for it.
-    deadline = time.monotonic() + 20
-    while (raw := client.rt.store.redis.lpop(queue)) is None and time.monotonic() < deadline:
+    deadline = time.monotonic() + 10
+    while (message := stack.take_message(queue)) is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert raw is not None, "no callback message on the caller's queue"
-    message = json.loads(raw)
-    assert message["headers"]["task"] == "caller.on_export_done"
-    body = json.loads(__import__("base64").b64decode(message["body"]))
-    assert body[0] == ["batch-7"] and body[1] == {"export_id": export_id, "status": "COMPLETED"}
-    for key in client.rt.store.redis.scan_iter(match=f"*{queue}*"):
-        client.rt.store.redis.delete(key)
+    assert message is not None, "no callback message on the caller's queue"
+    assert message.headers["task"] == "caller.on_export_done"
+    args, kwargs, _embed = message.payload
+    assert args == ["batch-7"] and kwargs == {"export_id": export_id, "status": "COMPLETED"}
 
 
 def test_bad_parameters_are_refused_before_reaching_redis(client: ExportClient, stack: LocalStack) -> None:

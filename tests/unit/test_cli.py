@@ -34,6 +34,10 @@ runner = CliRunner()
         (["submit", "samsara", "-p", "startHour"], "must look like key=value"),
         (["submit", "samsara", "--params-json", "{not json"], "not valid JSON"),
         (["submit", "impact", "-p", "job_id=a", "-p", "report_id=b"], "exactly one of job_id"),
+        (["submit", "impact", "-p", "job_id=a", "--sink", "s3"], "unknown sink 's3'"),
+        (["submit", "impact", "-p", "job_id=a", "--sink", "postgres", "-o", "table=Bad-Name"], "invalid sink_options: table"),
+        (["submit", "impact", "-p", "job_id=a", "--sink", "postgres", "-o", "schema"], "--sink-option 'schema' must look like"),
+        (["submit", "impact", "-p", "job_id=a", "-o", "table=t"], "apply to sink='postgres' only"),
     ],
 )
 def test_bad_submit_input_is_one_clear_error(args: list[str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import worker.parsing.columns as columns
 import worker.parsing.csv_stream as csv_stream
 from worker.errors import PermanentError
 from worker.parsing.csv_stream import BadRow, ParsedBatch, parse_csv
@@ -365,7 +366,7 @@ def test_property_arbitrary_bytes_after_a_header_never_raise(body: bytes, cuts: 
 @given(values=st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=20))
 def test_property_bulk_float_parsing_matches_float(values: list[float]) -> None:
     texts = [repr(v) for v in values] + [f"{v:.3f}" for v in values] + [f"{v:e}" for v in values]
-    column = csv_stream._float_column(texts)
+    column = columns._float_column(texts)
     assert [repr(v) for v in column] == [repr(float(t)) for t in texts]
 
 
@@ -377,4 +378,4 @@ def test_property_bulk_float_parsing_matches_float(values: list[float]) -> None:
 )
 def test_property_bulk_datetime_normalisation_matches_isoformat(moments: list) -> None:
     texts = [m.isoformat() for m in moments]
-    assert list(csv_stream._datetime_column(texts)) == [csv_stream._datetime_value(t) for t in texts]
+    assert list(columns._datetime_column(texts)) == [columns._datetime_value(t) for t in texts]

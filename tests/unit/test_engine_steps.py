@@ -475,5 +475,19 @@ def test_redis_stream_sink_refuses_files_over_its_row_cap(rt: Runtime, driver: D
 def test_unknown_sink_is_refused_at_submit(rt: Runtime) -> None:
     from worker.errors import InvalidRequest
 
-    with pytest.raises(InvalidRequest, match="unknown sink 'parquet'; choose one of jsonl, redis_stream"):
-        submit(rt, sink="parquet")
+    with pytest.raises(InvalidRequest, match="unknown sink 's3'; choose one of jsonl, redis_stream, postgres, parquet"):
+        submit(rt, sink="s3")
+
+
+def test_a_sink_that_cannot_write_retries_then_fails_the_file_saying_what_to_fix(
+    rt: Runtime, driver: Driver, provider: FakeSamsara
+) -> None:
+    Path(rt.settings.output_dir).write_text("a file where the output directory should be")
+    script_happy_path(provider, rows=(3,))
+    export_id = submit(rt)
+    driver.run()
+    view = ExportClient(rt).get(export_id)
+    assert view.record.status is ExportStatus.FAILED
+    assert view.files[0].attempts == rt.settings.max_transient_retries
+    assert "to the jsonl sink failed" in (view.files[0].error or "")
+    assert "free disk space or fix permissions" in (view.files[0].error or "")

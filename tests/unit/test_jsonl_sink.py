@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from worker.errors import TransientError
@@ -119,7 +120,7 @@ def test_a_killed_attempt_leaves_only_a_temp_which_a_later_attempt_sweeps(tmp_pa
     sink = JsonlSink(tmp_path)
     dead = sink.open_file("exp1", "k", "f.csv")
     dead.write_rows(ROWS)
-    dead._out.flush()  # type: ignore[union-attr]  # the worker is SIGKILLed here: no commit, no abort
+    dead._out.flush()  # the worker is SIGKILLed here: no commit, no abort
     (temp,) = (tmp_path / "exp1").iterdir()
     assert temp.name.endswith(".tmp") and not (tmp_path / "exp1" / "f.csv.jsonl").exists()
     old = time.time() - STALE_TEMP_SECONDS - 10
@@ -208,3 +209,37 @@ def test_a_failing_download_never_becomes_a_half_file(tmp_path: Path) -> None:
         transfer_file(broken(), schema=SCHEMA, writer=writer, source_name="f.csv", max_field_bytes=1024)  # type: ignore[arg-type]
     writer.abort()
     assert files(tmp_path) == []
+
+
+def test_columnar_batches_are_written_byte_for_byte_like_row_dicts(tmp_path: Path) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from worker.parsing.csv_stream import parse_csv
+    from worker.sinks.jsonl import encode_columns
+
+    schema = RowSchema(types={"i": ColumnType.INT, "f": ColumnType.FLOAT, "d": ColumnType.DATETIME})
+    text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8)
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(st.integers(-(2**62), 2**62), st.floats(allow_nan=False, allow_infinity=False), text, st.booleans()),
+            min_size=1,
+            max_size=40,
+        )
+    )
+    def check(rows: list[tuple[int, float, str, bool]]) -> None:
+        lines = [
+            f'{i},{f!r},"{s.replace(chr(34), chr(34) * 2)}",{"2026-01-01T00:00:00Z" if d else "2026-01-01 10:00:00+02:00"}'
+            for i, f, s, d in rows
+        ]
+        data = ("i,f,s,d\n" + "\n".join(lines) + "\n").encode()
+        for batch in parse_csv([data], schema, max_field_bytes=1 << 16, batch_rows=7):
+            slices = encode_columns(batch)
+            assert slices is not None
+            assert b"".join(slices) == b"".join(orjson.dumps(row) + b"\n" for row in batch.rows)
+
+    check()
+    nulls = next(iter(parse_csv([b"i,s,d\n1,a,\n"], schema, max_field_bytes=64)))
+    assert encode_columns(nulls) is None  # a text column holding None: the dict path writes it

@@ -28,12 +28,17 @@ def test_nested_credentials_come_from_the_environment(monkeypatch: pytest.Monkey
     assert "tok-123" not in repr(settings) and "sec'" not in repr(settings)
 
 
-def test_visibility_timeout_must_outlast_every_countdown(tmp_path: Path) -> None:
-    from worker.app import check_settings
+def test_visibility_timeout_must_outlast_every_countdown_on_redis(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="VISIBILITY_TIMEOUT_SECONDS .* on a Redis broker"):
+        make_settings(tmp_path, visibility_timeout_seconds=100, slow_poll_seconds=900)
+    assert make_settings(tmp_path).broker_transport == "redis"
 
-    with pytest.raises(ValueError, match="VISIBILITY_TIMEOUT_SECONDS"):
-        check_settings(make_settings(tmp_path, visibility_timeout_seconds=100, slow_poll_seconds=900))
-    check_settings(make_settings(tmp_path))
+
+def test_rabbitmq_broker_has_no_visibility_timeout_cap(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, broker_url="amqp://guest:guest@127.0.0.1:5672//", visibility_timeout_seconds=100, slow_poll_seconds=900
+    )
+    assert settings.broker_transport == "amqp"
 
 
 def test_tls_and_acl_redis_urls_are_understood(tmp_path: Path) -> None:
@@ -45,3 +50,10 @@ def test_tls_and_acl_redis_urls_are_understood(tmp_path: Path) -> None:
     kwargs = store.redis.connection_pool.connection_kwargs
     assert store.redis.connection_pool.connection_class is SSLConnection
     assert (kwargs["username"], kwargs["password"], kwargs["port"], kwargs["db"]) == ("exporter", "s3cret", 6380, 2)
+
+
+def test_named_databases_come_from_the_environment_and_stay_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXPORT_WORKER_DATABASES__WAREHOUSE__URL", "postgresql://loader:pw-123@db:5432/dw")
+    settings = Settings(_env_file=None)
+    assert settings.databases["warehouse"].url.get_secret_value() == "postgresql://loader:pw-123@db:5432/dw"
+    assert "pw-123" not in repr(settings) and "pw-123" not in settings.model_dump_json()

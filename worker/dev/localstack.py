@@ -2,7 +2,10 @@
 
 The demo, the integration and chaos tests and the benchmarks all run the real thing through it:
 real Celery worker processes talking to Redis (the real one when reachable, otherwise the embedded
-fake) and to the simulator over loopback HTTP.
+fake) and to the simulator over loopback HTTP. The broker is that Redis or, with
+``broker="rabbitmq"``, the RabbitMQ at ``EXPORT_WORKER_TEST_RABBITMQ_URL`` (no fallback: a missing
+RabbitMQ is an error). Each run has its own key prefix and queue name, and ``stop()`` removes the
+keys, queues and exchanges it created, so runs can share one Redis and one RabbitMQ.
 """
 
 from __future__ import annotations
@@ -10,22 +13,39 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import redis
+from celery import Celery
+from kombu import Connection, Message, Queue
 from pydantic import SecretStr
 
 from worker.api import ExportClient
+from worker.app import create_app
 from worker.dev.embedded import EmbeddedRedis, redis_reachable
 from worker.dev.simulator import SimulatorConfig, SimulatorThread
 from worker.settings import Credential, Settings
 from worker.wiring import build_runtime
 
 SIM_IMPACT_CREDENTIAL = "impact"
+RABBITMQ_URL = os.environ.get("EXPORT_WORKER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+Broker = Literal["redis", "rabbitmq"]
+
+
+def _reveal(value: Any) -> Any:
+    """Secrets (credentials, database URLs) as plain text, for a child process's environment."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {key: _reveal(item) for key, item in value.items() if item is not None}
+    return value
 
 
 def settings_to_env(settings: Settings) -> dict[str, str]:
@@ -35,15 +55,7 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
         if value is None:
             continue
         key = f"EXPORT_WORKER_{name.upper()}"
-        if name == "credentials":
-            value = {
-                cred_name: {
-                    field: secret.get_secret_value() if isinstance(secret, SecretStr) else secret
-                    for field, secret in cred.items()
-                    if secret is not None
-                }
-                for cred_name, cred in value.items()
-            }
+        value = _reveal(value)
         env[key] = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
     return env
 
@@ -57,7 +69,11 @@ class LocalStack:
         require_real_redis: bool = False,
         output_dir: Path | None = None,
         settings_overrides: dict[str, Any] | None = None,
+        broker: Broker = "redis",
+        rabbitmq_url: str = RABBITMQ_URL,
     ) -> None:
+        self.broker = broker
+        self.rabbitmq_url = rabbitmq_url
         self.simulator_config = simulator_config or SimulatorConfig()
         self.requested_redis_url = redis_url or os.environ.get("EXPORT_WORKER_REDIS_URL", "redis://127.0.0.1:6379/0")
         self.require_real_redis = require_real_redis
@@ -70,7 +86,11 @@ class LocalStack:
         self.run_id = uuid.uuid4().hex[:8]
         self._tmp = tempfile.TemporaryDirectory(prefix="aew-stack-")
         self.settings: Settings | None = None
+        self.app: Celery | None = None
         self.client: ExportClient | None = None
+        self._queues: set[str] = set()
+        self.nodes: dict[int, str] = {}
+        """Celery node name of each worker process, by pid."""
 
     @property
     def using_real_redis(self) -> bool:
@@ -85,10 +105,13 @@ class LocalStack:
                 )
             self.embedded = EmbeddedRedis()
             redis_url = self.embedded.start()
+        if self.broker == "rabbitmq":
+            _require_rabbitmq(self.rabbitmq_url)
         self.simulator = SimulatorThread(self.simulator_config).start()
         sim = self.simulator_config
         values: dict[str, Any] = {
             "redis_url": redis_url,
+            "broker_url": self.rabbitmq_url if self.broker == "rabbitmq" else None,
             "key_prefix": f"aew-{self.run_id}",
             "queue": f"exports-{self.run_id}",
             "base_urls": {"samsara": self.simulator.url, "impact": self.simulator.url},
@@ -109,8 +132,16 @@ class LocalStack:
         }
         values.update(self.settings_overrides)
         self.settings = Settings(_env_file=None, **values)
-        self.client = ExportClient(build_runtime(self.settings))
+        self._queues.add(self.settings.queue)
+        self.app = create_app(self.settings)
+        self.client = ExportClient(build_runtime(self.settings, self.app))
         return self
+
+    def settings_env(self) -> dict[str, str]:
+        """Only the settings this stack chose: what another shell exports to use it."""
+        assert self.settings is not None, "start() first"
+        chosen = {f"EXPORT_WORKER_{name.upper()}" for name in self.settings.model_fields_set}
+        return {key: value for key, value in settings_to_env(self.settings).items() if key in chosen}
 
     def env(self) -> dict[str, str]:
         assert self.settings is not None, "start() first"
@@ -123,16 +154,30 @@ class LocalStack:
         command = [sys.executable, "-m", "celery", "-A", "worker.app", *celery_args]
         return subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def start_worker(self, concurrency: int = 2, pool: str = "prefork", name: str | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, concurrency: int = 2, pool: str = "prefork", name: str | None = None, extra_args: tuple[str, ...] = ()
+    ) -> subprocess.Popen[bytes]:
         assert self.settings is not None, "start() first"
         node = f"{name or 'w' + str(len(self.workers))}-{self.run_id}@%h"
         process = self._spawn(
             f"worker-{len(self.workers)}.log",
             "worker", "-P", pool, "-c", str(concurrency), "-Q", self.settings.queue, "-n", node,
-            "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING",
+            "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING", *extra_args,
         )  # fmt: skip
+        self.nodes[process.pid] = node.replace("%h", socket.gethostname())
         self.workers.append(process)
         return process
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Block until every worker started so far answers a ping: its queues are declared and consumed."""
+        assert self.app is not None, "start() first"
+        waiting = {self.nodes[process.pid] for process in self.workers}
+        deadline = time.monotonic() + timeout
+        while waiting:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"workers {sorted(waiting)} not ready after {timeout}s:\n{self.logs()}")
+            for reply in self.app.control.ping(destination=sorted(waiting), timeout=0.5) or []:
+                waiting -= set(reply)
 
     def start_beat(self) -> subprocess.Popen[bytes]:
         schedule = str(Path(self._tmp.name) / "celerybeat-schedule")
@@ -181,10 +226,19 @@ class LocalStack:
             f"== {path.name}\n{path.read_text(errors='replace')[-6000:]}" for path in sorted(Path(self._tmp.name).glob("*.log"))
         )
 
+    def take_message(self, queue: str) -> Message | None:
+        """One message off ``queue`` on this stack's broker, without declaring it; the queue goes at ``stop()``."""
+        assert self.settings is not None, "start() first"
+        self._queues.add(queue)
+        with Connection(self.settings.effective_broker_url) as connection:
+            return Queue(queue, channel=connection.default_channel).get(no_ack=True)
+
     def stop(self) -> None:
         self.stop_workers()
         if self.beat is not None:
             self.kill(self.beat, signal.SIGTERM)
+        if self.settings is not None and self.broker == "rabbitmq":
+            self._forget_rabbitmq_queues()
         if self.settings is not None and self.using_real_redis:
             self._forget_keys()
         if self.simulator is not None:
@@ -194,16 +248,52 @@ class LocalStack:
         self._tmp.cleanup()
 
     def _forget_keys(self) -> None:
-        """Leave a shared Redis as we found it: drop this run's keys and queue."""
+        """Leave a shared Redis as we found it: drop this run's keys and, on a Redis broker, its queues."""
         assert self.settings is not None and self.client is not None
-        client = self.client.rt.store.redis
-        queue = self.settings.queue
-        for pattern in (f"{self.settings.key_prefix}:*", f"{queue}*", f"_kombu.binding*{queue}*"):
-            for key in client.scan_iter(match=pattern, count=1000):
-                client.delete(key)
+        store = self.client.rt.store.redis
+        for key in store.scan_iter(match=f"{self.settings.key_prefix}:*", count=1000):
+            store.delete(key)
+        if self.broker != "redis":
+            return
+        broker = redis.Redis.from_url(self.settings.effective_broker_url)
+        for pattern in (pattern for queue in self._queues for pattern in (f"{queue}*", f"_kombu.binding*{queue}*")):
+            for key in broker.scan_iter(match=pattern, count=1000):
+                broker.delete(key)
+        self._forget_unacked(broker)
+
+    def _forget_unacked(self, client: redis.Redis) -> None:
+        """Drop our queues' entries from kombu's shared ``unacked`` hash (held or killed tasks), or they would be restored."""
+        for tag, raw in client.hscan_iter("unacked", count=1000):
+            try:
+                _message, _exchange, routing_key = json.loads(raw)
+            except (ValueError, TypeError):
+                continue
+            if routing_key in self._queues:
+                client.hdel("unacked", tag)
+                client.zrem("unacked_index", tag)
+
+    def _forget_rabbitmq_queues(self) -> None:
+        """Delete this run's queues and their exchanges; Celery's shared delay queues stay (other apps use them)."""
+        assert self.settings is not None
+        with Connection(self.settings.effective_broker_url) as connection:
+            channel = connection.default_channel
+            for name in sorted(self._queues):
+                channel.queue_delete(name)
+                channel.exchange_delete(name)
 
     def __enter__(self) -> LocalStack:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _require_rabbitmq(url: str) -> None:
+    try:
+        with Connection(url, connect_timeout=3) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as exc:  # kombu raises transport-specific errors; all mean the same here
+        raise RuntimeError(
+            f"no RabbitMQ reachable at {url} ({exc}); start one (docker compose --profile rabbitmq up -d rabbitmq) "
+            "or set EXPORT_WORKER_TEST_RABBITMQ_URL"
+        ) from None

@@ -16,11 +16,10 @@ from typing import Protocol
 import httpx
 
 from worker.engine.backoff import BackoffPolicy
-from worker.models import Callback, ExportRecord, FileTaskArgs, JobRecord, JobTaskArgs, SinkName
+from worker.models import Callback, ExportRecord, FileTaskArgs, JobRecord, JobTaskArgs
 from worker.providers.gateway import ProviderGateway
 from worker.settings import Settings
-from worker.sinks.jsonl import JsonlSink
-from worker.sinks.redis_stream import RedisStreamSink
+from worker.sinks import Sink, SinkContext, open_sink
 from worker.store import ExportStore
 
 log = logging.getLogger("worker.engine")
@@ -52,12 +51,8 @@ class Runtime:
     def policy(self) -> BackoffPolicy:
         return BackoffPolicy.from_settings(self.settings)
 
-    def sink(self, name: SinkName) -> JsonlSink | RedisStreamSink:
-        if name == "redis_stream":
-            return RedisStreamSink(
-                self.store, max_rows=self.settings.redis_sink_max_rows, ttl_seconds=self.settings.redis_sink_ttl_seconds
-            )
-        return JsonlSink(self.settings.output_dir)
+    def sink(self, record: ExportRecord) -> Sink:
+        return open_sink(SinkContext(self.settings, self.store, record))
 
     def gateway(self, provider: str, credential: str) -> ProviderGateway:
         key = (provider, credential)

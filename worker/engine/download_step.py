@@ -45,7 +45,7 @@ def _stream_to_sink(
     for refresh in range(MAX_URL_REFRESHES_PER_ATTEMPT + 1):
         if file.expires_at is not None and file.expires_at < rt.clock() + URL_EXPIRY_MARGIN_SECONDS:
             file = _refresh_url(rt, gateway, record, file)
-        writer = rt.sink(record.sink).open_file(record.id, file.key, file.safe_name)
+        writer = rt.sink(record).open_file(record.id, file.key, file.safe_name)
         try:
             with open_download(
                 gateway.download_client(file.authenticated),
@@ -162,5 +162,8 @@ def run_download(rt: Runtime, args: FileTaskArgs, owner: str) -> None:
         _retry_file(rt, record, file, exc)
     except PermanentError as exc:
         _finish_file(rt, record, file, output=None, error=str(exc))
+    except OSError as exc:
+        problem = f"writing {file.name!r} to the {record.sink} sink failed ({exc}); free disk space or fix permissions there"
+        _retry_file(rt, record, file, TransientError(problem))
     finally:
         rt.store.release_lease(args.export_id, args.file_key, owner)

@@ -17,7 +17,7 @@ def on_terminal(rt: Runtime, record: ExportRecord) -> None:
     it struck off. A worker killed in between leaves it listed and the watchdog reports it again, so
     the callback is at least once (as every acks-late Celery task), never lost.
     """
-    rt.sink(record.sink).discard_attempts(record.id)
+    rt.sink(record).discard_attempts(record.id)
     metrics.EXPORTS_FINISHED.labels(record.provider, record.status.value).inc()
     metrics.EXPORT_SECONDS.labels(record.provider, record.status.value).observe(
         (record.finished_at or rt.clock()) - record.created_at

@@ -11,10 +11,9 @@ download) and per *batch*, never per byte and almost never per row.
    Any other segment goes through ``csv.reader`` over its lines plus a sentinel line; if the
    sentinel got swallowed, a quoted field runs past the segment, and that last record is parsed
    again together with the next segment.
-3. A clean batch (one line per record, the header's column count, no flags) is converted column by
-   column (one ``orjson`` call parses a whole numeric column; datetimes already in the usual
-   ``YYYY-MM-DDTHH:MM:SSZ`` form are only validated) and turned into dicts by a generated
-   comprehension. Otherwise each record is checked on its own, with its exact line number.
+3. A clean batch (one line per record, the header's column count, no flags) goes to the column
+   converters (:mod:`worker.parsing.columns`) as columns; otherwise each record is checked on its
+   own, with its exact line number. Batches stay columnar all the way to the sink.
 
 Memory is bounded by the slice size, ``batch_rows`` and ``max_field_bytes`` (lines longer than
 ``max(16, columns + 1) * max_field_bytes`` characters are cut and quarantined).
@@ -25,55 +24,35 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import math
-import operator
-import re
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from itertools import repeat
 from typing import Any
 
-import orjson
-
 from worker.errors import PermanentError
-from worker.parsing.schema import ColumnType, RowSchema
+from worker.parsing.columns import (
+    BAD_UTF8,
+    CUT,
+    LONG,
+    MIN_LINE_FACTOR,
+    NUL,
+    RAW_LIMIT,
+    SENTINEL,
+    SURROGATE,
+    BadRow,
+    ParsedBatch,
+    Plan,
+    clip,
+)
+from worker.parsing.schema import RowSchema
 
-RAW_LIMIT = 1024
-"""Characters of an offending record kept in its :class:`BadRow`."""
+__all__ = ["RAW_LIMIT", "SEGMENT_BYTES", "BadRow", "ParsedBatch", "parse_csv"]
 
 SEGMENT_BYTES = 64 * 1024
 """Input is parsed in slices of this size; batches never span two slices."""
-_MIN_LINE_FACTOR = 16
-_NUL = 1
-_BAD_UTF8 = 2
-_LONG = 4
-_CUT = 8
-_SURROGATE = re.compile("[\udc80-\udcff]")
-_SENTINEL = "\x00\x00end-of-segment\x00\x00"
-_SENTINEL_RECORD = [_SENTINEL]
+_SENTINEL_RECORD = [SENTINEL]
 _ASCII_BREAKS = ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
 _OTHER_BREAKS = ("\x85", "\u2028", "\u2029")
 """Characters ``str.splitlines`` breaks at but ``csv`` (and universal newlines) do not."""
-_VALUE_PREVIEW = 60
-
-
-@dataclass(slots=True)
-class BadRow:
-    """A record that did not make it; it goes to the quarantine, the file goes on."""
-
-    line: int
-    """1-based physical line of the file where the record starts."""
-    reason: str
-    raw: str
-    """The record's text as read (undecodable bytes shown as ``\\xNN``), cut to ~1 KiB."""
-
-
-@dataclass(slots=True)
-class ParsedBatch:
-    rows: list[dict[str, Any]]
-    bad: list[BadRow]
 
 
 def parse_csv(
@@ -115,13 +94,13 @@ def _segments(chunks: Iterable[bytes], max_field_bytes: int, parser: _Parser) ->
     skipping = started = False
     quarter = max(max_field_bytes // 4, 1)
     for chunk in _pieces(chunks):
-        flags = _NUL if b"\x00" in chunk else 0
+        flags = NUL if b"\x00" in chunk else 0
         data = undecoded + chunk if undecoded else chunk
         try:
             text, used = codecs.utf_8_decode(data, "strict", False)
         except UnicodeDecodeError:
             text, used = codecs.utf_8_decode(data, "surrogateescape", False)
-            flags |= _BAD_UTF8
+            flags |= BAD_UTF8
         undecoded = data[used:] if used < len(data) else b""
         if not started:
             if not text:
@@ -149,11 +128,11 @@ def _segments(chunks: Iterable[bytes], max_field_bytes: int, parser: _Parser) ->
         if carry_len > parser.max_line_chars:
             carry = ["".join(carry)[: parser.max_line_chars] + "\x00"]
             carry_len = len(carry[0])
-            carry_flags |= _CUT | _NUL | _LONG
+            carry_flags |= CUT | NUL | LONG
             skipping = True
     tail = ""
     if undecoded:  # an incomplete multi-byte sequence at EOF
-        carry_flags |= _BAD_UTF8
+        carry_flags |= BAD_UTF8
         if not skipping:
             tail = codecs.utf_8_decode(undecoded, "surrogateescape", True)[0]
     text = "".join([*carry, tail])
@@ -188,7 +167,7 @@ def _last_break(text: str) -> int:
 
 
 def _long_run(text: str, limit: int) -> int:
-    """``_LONG`` if ``text`` may hold more than ``limit`` characters without a line break.
+    """``LONG`` if ``text`` may hold more than ``limit`` characters without a line break.
 
     Such a run contains a whole window of ``limit // 2`` characters on this grid, so a window
     without a break is a (conservative) hit; a couple of ``find`` calls per window, all in C.
@@ -198,7 +177,7 @@ def _long_run(text: str, limit: int) -> int:
     step = max(limit // 2, 1)
     for pos in range(0, len(text), step):
         if text.find("\n", pos, pos + step) < 0 and text.find("\r", pos, pos + step) < 0:
-            return _LONG
+            return LONG
     return 0
 
 
@@ -218,8 +197,8 @@ class _Parser:
         self.schema = schema
         self.max_field_bytes = max_field_bytes
         self.batch_rows = batch_rows
-        self.max_line_chars = _MIN_LINE_FACTOR * max_field_bytes
-        self.plan: _Plan | None = None
+        self.max_line_chars = MIN_LINE_FACTOR * max_field_bytes
+        self.plan: Plan | None = None
         self.next_line = 1
         self.pending = ""
         self.pending_flags = 0
@@ -268,19 +247,19 @@ class _Parser:
                 if len(fields) == count * width - 1 and fields[ncols::width] == ["\n"] * (count - 1):
                     columns: list[Sequence[Any]] = [fields[i::width] for i in range(ncols)]
                     batch = plan.convert_columns(columns, count, range(line, line + count), part.__getitem__)
-                    if batch.rows or batch.bad:
+                    if batch.lines or batch.bad:
                         yield batch
                     continue
             records = [record if record != [""] else [] for record in map(str.split, part, repeat(","))]
             batch = plan.check(records, range(line, line + count), part.__getitem__, flags, None, [])
-            if batch.rows or batch.bad:
+            if batch.lines or batch.bad:
                 yield batch
 
     def _quoted(self, text: str, flags: int, start: int, *, final: bool, odd_breaks: bool) -> Iterator[ParsedBatch]:
         lines = io.StringIO(text, newline="").readlines() if odd_breaks else text.splitlines(True)
         count = len(lines)
         if not final:
-            lines.append(_SENTINEL)
+            lines.append(SENTINEL)
         reader = csv.reader(lines)
         records: list[list[str]] = []
         errors: list[tuple[int, int, str]] = []
@@ -362,7 +341,7 @@ class _Parser:
             else:
                 multiline = None if spans is None else [span > 1 for span in spans[first:last]]
                 batch = plan.check(part, lines, raw_at, flags, multiline, bad_here)
-            if batch.rows or batch.bad:
+            if batch.lines or batch.bad:
                 yield batch
 
     def _keep_pending(self, text: str, flags: int, line: int, line_count: int, error_rows: list[tuple[int, BadRow]]) -> None:
@@ -374,7 +353,7 @@ class _Parser:
                     BadRow(
                         line,
                         f"unterminated quoted field: record is longer than {self.max_line_chars} characters",
-                        _clip(text),
+                        clip(text),
                     ),
                 )
             )
@@ -396,16 +375,16 @@ class _Parser:
             return len(records)
         header = records[index]
         joined = "".join(header)
-        if "\x00" in joined or _SURROGATE.search(joined):
-            raise PermanentError(f"CSV header contains NUL or invalid UTF-8: {_clip(raw(index))[:200]!r}")
+        if "\x00" in joined or SURROGATE.search(joined):
+            raise PermanentError(f"CSV header contains NUL or invalid UTF-8: {clip(raw(index))[:200]!r}")
         missing = sorted(self.schema.required.difference(header))
         if missing:
             raise PermanentError(f"CSV header lacks required column(s) {', '.join(missing)}; got {', '.join(header)[:500]}")
         duplicates = sorted({name for name in header if header.count(name) > 1})
         if duplicates:
             raise PermanentError(f"CSV header repeats column(s) {', '.join(map(repr, duplicates))}")
-        self.plan = _Plan(header, self.schema, self.max_field_bytes)
-        self.max_line_chars = max(_MIN_LINE_FACTOR, self.plan.ncols + 1) * self.max_field_bytes
+        self.plan = Plan(header, self.schema, self.max_field_bytes)
+        self.max_line_chars = max(MIN_LINE_FACTOR, self.plan.ncols + 1) * self.max_field_bytes
         return index + 1
 
 
@@ -433,7 +412,7 @@ def _layout(
                 reason = (
                     f"a field is larger than {max_field} bytes; raise EXPORT_WORKER_MAX_FIELD_BYTES if such fields are legitimate"
                 )
-            error_rows.append((index, BadRow(start + position, reason, _clip(text))))
+            error_rows.append((index, BadRow(start + position, reason, clip(text))))
             position = line_num
             error = next(pending, None)
         if index < len(records):
@@ -455,270 +434,3 @@ def _line_span(record: list[str]) -> int:
     if "\n" not in joined and "\r" not in joined:
         return 1
     return 1 + joined.count("\n") + joined.count("\r") - joined.count("\r\n")
-
-
-# --- column conversion ------------------------------------------------------------------------
-
-_ColumnConverter = Callable[[Sequence[str]], Sequence[Any]]
-"""Converts a whole column; raises ``ValueError`` when any value is bad (then we go per value)."""
-_ValueConverter = Callable[[str], Any]
-
-
-def _json_numbers(values: Sequence[str], allowed: set[type]) -> tuple[list[Any], set[type]]:
-    """Parse a column of numbers with one ``orjson`` call; raise ``ValueError`` unless it is clean.
-
-    Clean means one element per value and only ``allowed`` types: anything that could change the
-    shape of the JSON array (``1,2``, ``[1]``, ``"x"``, ``null``) fails that check, and the column goes
-    to the exact per-value path instead. Empty values are parsed as ``0`` and then set to ``None``.
-    """
-    empty = [i for i, value in enumerate(values) if not value] if "" in values else None
-    if empty:
-        values = [value or "0" for value in values]
-    parsed = orjson.loads("[" + ",".join(values) + "]")
-    types = set(map(type, parsed))
-    if len(parsed) != len(values) or not types <= allowed:
-        raise ValueError("column needs per-value conversion")
-    if empty:
-        for i in empty:
-            parsed[i] = None
-    return parsed, types
-
-
-def _int_column(values: Sequence[str]) -> list[Any]:
-    return _json_numbers(values, {int})[0]
-
-
-def _float_column(values: Sequence[str]) -> list[Any]:
-    parsed, types = _json_numbers(values, {float, int})
-    if int in types:  # "5" or "-0": let float() read the text itself
-        parsed = [float(text) if type(number) is int else number for number, text in zip(parsed, values, strict=True)]
-    return parsed
-
-
-def _float_value(value: str) -> float:
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError("not a finite number")
-    return number
-
-
-def _iso(value: datetime) -> str:
-    """The normalised form: ``datetime.isoformat()``, with a zero UTC offset written ``Z``."""
-    text = value.isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
-def _datetime_value(value: str) -> str:
-    return _iso(datetime.fromisoformat(value))
-
-
-_GET_TZ = operator.attrgetter("tzinfo")
-_MINUTE = timedelta(minutes=1)
-_NORMAL_SEPARATORS = ((4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":"))
-
-
-def _already_normal(values: Sequence[str]) -> bool:
-    """Whether validated values are all ``YYYY-MM-DDTHH:MM:SSZ`` (or all without the ``Z``).
-
-    Equal lengths let strided slices of the joined column check one position of every value at once.
-    """
-    lengths = set(map(len, values))
-    if len(lengths) != 1:
-        return False
-    width = lengths.pop()
-    if width not in (19, 20):
-        return False
-    joined = "".join(values)
-    count = len(values)
-    if width == 20 and joined[19::20] != "Z" * count:
-        return False
-    return all(joined[pos::width] == char * count for pos, char in _NORMAL_SEPARATORS)
-
-
-def _datetime_column(values: Sequence[str]) -> Sequence[Any]:
-    """Validate with ``fromisoformat``; normalise in bulk unless the column already is normal.
-
-    ``YYYY-MM-DDTHH:MM:SS`` and ``…Z`` (the usual export formats) are already in normal form, so a
-    validated column of only those is returned as is; otherwise ``orjson`` writes the whole column
-    (its RFC 3339 output is our normal form for whole-minute offsets).
-    """
-    if "" in values:
-        parsed = [datetime.fromisoformat(value) if value else None for value in values]
-    elif _already_normal(values):
-        deque(map(datetime.fromisoformat, values), maxlen=0)  # validation only
-        return values
-    else:
-        parsed = list(map(datetime.fromisoformat, values))
-    for tz in set(map(_GET_TZ, filter(None, parsed))):
-        offset = tz.utcoffset(None) if tz is not None else None
-        if offset is not None and offset % _MINUTE:
-            return [_iso(value) if value is not None else None for value in parsed]
-    out: list[Any] = orjson.loads(orjson.dumps(parsed, option=orjson.OPT_UTC_Z))
-    return out
-
-
-_CONVERTERS: dict[ColumnType, tuple[_ColumnConverter, _ValueConverter, str]] = {
-    ColumnType.INT: (_int_column, int, "int"),
-    ColumnType.FLOAT: (_float_column, _float_value, "float"),
-    ColumnType.DATETIME: (_datetime_column, _datetime_value, "datetime"),
-}
-
-_MAX_GENERATED_COLUMNS = 200
-
-
-def _rows_builder(header: list[str]) -> Callable[..., list[dict[str, Any]]]:
-    """A function ``(column0, column1, ...) -> [{name0: v0, name1: v1, ...}, ...]``.
-
-    A generated comprehension with a dict display is ~2x faster than ``dict(zip())`` per row. Only
-    generated identifiers go into the source; the (untrusted) column names are closure values.
-    """
-    n = len(header)
-    if n > _MAX_GENERATED_COLUMNS:
-        names = tuple(header)
-        return lambda *columns: [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
-    keys = ", ".join(f"k{i}" for i in range(n))
-    values = ", ".join(f"v{i}" for i in range(n))
-    columns = ", ".join(f"c{i}" for i in range(n))
-    body = ", ".join(f"k{i}: v{i}" for i in range(n))
-    trailing = "," if n == 1 else ""
-    source = (
-        f"def factory({keys}):\n"
-        f"    def build({columns}):\n"
-        f"        return [{{{body}}} for {values}{trailing} in zip({columns})]\n"
-        f"    return build\n"
-    )
-    namespace: dict[str, Any] = {}
-    exec(source, namespace)  # noqa: S102 - the source holds generated identifiers only
-    build: Callable[..., list[dict[str, Any]]] = namespace["factory"](*header)
-    return build
-
-
-class _Plan:
-    """Everything decided once from the header: converters per column index, the row builder."""
-
-    def __init__(self, header: list[str], schema: RowSchema, max_field_bytes: int) -> None:
-        self.header = header
-        self.ncols = len(header)
-        self.max_field_bytes = max_field_bytes
-        self.max_line_chars = max(_MIN_LINE_FACTOR, self.ncols + 1) * max_field_bytes
-        self.typed = [
-            (index, *_CONVERTERS[schema.types[name]])
-            for index, name in enumerate(header)
-            if schema.types.get(name, ColumnType.STR) is not ColumnType.STR
-        ]
-        self.build_rows = _rows_builder(header)
-
-    def convert(self, records: list[list[str]], lines: Sequence[int], raw: Callable[[int], str]) -> ParsedBatch:
-        """Convert well-formed records (each exactly ``ncols`` fields)."""
-        if not records:
-            return ParsedBatch([], [])
-        return self.convert_columns(list(zip(*records, strict=True)), len(records), lines, raw)
-
-    def convert_columns(
-        self, columns: list[Sequence[Any]], count: int, lines: Sequence[int], raw: Callable[[int], str]
-    ) -> ParsedBatch:
-        """Convert column by column; a value that fails makes its row bad, the rest go on."""
-        failures: dict[int, str] = {}
-        for index, column_converter, value_converter, kind in self.typed:
-            try:
-                columns[index] = column_converter(columns[index])
-            except (ValueError, TypeError, OverflowError):
-                columns[index] = self._per_value(columns[index], index, value_converter, kind, failures)
-        if not failures:
-            return ParsedBatch(self.build_rows(*columns), [])
-        keep = [i for i in range(count) if i not in failures]
-        rows = self.build_rows(*[[column[i] for i in keep] for column in columns]) if keep else []
-        bad = [BadRow(lines[i], reason, _clip(raw(i))) for i, reason in sorted(failures.items())]
-        return ParsedBatch(rows, bad)
-
-    def _per_value(
-        self, column: Sequence[str], index: int, convert: _ValueConverter, kind: str, failures: dict[int, str]
-    ) -> list[Any]:
-        out: list[Any] = []
-        append = out.append
-        for i, value in enumerate(column):
-            if not value:
-                append(None)
-                continue
-            try:
-                append(convert(value))
-            except (ValueError, TypeError, OverflowError):
-                append(None)
-                failures.setdefault(i, f"column {self.header[index]!r}: invalid {kind} {_preview(value)}")
-        return out
-
-    def check(
-        self,
-        records: list[list[str]],
-        lines: Sequence[int],
-        raw: Callable[[int], str],
-        flags: int,
-        multiline: Sequence[bool] | None,
-        bad: list[BadRow],
-    ) -> ParsedBatch:
-        """Per-record checks, for batches the bulk path cannot take; then convert the good ones."""
-        good: list[list[str]] = []
-        good_index: list[int] = []
-        bad = list(bad)
-        for index, record in enumerate(records):
-            if not record:  # blank line
-                continue
-            reason = self._problem(record, flags, multiline is not None and multiline[index])
-            if reason is None:
-                good.append(record)
-                good_index.append(index)
-            else:
-                bad.append(BadRow(lines[index], reason, _clip(raw(index))))
-        batch = self.convert(good, [lines[index] for index in good_index], lambda i: raw(good_index[i]))
-        if bad:
-            batch.bad = sorted(batch.bad + bad, key=operator.attrgetter("line"))
-        return batch
-
-    def _problem(self, record: list[str], flags: int, multiline: bool) -> str | None:
-        if flags & (_NUL | _BAD_UTF8):
-            joined = "".join(record)
-            if "\x00" in joined:
-                if flags & _CUT:
-                    return (
-                        f"line longer than {self.max_line_chars} characters was cut off (or the record contains a NUL character)"
-                    )
-                return "record contains a NUL character"
-            match = _SURROGATE.search(joined) if flags & _BAD_UTF8 else None
-            if match:
-                return f"invalid UTF-8 (byte 0x{ord(match.group()) - 0xDC00:02x})"
-        if flags & _LONG or multiline:
-            reason = self._oversized(record)
-            if reason:
-                return reason
-        if len(record) != self.ncols:
-            return f"expected {self.ncols} columns, got {len(record)}"
-        return None
-
-    def _oversized(self, record: list[str]) -> str | None:
-        limit = self.max_field_bytes
-        quarter = limit // 4
-        for index, value in enumerate(record):
-            if len(value) > quarter:
-                size = len(value.encode("utf-8", "surrogateescape"))
-                if size > limit:
-                    column = repr(self.header[index]) if index < self.ncols else f"#{index + 1}"
-                    return (
-                        f"field in column {column} is {size} bytes, more than {limit}; "
-                        "raise EXPORT_WORKER_MAX_FIELD_BYTES if such fields are legitimate"
-                    )
-        return None
-
-
-def _preview(value: str) -> str:
-    shown = value if len(value) <= _VALUE_PREVIEW else value[:_VALUE_PREVIEW] + "…"
-    return repr(_printable(shown))
-
-
-def _printable(text: str) -> str:
-    """Undecodable bytes (kept as surrogates) become ``\\xNN`` so the text can be written as JSON."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _clip(text: str) -> str:
-    text = text[: RAW_LIMIT + 2].rstrip("\r\n")
-    return _printable(text[:RAW_LIMIT].replace(_SENTINEL, ""))

@@ -115,6 +115,10 @@ class Provider:
         """Warnings recorded on the export at submit (e.g. data that may still change)."""
         return []
 
+    def table_name(self, params: Any) -> str:
+        """The postgres sink's default table: one per provider report."""
+        return self.name
+
     def split(self, params: Any, snapshot: JobSnapshot, min_batch: int) -> list[BaseModel] | None:
         """Smaller requests to try when a job failed for being too large; None when splitting can't help."""
         return None
@@ -123,4 +127,3 @@ class Provider:
 def wire_params(params: BaseModel) -> dict[str, Any]:
     """Parameters as stored on a job record (JSON, provider spelling)."""
     return params.model_dump(mode="json", by_alias=True, exclude_none=True)
-

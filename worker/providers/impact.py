@@ -246,6 +246,10 @@ class ImpactJobs(Provider):
     def _root(ctx: ProviderContext, api_root: str) -> str:
         return f"/{api_root}/{ctx.credential.account_sid}"
 
+    def table_name(self, params: ImpactParams) -> str:
+        """``impact_<report id>``; a tracked job's report is unknown, so those share ``impact_jobs``."""
+        return f"impact_{params.report_id}" if params.report_id else "impact_jobs"
+
     def create(self, ctx: ProviderContext, params: ImpactParams) -> JobSnapshot:
         if params.job_id is not None:
             return self.get(ctx, params.job_id, params)

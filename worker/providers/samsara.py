@@ -115,6 +115,8 @@ def _vehicle_id(item: int | str) -> int | str:
 
 
 VehicleList = Annotated[list[int | str], BeforeValidator(_id_list), Field(min_length=1)]
+
+
 def _tag_list(value: Any) -> Any:
     items = _id_list(value)
     return [str(item) for item in items] if isinstance(items, list) else items
@@ -254,6 +256,9 @@ class SamsaraIftaDetail(Provider):
         Operation.POLL: RateLimit(5, 1.0),
     }
     row_schema: ClassVar[RowSchema] = RowSchema(types=COLUMN_TYPES)
+
+    def table_name(self, params: Any) -> str:
+        return "samsara_ifta_detail"
 
     def auth(self, credential: Credential, credential_name: str) -> httpx.Auth:
         return BearerAuth.from_credential(credential, credential_name, self.name)

@@ -1,16 +1,17 @@
 """The contract between the transfer pipeline and a sink.
 
-A :class:`FileWriter` receives one source file's rows and bad rows in batches and makes them
-visible only on :meth:`FileWriter.commit`; :meth:`FileWriter.abort` throws the attempt away. That is
-what lets a retried download replace a half-written attempt instead of duplicating rows.
+A :class:`Sink` opens one attempt per source file; its :class:`FileWriter` receives the file's
+columnar batches and bad rows and makes them visible only on :meth:`FileWriter.commit`, replacing
+whatever an earlier attempt of the same file committed; :meth:`FileWriter.abort` throws the attempt
+away. That is what makes every sink exactly once per file under retries and worker crashes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from worker.parsing.csv_stream import BadRow
+from worker.parsing.columns import BadRow, ParsedBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,8 +25,8 @@ class SinkResult:
 
 
 class FileWriter(Protocol):
-    def write_rows(self, rows: list[dict[str, Any]]) -> None:
-        """Append a batch of validated rows to this attempt."""
+    def write_batch(self, batch: ParsedBatch) -> None:
+        """Append a batch's good rows (``batch.bad`` is passed to :meth:`write_bad` separately)."""
 
     def write_bad(self, bad: list[BadRow], source_name: str) -> None:
         """Quarantine bad rows of ``source_name`` (the provider's file name, for the reader)."""
@@ -35,3 +36,11 @@ class FileWriter(Protocol):
 
     def abort(self) -> None:
         """Discard this attempt; safe to call more than once and after a commit (then a no-op)."""
+
+
+class Sink(Protocol):
+    def open_file(self, export_id: str, file_key: str, safe_name: str) -> FileWriter:
+        """Start an attempt at one file (``safe_name`` comes from ``safe_filename``)."""
+
+    def discard_attempts(self, export_id: str) -> int:
+        """Remove what killed attempts of the export left behind, once it ended; returns how many."""

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from worker.errors import PermanentError
-from worker.parsing.csv_stream import BadRow
+from worker.parsing.columns import BadRow, ParsedBatch
 from worker.sinks.base import SinkResult
 from worker.store import ExportStore
 
@@ -46,11 +46,10 @@ class RedisStreamFileWriter:
         self._result: SinkResult | None = None
 
     def _append(self, key: str, entries: list[bytes]) -> None:
-        with self.sink.store.redis.pipeline(transaction=False) as pipe:
-            for entry in entries:
-                pipe.xadd(key, {"row": entry})
-            pipe.expire(key, self.sink.ttl_seconds)
-            pipe.execute()
+        self.sink.store.append_stream(key, entries, self.sink.ttl_seconds)
+
+    def write_batch(self, batch: ParsedBatch) -> None:
+        self.write_rows(batch.rows)
 
     def write_rows(self, rows: list[dict[str, Any]]) -> None:
         if self._rows + len(rows) > self.sink.max_rows:
@@ -69,17 +68,13 @@ class RedisStreamFileWriter:
     def commit(self) -> SinkResult:
         if self._result is not None:
             return self._result
-        with self.sink.store.redis.pipeline(transaction=True) as pipe:
-            for staging, final, count in (
-                (self._staging, self.records_key, self._rows),
-                (self._staging_quarantine, self.quarantine_key, self._bad),
-            ):
-                if count:
-                    pipe.rename(staging, final)
-                    pipe.expire(final, self.sink.ttl_seconds)
-                else:
-                    pipe.delete(final)
-            pipe.execute()
+        self.sink.store.publish_streams(
+            [
+                (self.records_key, self._staging if self._rows else None),
+                (self.quarantine_key, self._staging_quarantine if self._bad else None),
+            ],
+            self.sink.ttl_seconds,
+        )
         self._result = SinkResult(
             rows=self._rows,
             quarantined=self._bad,
@@ -90,4 +85,4 @@ class RedisStreamFileWriter:
 
     def abort(self) -> None:
         if self._result is None:
-            self.sink.store.redis.delete(self._staging, self._staging_quarantine)
+            self.sink.store.delete_keys(self._staging, self._staging_quarantine)

@@ -1,0 +1,117 @@
+"""Parquet sink: ``<root>/<export_id>/<safe_name>.parquet`` per provider file, zstd, typed columns.
+
+Columns are typed from the provider's row schema (int64, float64, timestamp UTC, string). Batches
+are buffered up to :data:`ROW_GROUP_ROWS` rows and written as one row group, so memory stays
+bounded while the file streams. Temp name and rename as for JSONL (:mod:`worker.sinks.files`), so
+the file is exactly once per provider file; bad rows go to ``<safe_name>.quarantine.jsonl``.
+
+pyarrow is an optional extra (``pip install 'async-export-worker[parquet]'``); only this module
+imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from worker.parsing.columns import ParsedBatch
+from worker.parsing.schema import ColumnType
+from worker.sinks.files import FileAttempt, discard_attempts, target_directory
+
+ROW_GROUP_ROWS = 128 * 1024
+"""Rows per row group: large enough for good compression and scans, small enough for ~10 MB of buffer."""
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+ARROW_TYPES = {
+    ColumnType.INT: pa.int64(),
+    ColumnType.FLOAT: pa.float64(),
+    ColumnType.DATETIME: TIMESTAMP,
+    ColumnType.STR: pa.string(),
+}
+
+
+class ParquetSink:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def open_file(self, export_id: str, file_key: str, safe_name: str) -> ParquetFileWriter:
+        return ParquetFileWriter(target_directory(self.root, export_id, file_key, safe_name, ".parquet"), safe_name)
+
+    def discard_attempts(self, export_id: str) -> int:
+        return discard_attempts(self.root, export_id)
+
+
+class ParquetFileWriter(FileAttempt):
+    """One attempt at one file; the Parquet writer opens with the first batch (which brings the header)."""
+
+    suffix = ".parquet"
+
+    def __init__(self, directory: Path, safe_name: str) -> None:
+        super().__init__(directory, safe_name)
+        self._schema: pa.Schema | None = None
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+
+    def write_batch(self, batch: ParsedBatch) -> None:
+        if not batch.lines:
+            return
+        self._check_open()
+        if self._schema is None:
+            fields = [pa.field(name, ARROW_TYPES[kind]) for name, kind in zip(batch.names, batch.types, strict=True)]
+            self._schema = pa.schema(fields)
+        arrays = [_array(column, kind) for column, kind in zip(batch.columns, batch.types, strict=True)]
+        self._pending.append(pa.RecordBatch.from_arrays(arrays, schema=self._schema))
+        self._pending_rows += len(batch.lines)
+        self._rows += len(batch.lines)
+        if self._pending_rows >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _finish(self) -> None:
+        if self._schema is None:
+            self._schema = pa.schema([])  # no good row: an empty file still replaces an earlier attempt
+        self._flush()
+        assert self._writer is not None
+        self._writer.close()
+        with open(self._tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+
+    def _discard(self) -> None:
+        self._pending = []
+        if self._writer is not None:
+            self._writer.close()
+
+    def _flush(self) -> None:
+        """Write the buffered batches as one row group."""
+        assert self._schema is not None
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._tmp, self._schema, compression="zstd")
+        if self._pending:
+            self._writer.write_table(pa.Table.from_batches(self._pending, schema=self._schema), row_group_size=self._pending_rows)
+        self._pending = []
+        self._pending_rows = 0
+
+
+def _array(values: Sequence[Any], kind: ColumnType) -> pa.Array:
+    if kind is not ColumnType.DATETIME:
+        return pa.array(values, type=ARROW_TYPES[kind])
+    strings = pa.array(values, type=pa.string())
+    with contextlib.suppress(pa.ArrowInvalid):
+        return strings.cast(TIMESTAMP)  # every value with an offset or Z: parsed in C
+    with contextlib.suppress(pa.ArrowInvalid):
+        return strings.cast(pa.timestamp("us")).cast(TIMESTAMP)  # every value without offset: UTC
+    return pa.array([_utc(value) for value in values], type=TIMESTAMP)
+
+
+def _utc(value: str | None) -> datetime | None:
+    """A mix of naive and offset values: naive ones are UTC, as in the other sinks."""
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
