@@ -19,7 +19,24 @@ from hypothesis import strategies as st
 from worker.parsing.csv_stream import parse_csv
 from worker.parsing.schema import ColumnType, RowSchema
 
-INTS = ["0", "-0", "7", "-12", "007", "+5", "1_000", "99999999999999999999", "5.0", "1e3", "x", "[1]", "null", ""]
+INTS = [
+    "0",
+    "-0",
+    "7",
+    "-12",
+    "007",
+    "+5",
+    "1_000",
+    "99999999999999999999",
+    "9223372036854775807",
+    "18446744073709551615",
+    "5.0",
+    "1e3",
+    "x",
+    "[1]",
+    "null",
+    "",
+]
 FLOATS = ["1.5", "-0", "-0.0", "5", "007", ".5", "5.", "1e308", "1e309", "nan", "inf", "-2.5e-3", "x", "true", ""]
 NORMAL_Z = ["2024-01-01T00:00:00Z", "2024-02-29T23:59:59Z", "2024-13-01T00:00:00Z", "2024-01-01 00:00:00Z"]
 NORMAL = ["2024-01-01T00:00:00", "1999-12-31T12:30:45", "2024-01-01 00:00:00", "2024-01-01T25:00:00"]
@@ -38,7 +55,10 @@ SCHEMA = RowSchema(types={"i": ColumnType.INT, "f": ColumnType.FLOAT, "t": Colum
 
 
 def as_int(value: str) -> int:
-    return int(value)
+    number = int(value)
+    if not -(2**63) <= number < 2**63:
+        raise ValueError(value)
+    return number
 
 
 def as_float(value: str) -> float:

@@ -99,6 +99,9 @@ def test_numbers_follow_int_and_float_exactly() -> None:
         (b"1.5,1", "column 'id': invalid int '1.5'"),
         (b"true,1", "column 'id': invalid int 'true'"),
         (b"null,1", "column 'id': invalid int 'null'"),
+        (b"99999999999999999999,1", "column 'id': invalid int '99999999999999999999'"),
+        (b"9223372036854775808,1", "column 'id': invalid int '9223372036854775808'"),
+        (b"-9223372036854775809,1", "column 'id': invalid int '-9223372036854775809'"),
         (b"1,abc", "column 'amount': invalid float 'abc'"),
         (b"1,nan", "column 'amount': invalid float 'nan'"),
         (b"1,inf", "column 'amount': invalid float 'inf'"),
@@ -379,3 +382,8 @@ def test_property_bulk_float_parsing_matches_float(values: list[float]) -> None:
 def test_property_bulk_datetime_normalisation_matches_isoformat(moments: list) -> None:
     texts = [m.isoformat() for m in moments]
     assert list(columns._datetime_column(texts)) == [columns._datetime_value(t) for t in texts]
+
+
+def test_the_64_bit_bounds_themselves_are_valid_ints() -> None:
+    rows, bad = parse(b"id,amount\n9223372036854775807,1\n-9223372036854775808,2\n")
+    assert bad == [] and [r["id"] for r in rows] == [2**63 - 1, -(2**63)]

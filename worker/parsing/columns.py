@@ -90,8 +90,23 @@ def _json_numbers(values: Sequence[str], allowed: set[type]) -> tuple[list[Any],
     return parsed, types
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""An INT column is 64-bit, as every sink stores it (bigint, int64, JSON numbers other tools read)."""
+
+
 def _int_column(values: Sequence[str]) -> list[Any]:
-    return _json_numbers(values, {int})[0]
+    parsed = _json_numbers(values, {int})[0]
+    present = [number for number in parsed if number is not None]
+    if present and (max(present) > INT64_MAX or min(present) < INT64_MIN):
+        raise ValueError("column needs per-value conversion")
+    return parsed
+
+
+def _int_value(value: str) -> int:
+    number = int(value)
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise ValueError("outside the 64-bit integer range")
+    return number
 
 
 def _float_column(values: Sequence[str]) -> list[Any]:
@@ -164,7 +179,7 @@ def _datetime_column(values: Sequence[str]) -> Sequence[Any]:
 
 
 _CONVERTERS: dict[ColumnType, tuple[_ColumnConverter, _ValueConverter, str]] = {
-    ColumnType.INT: (_int_column, int, "int"),
+    ColumnType.INT: (_int_column, _int_value, "int"),
     ColumnType.FLOAT: (_float_column, _float_value, "float"),
     ColumnType.DATETIME: (_datetime_column, _datetime_value, "datetime"),
 }
