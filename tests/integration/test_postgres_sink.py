@@ -131,10 +131,19 @@ def test_a_column_from_a_later_file_is_added_while_other_workers_load(schema: st
 
 def test_a_value_postgres_refuses_fails_the_file_and_commits_nothing(schema: str) -> None:
     target = sink(schema)
-    with pytest.raises(PermanentError, match="PostgreSQL refused the rows"):
-        load(target.open_file("exp1", "0-0000", "a.csv"), b"id,name,amount,at\n99999999999999999999,x,1,\n")
     load(target.open_file("exp1", "0-0001", "a.csv"), csv_of(2))
+    # A deployment changed COLUMN_TYPES: ``id`` is now text, but the table's column is bigint.
+    retyped = RowSchema(types={"amount": ColumnType.FLOAT})
+    with pytest.raises(PermanentError, match="PostgreSQL refused the rows"):
+        load(target.open_file("exp1", "0-0000", "a.csv"), b"id,name,amount,at\nnot-a-number,x,1,\n", schema=retyped)
     assert query(f'SELECT _file_key, count(*) FROM "{schema}".ifta GROUP BY 1') == [("0-0001", 2)]
+
+
+def test_an_int_outside_64_bits_is_quarantined_not_refused(schema: str) -> None:
+    result = load(sink(schema).open_file("exp1", "0-0000", "a.csv"), b"id,name,amount,at\n99999999999999999999,x,1,\n1,y,2,\n")
+    assert (result.rows, result.quarantined) == (1, 1)
+    reasons = query(f'SELECT reason FROM "{schema}".ifta_quarantine')
+    assert reasons == [("column 'id': invalid int '99999999999999999999'",)]
 
 
 def test_columns_that_clash_or_do_not_fit_are_refused_with_a_reason(schema: str) -> None:
