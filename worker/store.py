@@ -339,10 +339,6 @@ class ExportStore:
     def release_lease(self, export_id: str, file_key: str, owner: str) -> None:
         self._eval(_RELEASE_SCRIPT, [self._lease_key(export_id, file_key)], [owner])
 
-    def lease_holder(self, export_id: str, file_key: str) -> str | None:
-        raw = self.redis.get(self._lease_key(export_id, file_key))
-        return _text(raw) if raw is not None else None
-
     def rate_limit_wait(self, bucket: str, requests: int, per_seconds: float) -> float:
         """GCRA shared by every worker: 0 when a request may go now, else seconds to wait."""
         interval_ms = per_seconds * 1000 / requests

@@ -81,10 +81,10 @@ def test_lease_is_exclusive_and_only_its_owner_renews_or_releases(store: ExportS
     assert not store.acquire_lease("e1", "f", "worker-b", 30)
     assert not store.renew_lease("e1", "f", "worker-b", 30)
     store.release_lease("e1", "f", "worker-b")
-    assert store.lease_holder("e1", "f") == "worker-a"
+    assert not store.acquire_lease("e1", "f", "worker-b", 30), "another owner's release must not free the lease"
     assert store.renew_lease("e1", "f", "worker-a", 30)
     store.release_lease("e1", "f", "worker-a")
-    assert store.lease_holder("e1", "f") is None
+    assert store.acquire_lease("e1", "f", "worker-b", 30), "the owner's release frees the lease"
 
 
 def test_rate_limit_allows_a_burst_then_asks_to_wait(store: ExportStore) -> None:
