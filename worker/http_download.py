@@ -30,6 +30,8 @@ _MAX_BYTES_SETTING = "EXPORT_WORKER_MAX_DOWNLOAD_BYTES"
 _CREDENTIAL_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie")
 _HOP_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
 GZIP_MAGIC = b"\x1f\x8b"
+_INVALID_LOCATION = "Invalid URL in location header"
+"""httpx's message when a redirect's Location does not parse: the answer is wrong, a retry gets the same."""
 NOT_READY_RETRY_SECONDS = 30.0
 """Re-download delay after a 202 "not ready" that carries no Retry-After."""
 
@@ -174,10 +176,7 @@ def _follow(
         response.close()
         if hop == max_redirects:
             raise PermanentError(f"{provider} download was redirected more than {max_redirects} times")
-        try:
-            target = guard.check(request.url.join(location))
-        except httpx.InvalidURL as exc:
-            raise UrlRejected(f"{provider} redirected the download to an invalid URL ({exc})") from None
+        target = guard.check(request.url.join(location))
         left_origin = left_origin or _origin(target) != origin
         request = client.build_request("GET", target)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -192,6 +191,8 @@ def _send(client: httpx.Client, request: httpx.Request, provider: str, *, strip_
             return client.send(request, stream=True, follow_redirects=False, auth=None)
         return client.send(request, stream=True, follow_redirects=False)
     except httpx.TransportError as exc:
+        if isinstance(exc, httpx.RemoteProtocolError) and str(exc).startswith(_INVALID_LOCATION):
+            raise UrlRejected(f"{provider} redirected the download to an invalid URL ({exc})") from None
         raise TransientError(f"{provider} download from {request.url.host} failed: {exc.__class__.__name__}: {exc}") from exc
 
 

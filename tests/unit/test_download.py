@@ -389,3 +389,24 @@ def test_202_not_ready_is_retry_later_never_an_empty_file() -> None:
     client = client_for(lambda r: httpx.Response(202, headers={"Retry-After": "7"}))
     with pytest.raises(RetryLater):
         fetch(client, signed=False)
+
+
+@pytest.mark.parametrize("location", ["http://[::1", "https://a\x00b/f.csv"])
+def test_a_redirect_to_an_invalid_url_is_refused_not_retried(location: str) -> None:
+    """httpx refuses such a Location inside ``send()``; the same answer would come on every retry."""
+    seen, transport = redirecting({"https://api.samsara.com/f": location})
+    with pytest.raises(UrlRejected, match="samsara redirected the download to an invalid URL"):
+        with open_download(
+            httpx.Client(transport=transport), "https://api.samsara.com/f", guard=GUARD, max_bytes=100,
+            provider="samsara", credential_name="c", signed_url=False,
+        ):  # fmt: skip
+            pass
+    assert len(seen) == 1
+
+
+def test_a_protocol_error_that_is_not_about_a_redirect_stays_transient() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+
+    with pytest.raises(TransientError, match="RemoteProtocolError: peer closed"):
+        fetch(client_for(handler))
