@@ -303,6 +303,29 @@ def test_deadline_fails_the_export_with_a_reason(rt: Runtime, driver: Driver, pr
     assert record.status is ExportStatus.FAILED and "deadline exceeded" in (record.error or "")
 
 
+def test_retry_after_a_deadline_failure_gets_a_whole_new_deadline(
+    rt: Runtime, driver: Driver, provider: FakeSamsara, clock: Clock
+) -> None:
+    files = [remote_file("r.csv", "https://files.example/r", 2)]
+    provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
+    provider.on("GET", "/ifta-detail/csv/j1", httpx.Response(200, json=job("j1", "Completed", files)))
+    provider.on("GET", "/r", httpx.Response(503, text="storage busy"), httpx.Response(200, text=csv_rows(2)))
+    export_id = submit(rt, deadline_seconds=60)
+    driver.step()
+    driver.step()
+    driver.step()  # the download meets the 503 and is rescheduled
+    clock.now += 61
+    driver.run()
+    failed = rt.store.get(export_id)
+    assert failed.status is ExportStatus.FAILED and "deadline exceeded" in (failed.error or "")
+    clock.now += 1000
+    ExportClient(rt).retry(export_id)
+    assert rt.store.get(export_id).deadline_at == clock.now + 60
+    driver.run()
+    record = rt.store.get(export_id)
+    assert record.status is ExportStatus.COMPLETED and record.rows == 2 and record.error is None
+
+
 def test_cancel_stops_the_poll_chain(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
     provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
     provider.on("GET", "/ifta-detail/csv/j1", httpx.Response(200, json=job("j1", "Processing")))

@@ -371,8 +371,7 @@ def reopen_failed_files(record: ExportRecord, files: list[FileRecord], writes: W
         file.error = None
         file.dispatched_at = now
         writes.put_file(file)
-    record.error = None
-    record.finished_at = None
+    _reopen(record, now)
     _set_status(record, ExportStatus.DOWNLOADING, writes, retried_files=len(failed))
     return failed
 
@@ -393,7 +392,13 @@ def reopen_replayed_job(
     job.status = JobStatus.POLLING
     job.transient_errors = 0
     _copy_snapshot(job, snapshot)
-    record.error = None
-    record.finished_at = None
+    _reopen(record, now)
     _set_status(record, ExportStatus.RUNNING, writes, replayed_job=job_key)
     return reschedule(job, delay, now)
+
+
+def _reopen(record: ExportRecord, now: float) -> None:
+    """An export asked to go on gets its whole deadline again: the old one may be why it failed."""
+    record.deadline_at = now + (record.deadline_at - record.created_at)
+    record.error = None
+    record.finished_at = None
