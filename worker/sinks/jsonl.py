@@ -29,7 +29,7 @@ class JsonlSink:
 
     def open_file(self, export_id: str, file_key: str, safe_name: str) -> JsonlFileWriter:
         """Start an attempt at one file. ``safe_name`` must come from ``safe_filename``."""
-        return JsonlFileWriter(target_directory(self.root, export_id, file_key, safe_name, ".jsonl"), safe_name, file_key)
+        return JsonlFileWriter(target_directory(self.root, export_id, file_key, safe_name, ".jsonl"), safe_name)
 
     def discard_attempts(self, export_id: str) -> int:
         return discard_attempts(self.root, export_id)
@@ -40,9 +40,8 @@ class JsonlFileWriter(FileAttempt):
 
     suffix = ".jsonl"
 
-    def __init__(self, directory: Path, safe_name: str, file_key: str = "") -> None:
+    def __init__(self, directory: Path, safe_name: str) -> None:
         super().__init__(directory, safe_name)
-        self.file_key = file_key
         self._out = open(self._tmp, "xb", buffering=_BUFFER_BYTES)  # noqa: SIM115 - closed by commit or abort
 
     def write_batch(self, batch: ParsedBatch) -> None:
