@@ -31,6 +31,8 @@ _HOSTS_SETTING = "EXPORT_WORKER_DOWNLOAD_HOSTS"
 _PRIVATE_SETTING = "EXPORT_WORKER_ALLOW_PRIVATE_NETWORKS"
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
+"""DNS labels as resolvers take them (``_`` too: some real hosts have it); anything else cannot be fetched."""
 _NUMERIC_HOST = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}")
 
 
@@ -90,6 +92,11 @@ class UrlGuard:
         address = _ip_of(host)
         if address is None and _NUMERIC_HOST.fullmatch(host):
             raise UrlRejected(f"download URL {shown!r} has a numeric host that is not a valid address")
+        if address is None and not _HOST_NAME.fullmatch(host):
+            raise UrlRejected(
+                f"download URL {shown!r} has an invalid host name {host!r}: only letters, digits, '-', '_' and dots "
+                "between labels can be resolved"
+            )
         if not self.allow_private:
             if address is not None and _is_internal(address):
                 raise UrlRejected(
