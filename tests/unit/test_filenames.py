@@ -28,6 +28,7 @@ from worker.security.filenames import MAX_BYTES, safe_filename
         ("CON", "_CON"),
         ("con.csv", "_con.csv"),
         ("NUL.tar.gz", "_NUL.tar"),
+        ("AUX.2026.11.csv", "_AUX.2026.11.csv"),  # reserved whatever follows the first dot
         ("output-001.csv.gz", "output-001.csv"),
         ("a.csv.gz. ", "a.csv"),
         ("COM1.txt", "_COM1.txt"),

@@ -80,4 +80,4 @@ def _truncate(name: str) -> str:
     suffix = f".{extension}" if extension else ""
     budget = MAX_BYTES - len(suffix.encode("utf-8"))
     stem = stem.encode("utf-8")[:budget].decode("utf-8", "ignore")
-    return _EDGES.sub("", stem) + suffix if suffix else _EDGES.sub("", stem)
+    return _EDGES.sub("", stem) + suffix
