@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -336,6 +337,7 @@ CSV = b"device_id,jurisdiction,distance_meters\n" + b"".join(b"%d,TX,%d.5\n" % (
 
 
 def download_body(payload: bytes, *, max_bytes: int = 1 << 24, chunk_size: int = 4096, **headers: str):
+    """Serve ``payload`` in 777-byte pieces; the download hands them on in pieces of ``chunk_size``."""
     response_headers = {"Content-Length": str(len(payload)), **headers}
     pieces = [payload[i : i + 777] for i in range(0, len(payload), 777)]
     client = client_for(lambda r: httpx.Response(200, headers=response_headers, stream=Body(pieces)))
@@ -363,6 +365,36 @@ def test_concatenated_gzip_members_are_one_file() -> None:
     half = len(CSV) // 2
     _body, chunks = download_body(gzip.compress(CSV[:half]) + gzip.compress(CSV[half:]))
     assert b"".join(chunks) == CSV
+
+
+FIRST = gzip.compress(CSV[: len(CSV) // 2], mtime=0)
+SECOND = gzip.compress(CSV[len(CSV) // 2 :], mtime=0)
+
+
+@pytest.mark.parametrize(
+    ("chunk", "padding"),
+    [
+        (len(FIRST), 2 * len(FIRST)),  # the padding fills pieces of its own
+        (len(FIRST) + 100, 512),  # a piece holds the member's end and the start of the padding
+        (len(FIRST) - 10, len(FIRST) - 20),  # the padding ends a piece; the next member starts the next one
+        (len(FIRST), len(FIRST) - 4),  # a piece starts with the zero bytes of the next member's mtime
+        (len(FIRST) + 64, 16),  # one piece holds the member's end, the padding and the next member's start
+    ],
+    ids=["own-pieces", "after-the-end", "ends-a-piece", "zeros-inside-the-next-member", "all-in-one-piece"],
+)
+def test_zero_padding_after_a_gzip_member_is_skipped_wherever_the_pieces_end(chunk: int, padding: int) -> None:
+    """Block-padded storage leaves zeros after a member, which ``gzip -d`` accepts; a zero byte *inside*
+    the next member (its header's mtime) is data, even where a piece starts with it. Pieces reach the
+    inflater in ``chunk_size`` bytes, so ``chunk`` places their edges."""
+    _body, chunks = download_body(FIRST + bytes(padding) + SECOND + bytes(100), chunk_size=chunk)
+    assert b"".join(chunks) == CSV
+
+
+@pytest.mark.parametrize("after", [b"XX", b"\x00\x00XX", zlib.compress(b"more")], ids=["garbage", "padded-garbage", "zlib"])
+@pytest.mark.parametrize("chunk", [len(FIRST), 4096], ids=["own-piece", "same-piece"])
+def test_bytes_after_a_gzip_member_that_are_not_another_member_are_corruption(after: bytes, chunk: int) -> None:
+    with pytest.raises(PermanentError, match="does not decompress"):
+        download_body(FIRST + after, chunk_size=chunk)
 
 
 def test_a_gzip_bomb_hits_the_size_limit_on_the_decompressed_bytes() -> None:
