@@ -12,7 +12,7 @@ import pytest
 
 from worker.errors import TransientError
 from worker.file_transfer import TransferResult, transfer_file
-from worker.parsing.csv_stream import BadRow
+from worker.parsing.csv_stream import BadRow, parse_csv
 from worker.parsing.schema import ColumnType, RowSchema
 from worker.security.filenames import safe_filename
 from worker.sinks.base import FileWriter, SinkResult
@@ -243,3 +243,15 @@ def test_columnar_batches_are_written_byte_for_byte_like_row_dicts(tmp_path: Pat
     check()
     nulls = next(iter(parse_csv([b"i,s,d\n1,a,\n"], schema, max_field_bytes=64)))
     assert encode_columns(nulls) is None  # a text column holding None: the dict path writes it
+
+
+def test_a_batch_whose_text_column_holds_a_null_is_written_row_by_row(tmp_path: Path) -> None:
+    """The column encoder cannot cut such a column; the writer falls back to row dicts, same bytes."""
+    schema = RowSchema(types={"i": ColumnType.INT, "d": ColumnType.DATETIME})
+    batch = next(iter(parse_csv([b"i,s,d\n1,a,\n2,,2026-01-01T00:00:00Z\n"], schema, max_field_bytes=64)))
+    writer = JsonlSink(tmp_path).open_file("exp1", "0-0000", "f.csv")
+    writer.write_batch(batch)
+    result = writer.commit()
+    assert result.rows == 2
+    assert Path(result.path).read_bytes() == b"".join(orjson.dumps(row) + b"\n" for row in batch.rows)
+    assert [row["d"] for row in batch.rows][0] is None

@@ -29,7 +29,7 @@ class JsonlSink:
 
     def open_file(self, export_id: str, file_key: str, safe_name: str) -> JsonlFileWriter:
         """Start an attempt at one file. ``safe_name`` must come from ``safe_filename``."""
-        return JsonlFileWriter(target_directory(self.root, export_id, file_key, safe_name, ".jsonl"), safe_name)
+        return JsonlFileWriter(target_directory(self.root, export_id, file_key, safe_name, JsonlFileWriter.suffix), safe_name)
 
     def discard_attempts(self, export_id: str) -> int:
         return discard_attempts(self.root, export_id)
