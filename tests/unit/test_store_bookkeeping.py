@@ -43,6 +43,18 @@ def test_rate_limit_lets_a_burst_through_then_spaces_requests_by_the_interval(st
     assert store.rate_limit_wait("samsara:other:poll", 4, 2.0) == 0, "each bucket has its own budget"
 
 
+def test_a_refusal_shorter_than_a_millisecond_is_not_read_as_go(store: ExportStore, clock: FakeClock) -> None:
+    """Redis answers a Lua number as an integer: a wait of 0.5 ms must not come back as 0, uncharged."""
+    bucket = "samsara:default:poll"
+    assert [store.rate_limit_wait(bucket, 4, 2.0) for _ in range(4)] == [0, 0, 0, 0]
+    clock.advance(0.4995)
+    assert [store.rate_limit_wait(bucket, 4, 2.0) for _ in range(3)] == [0.001, 0.001, 0.001]
+    clock.advance(0.0005)
+    assert [store.rate_limit_wait(bucket, 4, 2.0) > 0 for _ in range(2)] == [False, True]
+    same_instant = [store.rate_limit_wait("impact:default:poll", 3, 2.0) for _ in range(10)]
+    assert same_instant.count(0) <= 3, "never more requests at one instant than the budget holds"
+
+
 def test_status_counts_and_indexes_follow_every_transition(store: ExportStore, clock: FakeClock) -> None:
     store.create(new_record())
     assert store.status_counts() == {"PENDING": 1} and store.active_ids() == ["e1"]
