@@ -61,9 +61,24 @@ def test_nothing_is_visible_before_commit_and_the_staging_streams_expire(
     writer.write_rows([{"id": 1}])
     writer.write_bad([], "f.csv")
     [staging] = keys(fake_redis)
-    assert staging.startswith("unit:staging:") and staging.endswith(":records")
-    assert TTL - 5 < fake_redis.ttl(staging) <= TTL, "a killed attempt's staging stream goes away by itself"
+    writer.write_bad([BadRow(line=3, reason="r", raw="x")], "f.csv")
+    attempt = staging.split(":")[2]
+    assert keys(fake_redis) == [f"unit:staging:{attempt}:quarantine", f"unit:staging:{attempt}:records"]
+    assert all(TTL - 5 < fake_redis.ttl(key) <= TTL for key in keys(fake_redis)), "a killed attempt's streams expire"
     assert sink.discard_attempts("e1") == 0
+
+
+def test_attempts_open_at_once_keep_their_rows_apart(sink: RedisStreamSink, fake_redis: fakeredis.FakeRedis) -> None:
+    first, second = sink.open_file("e1", "0-0", "f.csv"), sink.open_file("e1", "0-1", "g.csv")
+    first.write_rows([{"id": 1}])
+    second.write_rows([{"id": 2}])
+    first.write_bad([BadRow(line=3, reason="r1", raw="x")], "f.csv")
+    second.write_bad([BadRow(line=4, reason="r2", raw="y")], "g.csv")
+    first.commit()
+    second.commit()
+    assert stream(fake_redis, "unit:export:e1:records:0-0") == [{"id": 1}]
+    assert stream(fake_redis, "unit:export:e1:records:0-1") == [{"id": 2}]
+    assert [row["reason"] for row in stream(fake_redis, "unit:export:e1:quarantine:0-1")] == ["r2"]
 
 
 def test_a_retry_replaces_the_rows_and_drops_the_earlier_quarantine(
@@ -108,7 +123,10 @@ def test_the_row_cap_allows_exactly_max_rows_and_refuses_one_more(sink: RedisStr
     assert load(sink.open_file("e1", "0-0", "f.csv"), csv_of(10)).rows == 10
     writer = sink.open_file("e1", "0-1", "f.csv")
     writer.write_rows([{"id": i} for i in range(6)])
-    too_many = "more than 10 rows, too many for the redis_stream sink; submit it with sink='jsonl'"
+    too_many = (
+        "more than 10 rows, too many for the redis_stream sink; "
+        "submit it with sink='jsonl' or raise EXPORT_WORKER_REDIS_SINK_MAX_ROWS"
+    )
     with pytest.raises(PermanentError, match=too_many):
         writer.write_rows([{"id": i} for i in range(5)])
     writer.write_rows([{"id": i} for i in range(4)])  # the refused batch was not counted
