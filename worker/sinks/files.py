@@ -81,7 +81,6 @@ class FileAttempt:
         self.path = directory / f"{safe_name}{self.suffix}"
         self._tmp = directory / f".{safe_name}.{token}.tmp"
         self._quarantine = Quarantine(directory, safe_name, token)
-        self.quarantine_path = self._quarantine.path
         self._rows = 0
         self._result: SinkResult | None = None
         self._closed = self._aborted = False
