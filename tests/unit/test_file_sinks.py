@@ -61,3 +61,11 @@ def test_a_new_attempt_sweeps_only_stale_temps_of_its_own_file(tmp_path: Path) -
     age(fresh, STALE_TEMP_SECONDS - 60)
     sink.open_file("exp1", "k", "f1.csv").abort()
     assert fresh.exists(), "a temp touched within the hour may belong to a live attempt"
+
+
+def test_a_temp_that_cannot_be_removed_does_not_stop_the_discard(tmp_path: Path) -> None:
+    sink = JsonlSink(tmp_path)
+    killed_attempt(sink, "exp1", "a.csv")
+    (tmp_path / "exp1" / ".stuck.tmp").mkdir()  # unlink() refuses a directory, as it would a vanished or locked file
+    assert sink.discard_attempts("exp1") == 2
+    assert [path.name for path in (tmp_path / "exp1").iterdir()] == [".stuck.tmp"]
