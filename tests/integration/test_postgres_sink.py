@@ -10,6 +10,7 @@ import pytest
 from tests.pg import TEST_DATABASE_URL, query, scratch_schema, table_rows
 from tests.sink_data import BAD_LINES, EXPECTED, as_instants, csv_of, load
 from worker.errors import PermanentError, TransientError
+from worker.parsing.columns import BadRow
 from worker.parsing.schema import ColumnType, RowSchema
 from worker.sinks.base import FileWriter
 from worker.sinks.postgres import PostgresSink
@@ -56,6 +57,14 @@ def test_rows_land_typed_with_their_file_and_line(schema: str) -> None:
     quarantine = query(f'SELECT _file, _line, reason, raw FROM "{schema}".ifta_quarantine ORDER BY _line')
     assert [row[1] for row in quarantine] == BAD_LINES
     assert quarantine[0] == ("f.csv", 6, "column 'id': invalid int 'oops'", "oops,bad int,1,2026-01-01T00:00:00Z")
+
+
+def test_a_source_name_that_is_not_valid_unicode_is_still_quarantined(schema: str) -> None:
+    """A provider's JSON can name a file with a lone surrogate; the quarantine shows it escaped."""
+    writer = sink(schema).open_file("exp1", "0-0000", "f.csv")
+    writer.write_bad([BadRow(line=2, reason="bad", raw="x")], "f\udcff.csv")
+    assert writer.commit().quarantined == 1
+    assert query(f'SELECT _file, raw FROM "{schema}".ifta_quarantine') == [("f\\udcff.csv", "x")]
 
 
 def test_a_retry_replaces_the_earlier_attempt_and_leaves_other_files_alone(schema: str) -> None:

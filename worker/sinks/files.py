@@ -172,7 +172,7 @@ class Quarantine:
 
 
 def json_safe(text: str) -> str:
-    """orjson refuses lone surrogates; make sure nothing from a broken file can fail the quarantine."""
+    """Lone surrogates as ``\\udcXX`` text: neither orjson nor a UTF-8 COPY takes them, and a quarantine must not fail."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
