@@ -60,6 +60,13 @@ def test_a_database_missing_from_the_settings_fails_each_file_naming_the_setting
         sink.open_file("e1", "0-0", "f.csv")
 
 
+def test_a_postgres_export_without_a_table_is_refused_before_connecting(tmp_path: Path, store: ExportStore) -> None:
+    settings = make_settings(tmp_path, databases={"warehouse": {"url": "postgresql://u:pw@127.0.0.1:1/dw"}})
+    sink = open_sink(SinkContext(settings, store, record("postgres", database="warehouse")))
+    with pytest.raises(PermanentError, match="the export has no target table"):
+        sink.open_file("e1", "0-0", "f.csv")
+
+
 def test_without_pyarrow_a_parquet_export_still_sweeps_its_killed_attempts(
     tmp_path: Path, store: ExportStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
