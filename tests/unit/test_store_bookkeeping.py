@@ -41,6 +41,8 @@ def test_rate_limit_lets_a_burst_through_then_spaces_requests_by_the_interval(st
     assert store.rate_limit_wait(bucket, 4, 2.0) == 0, "the interval has passed: one more may go"
     assert store.rate_limit_wait(bucket, 4, 2.0) == pytest.approx(0.5, abs=1e-9)
     assert store.rate_limit_wait("samsara:other:poll", 4, 2.0) == 0, "each bucket has its own budget"
+    clock.advance(1.0)
+    assert [store.rate_limit_wait(bucket, 4, 2.0) for _ in range(3)] == [0, 0, 0.5], "a second earns two intervals"
 
 
 def test_a_refusal_shorter_than_a_millisecond_is_not_read_as_go(store: ExportStore, clock: FakeClock) -> None:
