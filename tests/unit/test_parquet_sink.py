@@ -90,7 +90,12 @@ def test_the_registry_names_the_extra_when_pyarrow_is_missing(tmp_path: Path, mo
     monkeypatch.setitem(sys.modules, "worker.sinks.parquet", None)  # what an install without pyarrow sees
     record = type("R", (), {"sink": "parquet"})()
     sink = open_sink(SinkContext(make_settings(tmp_path), None, record))  # type: ignore[arg-type]
-    with pytest.raises(PermanentError, match=r"pip install 'async-export-worker\[parquet\]'"):
+    expected = (
+        r"^sink 'parquet' needs pyarrow, which this worker lacks "
+        r"\(import of worker\.sinks\.parquet halted; None in sys\.modules\); "
+        r"install it with pip install 'async-export-worker\[parquet\]' and retry the export$"
+    )
+    with pytest.raises(PermanentError, match=expected):
         sink.open_file("exp1", "k", "f.csv")
     assert sink.discard_attempts("exp1") == 0
 

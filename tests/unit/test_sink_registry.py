@@ -100,6 +100,7 @@ def test_a_postgres_export_gets_its_reports_table_by_default(provider: str, para
         ("postgres", {"password": "x"}, "invalid sink_options: password"),
         ("jsonl", {"table": "t"}, "apply to sink='postgres' only"),
         ("s3", None, "unknown sink 's3'"),
+        ("postgres", ["table"], "invalid sink_options: sink_options: Input should be a valid dictionary"),
     ],
 )
 def test_bad_sink_options_are_refused_naming_the_field(sink: str, options: dict | None, message: str) -> None:
