@@ -26,6 +26,8 @@ def scratch_schema(name: str | None = None) -> Iterator[str]:
         yield schema
     finally:
         with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
+            # A transaction the code under test leaked would make the DROP wait forever: fail instead.
+            conn.execute("SET lock_timeout = '10s'")
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 

@@ -46,6 +46,8 @@ T = TypeVar("T")
 
 EVENTS_MAXLEN = 100_000
 
+# The wait is rounded up to whole ms: Redis truncates a Lua number to an integer reply, and a
+# refusal shorter than 1 ms read as 0 would let the request go without being charged.
 _RATE_SCRIPT = """
 local now = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
@@ -53,7 +55,7 @@ local burst = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
 if tat < now then tat = now end
 local allow_at = tat - burst
-if now < allow_at then return allow_at - now end
+if now < allow_at then return math.ceil(allow_at - now) end
 local new_tat = tat + interval
 redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now + 1000))
 return 0

@@ -10,9 +10,10 @@ import pytest
 from tests.pg import TEST_DATABASE_URL, query, scratch_schema, table_rows
 from tests.sink_data import BAD_LINES, EXPECTED, as_instants, csv_of, load
 from worker.errors import PermanentError, TransientError
+from worker.parsing.columns import BadRow
 from worker.parsing.schema import ColumnType, RowSchema
 from worker.sinks.base import FileWriter
-from worker.sinks.postgres import PostgresSink
+from worker.sinks.postgres import PostgresSink, lock_key
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +57,15 @@ def test_rows_land_typed_with_their_file_and_line(schema: str) -> None:
     quarantine = query(f'SELECT _file, _line, reason, raw FROM "{schema}".ifta_quarantine ORDER BY _line')
     assert [row[1] for row in quarantine] == BAD_LINES
     assert quarantine[0] == ("f.csv", 6, "column 'id': invalid int 'oops'", "oops,bad int,1,2026-01-01T00:00:00Z")
+    assert query(f'SELECT DISTINCT _export_id, _file_key FROM "{schema}".ifta_quarantine') == [("exp1", "0-0000")]
+
+
+def test_a_source_name_that_is_not_valid_unicode_is_still_quarantined(schema: str) -> None:
+    """A provider's JSON can name a file with a lone surrogate; the quarantine shows it escaped."""
+    writer = sink(schema).open_file("exp1", "0-0000", "f.csv")
+    writer.write_bad([BadRow(line=2, reason="bad", raw="x")], "f\udcff.csv")
+    assert writer.commit().quarantined == 1
+    assert query(f'SELECT _file, raw FROM "{schema}".ifta_quarantine') == [("f\\udcff.csv", "x")]
 
 
 def test_a_retry_replaces_the_earlier_attempt_and_leaves_other_files_alone(schema: str) -> None:
@@ -69,6 +79,15 @@ def test_a_retry_replaces_the_earlier_attempt_and_leaves_other_files_alone(schem
     assert query(f'SELECT count(*) FROM "{schema}".ifta_quarantine') == [(0,)]
 
 
+def test_a_retry_without_good_rows_still_replaces_the_earlier_attempt(schema: str) -> None:
+    target = sink(schema)
+    load(target.open_file("exp1", "0-0000", "a.csv"), csv_of(4))
+    empty = load(target.open_file("exp1", "0-0000", "a.csv"), b"id,name,amount,at\nx,1,2,3\n")
+    assert (empty.rows, empty.quarantined) == (0, 1)
+    assert query(f'SELECT count(*) FROM "{schema}".ifta') == [(0,)]
+    assert query(f'SELECT _line FROM "{schema}".ifta_quarantine') == [(2,)]
+
+
 def test_an_attempt_that_never_commits_leaves_the_committed_rows(schema: str) -> None:
     target = sink(schema)
     load(target.open_file("exp1", "0-0000", "a.csv"), csv_of(10))
@@ -76,6 +95,8 @@ def test_an_attempt_that_never_commits_leaves_the_committed_rows(schema: str) ->
     dead.write_batch(next(iter_batches(csv_of(500))))  # rows deleted and COPYed, uncommitted
     dead.abort()  # the connection closes, as when the worker is killed
     assert query(f'SELECT count(*) FROM "{schema}".ifta') == [(10,)]
+    file_lock = lock_key(f"{schema}.ifta:exp1:0-0000")
+    assert query("SELECT pg_try_advisory_xact_lock(%s)", file_lock) == [(True,)], "the aborted attempt let go of the file"
 
 
 def iter_batches(data: bytes) -> Iterator:
@@ -134,7 +155,7 @@ def test_a_value_postgres_refuses_fails_the_file_and_commits_nothing(schema: str
     load(target.open_file("exp1", "0-0001", "a.csv"), csv_of(2))
     # A deployment changed COLUMN_TYPES: ``id`` is now text, but the table's column is bigint.
     retyped = RowSchema(types={"amount": ColumnType.FLOAT})
-    with pytest.raises(PermanentError, match="PostgreSQL refused the rows"):
+    with pytest.raises(PermanentError, match=rf"^PostgreSQL refused the rows for {schema}\.ifta: invalid input syntax[^\n]*$"):
         load(target.open_file("exp1", "0-0000", "a.csv"), b"id,name,amount,at\nnot-a-number,x,1,\n", schema=retyped)
     assert query(f'SELECT _file_key, count(*) FROM "{schema}".ifta GROUP BY 1') == [("0-0001", 2)]
 
@@ -162,6 +183,7 @@ def test_an_unreachable_database_is_retried_without_showing_the_password(schema:
     with pytest.raises(TransientError, match="database 'test' is unreachable") as caught:
         load(writer, csv_of(1))
     assert "s3cret-pw" not in str(caught.value)
+    assert "port 1 failed" in str(caught.value) and "\n" not in str(caught.value), "the server's first line, alone"
 
 
 def test_a_database_missing_from_the_settings_is_named(tmp_path) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.sink_data import BAD_LINES, EXPECTED, SCHEMA, as_instants, csv_of, files, load
+from tests.sink_data import BAD_LINES, CSV, EXPECTED, SCHEMA, as_instants, csv_of, files, load
 from worker.errors import TransientError
 from worker.file_transfer import transfer_file
 from worker.sinks import parquet
@@ -33,6 +35,13 @@ def test_rows_read_back_typed_and_equal_to_the_parsed_rows(tmp_path: Path) -> No
     quarantine = [json.loads(line) for line in Path(str(result.quarantine_path)).read_text().splitlines()]
     assert [row["line"] for row in quarantine] == BAD_LINES
     assert files(tmp_path) == ["exp1/f.csv.parquet", "exp1/f.csv.quarantine.jsonl"]
+
+
+def test_a_batch_that_mixes_naive_and_offset_times_reads_back_the_same(tmp_path: Path) -> None:
+    """The whole file in one chunk makes one batch: naive and offset values in one column (the per-value path)."""
+    writer = ParquetSink(tmp_path).open_file("exp1", "k", "f.csv")
+    transfer_file(iter([CSV]), schema=SCHEMA, writer=writer, source_name="f.csv", max_field_bytes=1024)
+    assert read_rows(writer.commit().path) == as_instants(EXPECTED)
 
 
 def test_row_groups_are_written_while_streaming(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,6 +90,56 @@ def test_the_registry_names_the_extra_when_pyarrow_is_missing(tmp_path: Path, mo
     monkeypatch.setitem(sys.modules, "worker.sinks.parquet", None)  # what an install without pyarrow sees
     record = type("R", (), {"sink": "parquet"})()
     sink = open_sink(SinkContext(make_settings(tmp_path), None, record))  # type: ignore[arg-type]
-    with pytest.raises(PermanentError, match=r"pip install 'async-export-worker\[parquet\]'"):
+    expected = (
+        r"^sink 'parquet' needs pyarrow, which this worker lacks "
+        r"\(import of worker\.sinks\.parquet halted; None in sys\.modules\); "
+        r"install it with pip install 'async-export-worker\[parquet\]' and retry the export$"
+    )
+    with pytest.raises(PermanentError, match=expected):
         sink.open_file("exp1", "k", "f.csv")
     assert sink.discard_attempts("exp1") == 0
+
+
+def test_an_output_name_that_is_a_link_out_of_the_root_is_refused(tmp_path: Path) -> None:
+    root, outside = tmp_path / "out", tmp_path / "outside.parquet"
+    (root / "exp1").mkdir(parents=True)
+    outside.write_bytes(b"not ours")
+    (root / "exp1" / "f.csv.parquet").symlink_to(outside)
+    with pytest.raises(ValueError, match="would leave the output directory"):
+        ParquetSink(root).open_file("exp1", "k", "f.csv")
+    assert outside.read_bytes() == b"not ours"
+
+
+def test_a_finished_writer_refuses_more_batches(tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path)
+    committed = sink.open_file("exp1", "k", "f.csv")
+    load(committed, csv_of(2))
+    aborted = sink.open_file("exp1", "k", "g.csv")
+    aborted.abort()
+    for writer, state in ((committed, "committed"), (aborted, "aborted")):
+        with pytest.raises(RuntimeError, match=f"is already {state}"):
+            load(writer, csv_of(1))
+    assert read_rows(committed.commit().path)[-1]["id"] == 1
+
+
+def test_an_abort_closes_the_temp_so_its_disk_space_is_freed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 10)
+    writer = ParquetSink(tmp_path).open_file("exp1", "k", "f.csv")
+
+    def open_temps() -> list[str]:
+        """Files of this process open under the attempt's temp name (Linux's view of open descriptors)."""
+        links = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # the descriptor listdir itself used is gone
+                links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return [link for link in links if "/exp1/.f.csv." in link]
+
+    def stop_midway() -> object:
+        yield csv_of(50)
+        raise TransientError("download truncated")
+
+    with pytest.raises(TransientError):
+        transfer_file(stop_midway(), schema=SCHEMA, writer=writer, source_name="f.csv", max_field_bytes=1024)  # type: ignore[arg-type]
+    assert len(open_temps()) == 1, "row groups were being written to the temp"
+    writer.abort()
+    assert open_temps() == [] and files(tmp_path) == []

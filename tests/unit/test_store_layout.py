@@ -25,6 +25,8 @@ def test_a_hold_lasts_the_seconds_asked_and_none_reads_zero(store: ExportStore) 
     assert store.held_for("samsara:default:poll") == 0.0
     store.hold("samsara:default:poll", 2.5)
     assert 2.4 < store.held_for("samsara:default:poll") <= 2.5
+    store.hold("samsara:default:poll", 100)
+    assert 99.99 < store.held_for("samsara:default:poll") <= 100, "milliseconds read back as seconds"
     store.hold("samsara:default:create", 0.0001)
     assert store.held_for("samsara:default:create") <= 0.001
 
@@ -61,3 +63,15 @@ def test_events_carry_export_id_and_time(store: ExportStore) -> None:
     store.create(new_record())
     [(_, event)] = store.read_events("0")
     assert event["export_id"] == "e1" and float(event["at"]) > 0 and event["type"] == "created"
+
+
+def test_scripts_are_loaded_again_after_redis_lost_them(store: ExportStore, fake_redis: fakeredis.FakeRedis) -> None:
+    """A restarted Redis has no scripts: the next call reloads its script once instead of failing."""
+    assert store.acquire_lease("e1", "f", "worker-a", 5)
+    assert store.renew_lease("e1", "f", "worker-a", 10)
+    fake_redis.script_flush()
+    assert store.renew_lease("e1", "f", "worker-a", 30)
+    assert 29_000 < fake_redis.pttl("unit:export:e1:lease:f") <= 30_000
+    fake_redis.script_flush()
+    store.release_lease("e1", "f", "worker-a")
+    assert store.acquire_lease("e1", "f", "worker-b", 5), "the reloaded release script ran"

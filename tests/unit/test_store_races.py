@@ -13,6 +13,7 @@ import fakeredis
 
 from tests.interleaving import RoundTrips, hooked_client
 from tests.unit.test_store import new_record
+from worker.errors import StaleTask
 from worker.models import ExportRecord, FileRecord, FileStatus, Writes
 from worker.store import ExportStore
 
@@ -107,3 +108,23 @@ def test_a_decision_over_every_file_sees_a_file_that_finishes_during_it() -> Non
         assert store.get_file("e1", "0-0").status is FileStatus.DONE, at
         assert ours == [FileStatus.DONE], f"round trip {at}: the decision committed on a view without the finished file"
         assert store.get("e1").warnings == ["saw ['DONE']"], at
+
+
+def test_a_lease_taken_during_an_unleased_file_change_refuses_the_change() -> None:
+    """The watchdog's revive (``unleased``) must lose to a worker that takes the lease at any point before EXEC."""
+
+    def revive(store: ExportStore) -> str:
+        def bump(record: ExportRecord, file: FileRecord, writes: Writes) -> None:
+            file.token += 1
+
+        try:
+            store.transact_file("e1", "0-0", bump, unleased=True)
+        except StaleTask:
+            return "refused"
+        return "revived"
+
+    schedules = list(collide(with_file, revive, lambda s: s.acquire_lease("e1", "0-0", "worker-1", 30)))
+    assert len(schedules) >= 4, "WATCH, the reads and EXEC are separate round trips"
+    for at, ours, theirs, store in schedules:
+        assert (ours, theirs) == ("refused", True), at
+        assert store.get_file("e1", "0-0").token == 0, at

@@ -81,7 +81,6 @@ class FileAttempt:
         self.path = directory / f"{safe_name}{self.suffix}"
         self._tmp = directory / f".{safe_name}.{token}.tmp"
         self._quarantine = Quarantine(directory, safe_name, token)
-        self.quarantine_path = self._quarantine.path
         self._rows = 0
         self._result: SinkResult | None = None
         self._closed = self._aborted = False
@@ -173,7 +172,7 @@ class Quarantine:
 
 
 def json_safe(text: str) -> str:
-    """orjson refuses lone surrogates; make sure nothing from a broken file can fail the quarantine."""
+    """Lone surrogates as ``\\udcXX`` text: neither orjson nor a UTF-8 COPY takes them, and a quarantine must not fail."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

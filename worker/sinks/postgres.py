@@ -31,6 +31,7 @@ from worker.parsing.columns import BadRow, ParsedBatch
 from worker.parsing.schema import ColumnType
 from worker.settings import Settings
 from worker.sinks.base import SinkResult
+from worker.sinks.files import json_safe
 
 PG_TYPES = {
     ColumnType.INT: "bigint",
@@ -132,9 +133,9 @@ class PostgresFileWriter:
         self._require_open()
         if self._bad is None:
             self._bad = tempfile.SpooledTemporaryFile(max_size=1 << 20)  # noqa: SIM115 - closed on commit/abort
-        prefix = (self.export_id, self.file_key, source_name)
-        text = "".join(_copy_line((*prefix, str(row.line), row.reason, row.raw)) for row in bad)
-        self._bad.write(text.encode("utf-8", "backslashreplace"))
+        prefix = (self.export_id, self.file_key, json_safe(source_name))
+        text = "".join(_copy_line((*prefix, str(row.line), json_safe(row.reason), json_safe(row.raw))) for row in bad)
+        self._bad.write(text.encode("utf-8"))
         self._quarantined += len(bad)
 
     def commit(self) -> SinkResult:
