@@ -188,14 +188,14 @@ def test_reader_recovers_after_csv_field_limit_error() -> None:
     saved = csv.field_size_limit()
     csv.field_size_limit(1000)  # process-global: the parser only ever raises it
     try:
-        big = "x" * 5000
+        big = "x" * 2000  # past csv's limit, within the parser's line limit: csv.Error is what stops it
         data = f'id,name\n1,a\n2,"{big}"\n3,"b"\n4,c\n'.encode()
-        rows, bad = parse_every_way(data, max_field_bytes=100)
+        rows, bad = parse_every_way(data, max_field_bytes=400)
     finally:
         csv.field_size_limit(saved)
     assert [r["id"] for r in rows] == [1, 3, 4]
     assert [b.line for b in bad] == [3]
-    assert "larger than 100 bytes" in bad[0].reason
+    assert "larger than 400 bytes" in bad[0].reason
 
 
 def test_endless_line_is_cut_so_memory_stays_bounded() -> None:
@@ -204,6 +204,56 @@ def test_endless_line_is_cut_so_memory_stays_bounded() -> None:
     assert [r["id"] for r in rows] == [1, 3]
     assert [b.line for b in bad] == [3]
     assert "longer than" in bad[0].reason
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
+def test_a_line_cut_inside_quotes_does_not_swallow_the_lines_after_it(end: str) -> None:
+    data = end.join(["id,name", "1,a", '2,"' + "x" * 5000 + '"', '3,"b"', "4,c", "x,d", "5,e", ""]).encode()
+    for size in (1, 2, 3, 7, 64, 4096, 1 << 20):
+        rows, bad = parse(data, max_field_bytes=100, size=size)
+        assert [r["id"] for r in rows] == [1, 3, 4, 5], size
+        assert [b.line for b in bad] == [3, 6], size
+
+
+@pytest.mark.parametrize(("length", "cut"), [(39, False), (40, True)])
+def test_a_line_is_cut_only_past_the_longest_record_of_valid_fields(length: int, cut: bool) -> None:
+    """Two fields of at most 5 bytes, all doubled quotes, plus separators: (2 + 1) * (2 * 5 + 3) = 39."""
+    data = b"id,name\n1,a\n" + (b"2," + b"y" * (length - 2)) + b"\n3,b\n"
+    rows, bad = parse(data, max_field_bytes=5, size=1)  # byte by byte: the line grows until its break
+    assert [r["id"] for r in rows] == [1, 3]
+    reason = (
+        "line longer than 39 characters was cut off (or the record contains a NUL character)"
+        if cut
+        else f"field in column 'name' is {length - 2} bytes, more than 5; "
+        "raise EXPORT_WORKER_MAX_FIELD_BYTES if such fields are legitimate"
+    )
+    assert [(b.line, b.reason) for b in bad] == [(3, reason)]
+
+
+def test_wide_rows_of_valid_fields_are_never_cut_even_with_a_tiny_field_limit() -> None:
+    """40 columns of 3-byte fields: lines far longer than 16 fields, and quoted ones twice that."""
+    header = [f"c{i}" for i in range(40)]
+    table = [['"""'] * 40, ["abc"] * 40, ["a,b", "", "\n"] * 13 + ["x"]]
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer, lineterminator="\r\n").writerows([header, *table])
+    rows, bad = parse_every_way(buffer.getvalue().encode(), STR_ONLY, max_field_bytes=3)
+    assert bad == []
+    assert rows == [dict(zip(header, record, strict=True)) for record in table]
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_a_header_may_be_a_mebibyte_long_whatever_the_field_limit(extra: int) -> None:
+    names = [f"{i:04d}".ljust(999, "x") for i in range(1048)] + ["y" * (576 + extra)]
+    header = ",".join(names)
+    assert len(header) == columns.HEADER_LINE_CHARS + extra
+    chunks = [header.encode(), f"\n{','.join('1' * 1049)}\n".encode()]  # the header ends before its break
+    if extra:
+        with pytest.raises(PermanentError, match="^CSV header is longer than 1048576 characters$"):
+            list(parse_csv(chunks, STR_ONLY, max_field_bytes=1))
+    else:
+        batches = list(parse_csv(chunks, STR_ONLY, max_field_bytes=1))
+        assert [row for batch in batches for row in batch.rows] == [dict.fromkeys(names, "1")]
+        assert [bad for batch in batches for bad in batch.bad] == []
 
 
 def test_unterminated_quote_at_end_of_file_behaves_like_csv_reader() -> None:
