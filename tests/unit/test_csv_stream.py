@@ -215,6 +215,22 @@ def test_a_line_cut_inside_quotes_does_not_swallow_the_lines_after_it(end: str) 
         assert [b.line for b in bad] == [3, 6], size
 
 
+@pytest.mark.parametrize("quote", ["", '"'])
+@pytest.mark.parametrize("after", ["\n", "\r\n", "\r"])
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
+def test_parsing_resumes_at_the_line_after_a_cut_one_wherever_the_chunks_end(end: str, after: str, quote: str) -> None:
+    """The rest of a cut line is skipped up to its own line break, which may be split by chunks or mixed."""
+    long = f"2,{quote}{'x' * 700}{quote}"
+    head = f"id,name\n1,a\n{long}".encode()
+    data = head + f"{end}3,b{after}x,c\n4,d\n".encode()
+    chunkings = [list(split(data, size)) for size in (1, 2, 3, 5, 7, 64, 4096)]
+    chunkings += [[*split(data[:at], 64), data[at:]] for at in range(len(head) - 3, len(head) + 4)]
+    for chunks in chunkings:
+        batches = list(parse_csv(chunks, SCHEMA, max_field_bytes=100))
+        assert [r["id"] for b in batches for r in b.rows] == [1, 3, 4], chunks
+        assert [bad.line for b in batches for bad in b.bad] == [3, 5], chunks
+
+
 @pytest.mark.parametrize(("length", "cut"), [(39, False), (40, True)])
 def test_a_line_is_cut_only_past_the_longest_record_of_valid_fields(length: int, cut: bool) -> None:
     """Two fields of at most 5 bytes, all doubled quotes, plus separators: (2 + 1) * (2 * 5 + 3) = 39."""
@@ -263,11 +279,20 @@ def test_unterminated_quote_at_end_of_file_behaves_like_csv_reader() -> None:
     assert bad == []
 
 
-def test_unterminated_quote_that_runs_on_forever_is_given_up() -> None:
+@pytest.mark.parametrize("size", [7, 64, 4096])
+def test_unterminated_quote_that_runs_on_forever_is_given_up(size: int) -> None:
+    """The record is quarantined once past the line limit; every line after it is read again as rows."""
     data = b'id,name\n1,a\n2,"never closed\n' + b"3,b\n" * 20_000
-    rows, bad = parse(data, max_field_bytes=100, size=4096)
-    assert rows[0] == {"id": 1, "name": "a"}
-    assert bad and bad[0].line == 3
+    batches = list(parse_csv(split(data, size), SCHEMA, max_field_bytes=100))
+    lines = [line for batch in batches for line in batch.lines]
+    rows = [row for batch in batches for row in batch.rows]
+    assert [(b.line, b.reason) for batch in batches for b in batch.bad] == [
+        (3, "unterminated quoted field: record is longer than 609 characters")
+    ]
+    resumed = lines[1]
+    assert lines == [2, *range(resumed, 20_004)]
+    assert rows == [{"id": 1, "name": "a"}] + [{"id": 3, "name": "b"}] * (20_004 - resumed)
+    assert (resumed - 3) * len(b"3,b\n") <= 3 * 609 + 2 * size  # given up after about the limit, not at EOF
 
 
 def test_blank_lines_are_skipped_and_do_not_shift_line_numbers() -> None:
