@@ -172,6 +172,16 @@ def test_truncated_multibyte_character_at_end_of_file() -> None:
     assert [b.line for b in bad] == [3]
 
 
+def test_field_over_max_field_bytes_is_quarantined_when_made_of_short_lines() -> None:
+    field = "\r\n".join(["abcdefghi"] * 60)  # 658 bytes, no physical line longer than 12 characters
+    data = f'id,name\n1,ok\n2,"{field}"\n3,fine\n'.encode()
+    rows, bad = parse_every_way(data, max_field_bytes=500)
+    assert [r["id"] for r in rows] == [1, 3]
+    reason = "field in column 'name' is 658 bytes, more than 500; "
+    reason += "raise EXPORT_WORKER_MAX_FIELD_BYTES if such fields are legitimate"
+    assert [(b.line, b.reason) for b in bad] == [(3, reason)]
+
+
 @pytest.mark.parametrize("quoted", [False, True])
 def test_field_over_max_field_bytes_is_quarantined(quoted: bool) -> None:
     huge = "é" * 300  # 600 bytes of UTF-8
@@ -279,19 +289,19 @@ def test_unterminated_quote_at_end_of_file_behaves_like_csv_reader() -> None:
     assert bad == []
 
 
-@pytest.mark.parametrize("size", [7, 64, 4096])
-def test_unterminated_quote_that_runs_on_forever_is_given_up(size: int) -> None:
+@pytest.mark.parametrize(("size", "batch_rows"), [(7, 1000), (64, 1), (4096, 1000), (4096, 1)])
+def test_unterminated_quote_that_runs_on_forever_is_given_up(size: int, batch_rows: int) -> None:
     """The record is quarantined once past the line limit; every line after it is read again as rows."""
-    data = b'id,name\n1,a\n2,"never closed\n' + b"3,b\n" * 20_000
-    batches = list(parse_csv(split(data, size), SCHEMA, max_field_bytes=100))
+    data = b'id,name\n1,a\n2,"never closed\n' + b"3,b\n" * 5_000
+    batches = list(parse_csv(split(data, size), SCHEMA, max_field_bytes=100, batch_rows=batch_rows))
     lines = [line for batch in batches for line in batch.lines]
     rows = [row for batch in batches for row in batch.rows]
     assert [(b.line, b.reason) for batch in batches for b in batch.bad] == [
         (3, "unterminated quoted field: record is longer than 609 characters")
     ]
     resumed = lines[1]
-    assert lines == [2, *range(resumed, 20_004)]
-    assert rows == [{"id": 1, "name": "a"}] + [{"id": 3, "name": "b"}] * (20_004 - resumed)
+    assert lines == [2, *range(resumed, 5_004)]
+    assert rows == [{"id": 1, "name": "a"}] + [{"id": 3, "name": "b"}] * (5_004 - resumed)
     assert (resumed - 3) * len(b"3,b\n") <= 3 * 609 + 2 * size  # given up after about the limit, not at EOF
 
 
@@ -304,6 +314,8 @@ def test_blank_lines_are_skipped_and_do_not_shift_line_numbers() -> None:
 def test_single_column_file_keeps_quoted_empty_values_and_skips_blank_lines() -> None:
     rows, bad = parse_every_way(b'name\na\n\n""\nb\n', STR_ONLY)
     assert rows == [{"name": "a"}, {"name": ""}, {"name": "b"}] and bad == []
+    rows, bad = parse_every_way(b"name\na\n\nb\n\n", STR_ONLY)  # no quote anywhere: a blank line is no value
+    assert rows == [{"name": "a"}, {"name": "b"}] and bad == []
 
 
 # --- header ------------------------------------------------------------------------------------------------
@@ -370,6 +382,7 @@ CELL = st.text(
     alphabet=st.one_of(
         st.characters(blacklist_categories=("Cs", "Cc")),
         st.sampled_from([",", '"', "\n", "\r", " ", "\t"]),
+        st.sampled_from(csv_stream._ASCII_BREAKS + csv_stream._OTHER_BREAKS),  # splitlines breaks, csv does not
     ),
     max_size=12,
 )
@@ -379,19 +392,24 @@ CELL = st.text(
 @given(
     ncols=st.integers(1, 5),
     data=st.data(),
-    terminator=st.sampled_from(["\r\n", "\n"]),
+    terminator=st.sampled_from(["\r\n", "\n", "\r"]),
     cuts=st.lists(st.integers(1, 50), min_size=1, max_size=8),
+    segment_bytes=st.sampled_from([3, 16, csv_stream.SEGMENT_BYTES]),
     batch_rows=st.integers(1, 7),
 )
-def test_property_same_rows_as_csv_reader(
-    ncols: int, data: st.DataObject, terminator: str, cuts: list[int], batch_rows: int
+def test_property_same_rows_and_lines_as_csv_reader(
+    ncols: int, data: st.DataObject, terminator: str, cuts: list[int], segment_bytes: int, batch_rows: int
 ) -> None:
+    """Rows, their file lines and the lines of bad records are csv.reader's, whatever the chunking."""
     header = [f"c{i}" for i in range(ncols)]
-    table = data.draw(st.lists(st.lists(CELL, min_size=ncols, max_size=ncols), max_size=12))
+    width = st.lists(CELL, min_size=ncols, max_size=ncols) | st.lists(CELL, min_size=max(ncols - 1, 1), max_size=ncols + 1)
+    table = data.draw(st.lists(st.tuples(width, st.booleans()), max_size=12))
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, lineterminator=terminator)
     writer.writerow(header)
-    writer.writerows(table)
+    for record, blank_before in table:
+        buffer.write(terminator if blank_before else "")
+        writer.writerow(record)
     text = buffer.getvalue()
     raw = text.encode()
     chunks, position, turn = [], 0, 0
@@ -399,8 +417,11 @@ def test_property_same_rows_as_csv_reader(
         size = cuts[turn % len(cuts)]
         chunks.append(raw[position : position + size])
         position, turn = position + size, turn + 1
-    batches = list(parse_csv(chunks, STR_ONLY, max_field_bytes=1 << 20, batch_rows=batch_rows))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(csv_stream, "SEGMENT_BYTES", segment_bytes)
+        batches = list(parse_csv(chunks, STR_ONLY, max_field_bytes=1 << 20, batch_rows=batch_rows))
     rows = [row for b in batches for row in b.rows]
+    lines = [line for b in batches for line in b.lines]
     bad = [b for batch in batches for b in batch.bad]
     # csv.writer leaves a lone "\r" unquoted when the terminator is "\n", so the table read back may
     # differ from the one written; what must match is csv.reader over the same text.
@@ -412,7 +433,9 @@ def test_property_same_rows_as_csv_reader(
             starts.append(previous + 1)
         previous = reader.line_num
     records, starts = records[1:], starts[1:]
-    assert rows == [dict(zip(header, record, strict=True)) for record in records if len(record) == ncols]
+    good = [(record, line) for record, line in zip(records, starts, strict=True) if len(record) == ncols]
+    assert rows == [dict(zip(header, record, strict=True)) for record, _ in good]
+    assert lines == [line for _, line in good]
     assert [b.line for b in bad] == [line for record, line in zip(records, starts, strict=True) if len(record) != ncols]
     assert all(b.reason.startswith("expected") for b in bad)
 
