@@ -166,6 +166,22 @@ def test_invalid_utf8_spoils_only_its_own_row() -> None:
     assert [(b.line, b.reason) for b in bad] == [(3, "invalid UTF-8 (byte 0xe9)")]
 
 
+BAD_BYTES = [(b"\x00", "record contains a NUL character"), (b"\xff", "invalid UTF-8 (byte 0xff)")]
+
+
+@pytest.mark.parametrize(("byte", "reason"), BAD_BYTES)
+@pytest.mark.parametrize("where", [0, 1, 2])
+def test_a_bad_byte_in_any_line_of_a_record_spanning_segments_spoils_that_record(
+    byte: bytes, reason: str, where: int, tiny_segments: None
+) -> None:
+    parts = [b"ab", b"cd", b"ef"]
+    parts[where] += byte
+    data = b'id,name\n1,"' + b"\n".join(parts) + b'"\n2,ok\n3,"x\ny"\n'
+    rows, bad = parse_every_way(data)
+    assert rows == [{"id": 2, "name": "ok"}, {"id": 3, "name": "x\ny"}]
+    assert [(b.line, b.reason) for b in bad] == [(2, reason)]
+
+
 def test_truncated_multibyte_character_at_end_of_file() -> None:
     rows, bad = parse(b"id,name\n1,a\n2,\xe2\x82")
     assert [r["id"] for r in rows] == [1]
