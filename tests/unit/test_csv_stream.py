@@ -210,18 +210,24 @@ def test_field_over_max_field_bytes_is_quarantined(quoted: bool) -> None:
     assert len(bad[0].raw) <= csv_stream.RAW_LIMIT
 
 
-def test_reader_recovers_after_csv_field_limit_error() -> None:
+@pytest.fixture
+def small_csv_field_limit() -> Iterator[None]:
+    """``csv.field_size_limit`` is process-global and the parser only ever raises it: lower it for a test."""
     saved = csv.field_size_limit()
-    csv.field_size_limit(1000)  # process-global: the parser only ever raises it
-    try:
-        big = "x" * 2000  # past csv's limit, within the parser's line limit: csv.Error is what stops it
-        data = f'id,name\n1,a\n2,"{big}"\n3,"b"\n4,c\n'.encode()
-        rows, bad = parse_every_way(data, max_field_bytes=400)
-    finally:
-        csv.field_size_limit(saved)
-    assert [r["id"] for r in rows] == [1, 3, 4]
-    assert [b.line for b in bad] == [3]
-    assert "larger than 400 bytes" in bad[0].reason
+    csv.field_size_limit(1000)
+    yield
+    csv.field_size_limit(saved)
+
+
+def test_reader_recovers_after_csv_field_limit_errors(small_csv_field_limit: None) -> None:
+    """Past csv's limit but within the parser's line limit, csv.Error is what stops a field; twice here."""
+    first = '2,"ab\n' + "x" * 2000 + '"'  # the error is raised on the record's second line
+    data = f'id,name\n1,a\n{first}\n3,"b"\n4,"{"z" * 1500}"\n5,c\n'.encode()
+    rows, bad = parse_every_way(data, max_field_bytes=400)
+    assert [r["id"] for r in rows] == [1, 3, 5]
+    reason = "a field is larger than 400 bytes; raise EXPORT_WORKER_MAX_FIELD_BYTES if such fields are legitimate"
+    assert [(b.line, b.reason) for b in bad] == [(3, reason), (6, reason)]
+    assert bad[0].raw == first[: csv_stream.RAW_LIMIT]
 
 
 def test_endless_line_is_cut_so_memory_stays_bounded() -> None:
