@@ -412,23 +412,20 @@ def _layout(
 
     A record spans one line plus the line breaks kept inside its quoted fields; a record that
     raised ``csv.Error`` ends at the reader's ``line_num`` at that moment (the reader then skips the
-    rest of that line).
+    rest of that line). Every line handed to the (non-strict) reader ends at its only line break,
+    so the one error it can raise is a field over ``csv.field_size_limit()``, at least ``max_field``.
     """
     starts: list[int] = []
     spans: list[int] = []
     error_rows: list[tuple[int, BadRow]] = []
+    reason = f"a field is larger than {max_field} bytes; raise EXPORT_WORKER_MAX_FIELD_BYTES if such fields are legitimate"
     position = 0
     pending = iter(errors)
     error = next(pending, None)
     for index in range(len(records) + 1):
         while error is not None and error[0] == index:
-            _, line_num, message = error
+            line_num = error[1]
             text = "".join(lines[position:line_num])
-            reason = f"malformed CSV: {message}"
-            if "field larger than field limit" in message:
-                reason = (
-                    f"a field is larger than {max_field} bytes; raise EXPORT_WORKER_MAX_FIELD_BYTES if such fields are legitimate"
-                )
             error_rows.append((index, BadRow(start + position, reason, clip(text))))
             position = line_num
             error = next(pending, None)
