@@ -327,6 +327,17 @@ def test_unterminated_quote_that_runs_on_forever_is_given_up(size: int, batch_ro
     assert (resumed - 3) * len(b"3,b\n") <= 3 * 609 + 2 * size  # given up after about the limit, not at EOF
 
 
+@pytest.mark.parametrize("batch_rows", [1, 2, 1000])
+def test_a_given_up_quote_is_quarantined_after_the_bad_rows_before_it(batch_rows: int) -> None:
+    """Bad rows come out in file order even when an endless quote is given up in the same segment."""
+    data = b"id,name\n" + b"1,a\n" * 1100 + b"x,bad\n" + b"1,a\n" * 5 + b'2,"never closed\n' + b"3,b\n" * 2000
+    batches = list(parse_csv(split(data, 4096), SCHEMA, max_field_bytes=100, batch_rows=batch_rows))
+    assert [(b.line, b.reason) for batch in batches for b in batch.bad] == [
+        (1102, "column 'id': invalid int 'x'"),
+        (1108, "unterminated quoted field: record is longer than 609 characters"),
+    ]
+
+
 def test_blank_lines_are_skipped_and_do_not_shift_line_numbers() -> None:
     rows, bad = parse_every_way(b"\n\nid,name\n\n1,a\n\n\n2\n3,c\n\n")
     assert [r["id"] for r in rows] == [1, 3]
@@ -504,6 +515,9 @@ def test_property_bulk_datetime_normalisation_matches_isoformat(moments: list) -
     assert list(columns._datetime_column(texts)) == [columns._datetime_value(t) for t in texts]
 
 
-def test_the_64_bit_bounds_themselves_are_valid_ints() -> None:
-    rows, bad = parse(b"id,amount\n9223372036854775807,1\n-9223372036854775808,2\n")
-    assert bad == [] and [r["id"] for r in rows] == [2**63 - 1, -(2**63)]
+@pytest.mark.parametrize("other", [b"", b"x,3\n"])
+def test_the_64_bit_bounds_themselves_are_valid_ints(other: bytes) -> None:
+    """Whether the column converts in bulk or, because of a bad value, value by value."""
+    rows, bad = parse(b"id,amount\n9223372036854775807,1\n-9223372036854775808,2\n" + other)
+    assert [r["id"] for r in rows] == [2**63 - 1, -(2**63)]
+    assert [b.line for b in bad] == ([4] if other else [])
