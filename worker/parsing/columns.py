@@ -115,7 +115,7 @@ def _int_column(values: Sequence[str]) -> list[Any]:
 def _int_value(value: str) -> int:
     number = int(value)
     if not INT64_MIN <= number <= INT64_MAX:
-        raise ValueError("outside the 64-bit integer range")
+        raise ValueError  # outside 64 bits; as for every failed value, the caller writes the reason
     return number
 
 
@@ -129,7 +129,7 @@ def _float_column(values: Sequence[str]) -> list[Any]:
 def _float_value(value: str) -> float:
     number = float(value)
     if not math.isfinite(number):
-        raise ValueError("not a finite number")
+        raise ValueError  # nan or inf; as for every failed value, the caller writes the reason
     return number
 
 
