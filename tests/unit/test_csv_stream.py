@@ -404,9 +404,10 @@ def test_old_mac_line_endings() -> None:
     assert [r["id"] for r in rows] == [1, 3] and [b.line for b in bad] == [3]
 
 
-def test_characters_splitlines_would_break_at_are_data() -> None:
-    rows, bad = parse_every_way("id,name\n1,a\x0cb\u2028c\x1d\n2,\x85\n".encode(), STR_ONLY)
-    assert rows == [{"id": "1", "name": "a\x0cb\u2028c\x1d"}, {"id": "2", "name": "\x85"}] and bad == []
+@pytest.mark.parametrize("odd", ["a\x0cb\u2028c\x1d", "a\x85b\u2028c\u2029d", "\x0b\x1c\x1e"])
+def test_characters_splitlines_would_break_at_are_data(odd: str) -> None:
+    rows, bad = parse_every_way(f"id,name\n1,{odd}\n2,\x85\n".encode(), STR_ONLY)
+    assert rows == [{"id": "1", "name": odd}, {"id": "2", "name": "\x85"}] and bad == []
 
 
 # --- properties -------------------------------------------------------------------------------------------
