@@ -321,6 +321,8 @@ def test_unterminated_quote_that_runs_on_forever_is_given_up(size: int, batch_ro
     assert [(b.line, b.reason) for batch in batches for b in batch.bad] == [
         (3, "unterminated quoted field: record is longer than 609 characters")
     ]
+    (raw,) = [b.raw for batch in batches for b in batch.bad]
+    assert data.decode()[data.index(b'2,"') :].startswith(raw) and 609 <= len(raw) <= csv_stream.RAW_LIMIT  # as read, clipped
     resumed = lines[1]
     assert lines == [2, *range(resumed, 5_004)]
     assert rows == [{"id": 1, "name": "a"}] + [{"id": 3, "name": "b"}] * (5_004 - resumed)
