@@ -401,6 +401,12 @@ def test_multibyte_characters_and_crlf_split_by_chunks(tiny_segments: None) -> N
     ]
 
 
+def test_a_field_ending_in_cr_before_one_starting_with_lf_spans_two_line_breaks() -> None:
+    rows, bad = parse_every_way(b'id,name,x\n1,"a\r","\nb"\n2\n3,c,d\n', STR_ONLY)
+    assert rows == [{"id": "1", "name": "a\r", "x": "\nb"}, {"id": "3", "name": "c", "x": "d"}]
+    assert [(b.line, b.reason) for b in bad] == [(5, "expected 3 columns, got 1")]
+
+
 def test_old_mac_line_endings() -> None:
     rows, bad = parse_every_way(b"id,name\r1,a\r2\r3,c\r")
     assert [r["id"] for r in rows] == [1, 3] and [b.line for b in bad] == [3]

@@ -443,8 +443,12 @@ def _all_len(records: list[list[str]], ncols: int) -> bool:
 
 
 def _line_span(record: list[str]) -> int:
-    """Physical lines a record covered: 1 + line breaks kept inside its quoted fields."""
-    joined = "".join(record)
+    """Physical lines a record covered: 1 + line breaks kept inside its quoted fields.
+
+    Joined with a separator, so a field ending in ``\\r`` and the next starting with ``\\n`` count
+    as the two line breaks they are, not as one ``\\r\\n``.
+    """
+    joined = ",".join(record)
     if "\n" not in joined and "\r" not in joined:
         return 1
     return 1 + joined.count("\n") + joined.count("\r") - joined.count("\r\n")
