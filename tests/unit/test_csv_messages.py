@@ -27,6 +27,21 @@ def test_a_one_byte_field_limit_is_allowed() -> None:
     assert parse(b"a\n1\n", max_field_bytes=1) == ([{"a": "1"}], [])
 
 
+@pytest.mark.parametrize("body", [b"a\n1\n\nbc\n", b"a\n1\nbc\n\n", b"a\nbc\n", b"a\n1\nbc"])
+def test_a_one_byte_field_limit_catches_a_two_byte_field_on_the_shortest_line(body: bytes) -> None:
+    for size in range(1, len(body) + 1):
+        batches = list(
+            parse_csv([body[i : i + size] for i in range(0, len(body), size)], PLAIN, max_field_bytes=1, batch_rows=10)
+        )
+        bad = [(b.line, b.reason) for batch in batches for b in batch.bad]
+        assert bad == [
+            (
+                body.split(b"\n").index(b"bc") + 1,
+                "field in column 'a' is 2 bytes, more than 1; raise EXPORT_WORKER_MAX_FIELD_BYTES if such fields are legitimate",
+            )
+        ], size
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [

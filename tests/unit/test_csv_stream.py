@@ -266,16 +266,14 @@ def test_parsing_resumes_at_the_line_after_a_cut_one_wherever_the_chunks_end(end
 @pytest.mark.parametrize(("length", "cut"), [(39, False), (40, True)])
 def test_a_line_is_cut_only_past_the_longest_record_of_valid_fields(length: int, cut: bool) -> None:
     """Two fields of at most 5 bytes, all doubled quotes, plus separators: (2 + 1) * (2 * 5 + 3) = 39."""
-    data = b"id,name\n1,a\n" + (b"2," + b"y" * (length - 2)) + b"\n3,b\n"
+    data = b"id,name\n1,a\n" + (b"2," + b"y" * (length - 2)) + b"\n4," + b"z" * 37 + b"\n3,b\n"
     rows, bad = parse(data, max_field_bytes=5, size=1)  # byte by byte: the line grows until its break
     assert [r["id"] for r in rows] == [1, 3]
-    reason = (
-        "line longer than 39 characters was cut off (or the record contains a NUL character)"
-        if cut
-        else f"field in column 'name' is {length - 2} bytes, more than 5; "
-        "raise EXPORT_WORKER_MAX_FIELD_BYTES if such fields are legitimate"
+    oversized = (
+        "field in column 'name' is {} bytes, more than 5; raise EXPORT_WORKER_MAX_FIELD_BYTES if such fields are legitimate"
     )
-    assert [(b.line, b.reason) for b in bad] == [(3, reason)]
+    reason = "line longer than 39 characters was cut off (or the record contains a NUL character)"
+    assert [(b.line, b.reason) for b in bad] == [(3, reason if cut else oversized.format(length - 2)), (4, oversized.format(37))]
 
 
 def test_wide_rows_of_valid_fields_are_never_cut_even_with_a_tiny_field_limit() -> None:
