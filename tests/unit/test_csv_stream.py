@@ -188,12 +188,16 @@ def test_truncated_multibyte_character_at_end_of_file() -> None:
     assert [b.line for b in bad] == [3]
 
 
-def test_field_over_max_field_bytes_is_quarantined_when_made_of_short_lines() -> None:
-    field = "\r\n".join(["abcdefghi"] * 60)  # 658 bytes, no physical line longer than 12 characters
+@pytest.mark.parametrize(
+    ("field", "size"),
+    [("\r\n".join(["abcdefghi"] * 60), 658), ("\U0001f600" * 100 + "\n" + "\U0001f600" * 100, 801)],
+)
+def test_field_over_max_field_bytes_is_quarantined_when_made_of_short_lines(field: str, size: int) -> None:
+    """No physical line is long (in characters) but the field, over several lines, is (in bytes)."""
     data = f'id,name\n1,ok\n2,"{field}"\n3,fine\n'.encode()
     rows, bad = parse_every_way(data, max_field_bytes=500)
     assert [r["id"] for r in rows] == [1, 3]
-    reason = "field in column 'name' is 658 bytes, more than 500; "
+    reason = f"field in column 'name' is {size} bytes, more than 500; "
     reason += "raise EXPORT_WORKER_MAX_FIELD_BYTES if such fields are legitimate"
     assert [(b.line, b.reason) for b in bad] == [(3, reason)]
 
@@ -222,11 +226,11 @@ def small_csv_field_limit() -> Iterator[None]:
 def test_reader_recovers_after_csv_field_limit_errors(small_csv_field_limit: None) -> None:
     """Past csv's limit but within the parser's line limit, csv.Error is what stops a field; twice here."""
     first = '2,"ab\n' + "x" * 2000 + '"'  # the error is raised on the record's second line
-    data = f'id,name\n1,a\n{first}\n3,"b"\n4,"{"z" * 1500}"\n5,c\n'.encode()
+    data = f'id,name\n1,a\n{first}\n3,"b"\n4,"{"z" * 1500}"\n5,c\n6,"{"w" * 1500}"\n'.encode()
     rows, bad = parse_every_way(data, max_field_bytes=400)
     assert [r["id"] for r in rows] == [1, 3, 5]
     reason = "a field is larger than 400 bytes; raise EXPORT_WORKER_MAX_FIELD_BYTES if such fields are legitimate"
-    assert [(b.line, b.reason) for b in bad] == [(3, reason), (6, reason)]
+    assert [(b.line, b.reason) for b in bad] == [(3, reason), (6, reason), (8, reason)]
     assert bad[0].raw == first[: csv_stream.RAW_LIMIT]
 
 
