@@ -414,6 +414,11 @@ def test_old_mac_line_endings() -> None:
     assert [r["id"] for r in rows] == [1, 3] and [b.line for b in bad] == [3]
 
 
+def test_splitlines_breaks_beside_quoted_line_breaks_and_old_mac_endings() -> None:
+    rows, bad = parse_every_way(b'id,name\r1,"x\r\ny\x0c"\r2,"\n"\r3,b\r', STR_ONLY)
+    assert rows == [{"id": "1", "name": "x\r\ny\x0c"}, {"id": "2", "name": "\n"}, {"id": "3", "name": "b"}] and bad == []
+
+
 @pytest.mark.parametrize("odd", ["a\x0cb\u2028c\x1d", "a\x85b\u2028c\u2029d", "\x0b\x1c\x1e"])
 def test_characters_splitlines_would_break_at_are_data(odd: str) -> None:
     rows, bad = parse_every_way(f"id,name\n1,{odd}\n2,\x85\n".encode(), STR_ONLY)
