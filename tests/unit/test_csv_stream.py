@@ -234,6 +234,22 @@ def test_reader_recovers_after_csv_field_limit_errors(small_csv_field_limit: Non
     assert bad[0].raw == first[: csv_stream.RAW_LIMIT]
 
 
+def test_a_header_past_the_csv_field_limit_is_unreadable(small_csv_field_limit: None) -> None:
+    with pytest.raises(PermanentError, match=r"^CSV header is unreadable: field larger than field limit \(1000\)$"):
+        parse_every_way(b'id,"' + b"n" * 1500 + b'"\n1,a\n', max_field_bytes=400)
+
+
+def test_a_header_whose_quote_never_closes_is_unreadable() -> None:
+    """Past the header line limit; the field limit (and so csv's) is higher, or csv.Error would come first."""
+    saved = csv.field_size_limit()
+    try:
+        with pytest.raises(PermanentError) as caught:
+            parse(b'id,"name\n' + b"1,a\n" * 800_000, size=1 << 16, max_field_bytes=1 << 22)
+    finally:
+        csv.field_size_limit(saved)
+    assert str(caught.value) == "CSV header is unreadable: unterminated quoted field: record is longer than 1048576 characters"
+
+
 def test_endless_line_is_cut_so_memory_stays_bounded() -> None:
     data = b"id,name\n1,a\n2," + b"y" * 200_000 + b"\n3,b\n"
     rows, bad = parse(data, max_field_bytes=100, size=4096)
