@@ -390,7 +390,7 @@ class _Parser:
             return len(records)
         header = records[index]
         joined = "".join(header)
-        if flags & CUT and len(raw(index).rstrip("\r\n")) > self.max_line_chars:
+        if flags & CUT:  # a cut line is parsed alone, so a cut in the header's segment is in the header
             raise PermanentError(f"CSV header is longer than {self.max_line_chars} characters")
         if "\x00" in joined or SURROGATE.search(joined):
             raise PermanentError(f"CSV header contains NUL or invalid UTF-8: {clip(raw(index))[:200]!r}")
