@@ -93,7 +93,7 @@ def _json_numbers(values: Sequence[str], allowed: set[type]) -> tuple[list[Any],
     parsed = orjson.loads("[" + ",".join(values) + "]")
     types = set(map(type, parsed))
     if len(parsed) != len(values) or not types <= allowed:
-        raise ValueError("column needs per-value conversion")
+        raise ValueError  # never shown: the caller converts this column value by value instead
     if empty:
         for i in empty:
             parsed[i] = None
@@ -108,7 +108,7 @@ def _int_column(values: Sequence[str]) -> list[Any]:
     parsed = _json_numbers(values, {int})[0]
     present = [number for number in parsed if number is not None]
     if present and (max(present) > INT64_MAX or min(present) < INT64_MIN):
-        raise ValueError("column needs per-value conversion")
+        raise ValueError  # never shown: the caller converts this column value by value instead
     return parsed
 
 
