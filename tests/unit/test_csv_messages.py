@@ -84,8 +84,8 @@ def test_an_invalid_value_is_previewed_up_to_60_characters(value: str, shown: st
 
 def test_the_raw_text_of_a_bad_row_is_kept_as_read_up_to_the_limit() -> None:
     long = "y" * (RAW_LIMIT + 50)
-    _, bad = parse(f"id,name\nx,a b \nz,{long}\r\n".encode(), SCHEMA, max_field_bytes=1 << 16)
-    assert [b.raw for b in bad] == ["x,a b ", ("z," + long)[:RAW_LIMIT]]
+    _, bad = parse(f"id,name\nx,a b \nz,{long}\r\nq,XX\r\n".encode(), SCHEMA, max_field_bytes=1 << 16)
+    assert [b.raw for b in bad] == ["x,a b ", ("z," + long)[:RAW_LIMIT], "q,XX"]
 
 
 def test_a_file_wider_than_the_generated_row_builder_keeps_every_column() -> None:
