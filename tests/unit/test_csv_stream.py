@@ -283,6 +283,18 @@ def test_parsing_resumes_at_the_line_after_a_cut_one_wherever_the_chunks_end(end
         assert [bad.line for b in batches for bad in b.bad] == [3, 5], chunks
 
 
+@pytest.mark.parametrize(("byte", "reason"), BAD_BYTES)
+def test_a_line_ending_in_cr_before_a_cut_line_keeps_its_own_checks(byte: bytes, reason: str) -> None:
+    """Its "\\r" waited for a "\\n" at the chunk end; the next chunk, one long line, is cut without it."""
+    chunks = [b"id,name\r1,a" + byte + b"\r", b"2," + b"y" * 700, b"\r3,b\r"]
+    batches = list(parse_csv(chunks, SCHEMA, max_field_bytes=100))
+    assert [row for batch in batches for row in batch.rows] == [{"id": 3, "name": "b"}]
+    assert [(b.line, b.reason) for batch in batches for b in batch.bad] == [
+        (2, reason),
+        (3, "line longer than 609 characters was cut off (or the record contains a NUL character)"),
+    ]
+
+
 @pytest.mark.parametrize(("length", "cut"), [(39, False), (40, True)])
 def test_a_line_is_cut_only_past_the_longest_record_of_valid_fields(length: int, cut: bool) -> None:
     """Two fields of at most 5 bytes, all doubled quotes, plus separators: (2 + 1) * (2 * 5 + 3) = 39."""
