@@ -234,6 +234,14 @@ def test_reader_recovers_after_csv_field_limit_errors(small_csv_field_limit: Non
     assert bad[0].raw == first[: csv_stream.RAW_LIMIT]
 
 
+def test_the_end_of_segment_marker_never_shows_in_a_bad_rows_raw_text(small_csv_field_limit: None) -> None:
+    """A quoted field 10 characters short of csv's limit at a segment end: the marker line pushes it over."""
+    chunks = [b"id,name\n1,a\n", b'2,"' + b"x" * 990 + b"\n", b'y"\n3,b\n']
+    batches = list(parse_csv(chunks, SCHEMA, max_field_bytes=400))
+    bad = [b for batch in batches for b in batch.bad]
+    assert bad[0].line == 3 and bad[0].raw == '2,"' + "x" * 990 + "\n"
+
+
 def test_a_header_past_the_csv_field_limit_is_unreadable(small_csv_field_limit: None) -> None:
     with pytest.raises(PermanentError, match=r"^CSV header is unreadable: field larger than field limit \(1000\)$"):
         parse_every_way(b'id,"' + b"n" * 1500 + b'"\n1,a\n', max_field_bytes=400)
