@@ -39,7 +39,7 @@ def parse(
 def parse_every_way(data: bytes, schema: RowSchema = SCHEMA, **kwargs: int) -> tuple[list[dict], list[BadRow]]:
     """Parse with many chunkings and batch sizes; they must all agree."""
     reference = parse(data, schema, **kwargs)
-    for size in (1, 2, 3, 7, 64):
+    for size in (1, 2, 3, 7, 64, 1 << 20):
         for batch_rows in (1, 2, 1000):
             assert parse(data, schema, size=size, batch_rows=batch_rows, **kwargs) == reference, (size, batch_rows)
     return reference
