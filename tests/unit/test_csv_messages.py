@@ -59,6 +59,13 @@ def test_unusable_headers_fail_the_file_saying_why(body: bytes, message: str) ->
     assert str(caught.value) == message
 
 
+def test_the_header_shown_for_a_nul_is_cut_at_200_characters() -> None:
+    header = "id,na\x00me," + "c" * 300
+    with pytest.raises(PermanentError) as caught:
+        parse(header.encode() + b"\n", SCHEMA)
+    assert str(caught.value) == f"CSV header contains NUL or invalid UTF-8: {header[:200]!r}"
+
+
 def test_the_header_shown_for_missing_columns_is_cut_at_500_characters() -> None:
     header = ",".join(f"col{i:04d}" for i in range(100))
     with pytest.raises(PermanentError) as caught:
