@@ -27,6 +27,21 @@ def test_a_one_byte_field_limit_is_allowed() -> None:
     assert parse(b"a\n1\n", max_field_bytes=1) == ([{"a": "1"}], [])
 
 
+@pytest.mark.parametrize("body", [b"a\n1\n\nbc\n", b"a\n1\nbc\n\n", b"a\nbc\n", b"a\n1\nbc"])
+def test_a_one_byte_field_limit_catches_a_two_byte_field_on_the_shortest_line(body: bytes) -> None:
+    for size in range(1, len(body) + 1):
+        batches = list(
+            parse_csv([body[i : i + size] for i in range(0, len(body), size)], PLAIN, max_field_bytes=1, batch_rows=10)
+        )
+        bad = [(b.line, b.reason) for batch in batches for b in batch.bad]
+        assert bad == [
+            (
+                body.split(b"\n").index(b"bc") + 1,
+                "field in column 'a' is 2 bytes, more than 1; raise EXPORT_WORKER_MAX_FIELD_BYTES if such fields are legitimate",
+            )
+        ], size
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -42,6 +57,13 @@ def test_unusable_headers_fail_the_file_saying_why(body: bytes, message: str) ->
     with pytest.raises(PermanentError) as caught:
         parse(body, SCHEMA)
     assert str(caught.value) == message
+
+
+def test_the_header_shown_for_a_nul_is_cut_at_200_characters() -> None:
+    header = "id,na\x00me," + "c" * 300
+    with pytest.raises(PermanentError) as caught:
+        parse(header.encode() + b"\n", SCHEMA)
+    assert str(caught.value) == f"CSV header contains NUL or invalid UTF-8: {header[:200]!r}"
 
 
 def test_the_header_shown_for_missing_columns_is_cut_at_500_characters() -> None:
@@ -69,8 +91,8 @@ def test_an_invalid_value_is_previewed_up_to_60_characters(value: str, shown: st
 
 def test_the_raw_text_of_a_bad_row_is_kept_as_read_up_to_the_limit() -> None:
     long = "y" * (RAW_LIMIT + 50)
-    _, bad = parse(f"id,name\nx,a b \nz,{long}\r\n".encode(), SCHEMA, max_field_bytes=1 << 16)
-    assert [b.raw for b in bad] == ["x,a b ", ("z," + long)[:RAW_LIMIT]]
+    _, bad = parse(f"id,name\nx,a b \nz,{long}\r\nq,XX\r\n".encode(), SCHEMA, max_field_bytes=1 << 16)
+    assert [b.raw for b in bad] == ["x,a b ", ("z," + long)[:RAW_LIMIT], "q,XX"]
 
 
 def test_a_file_wider_than_the_generated_row_builder_keeps_every_column() -> None:

@@ -24,7 +24,8 @@ from worker.parsing.schema import ColumnType, RowSchema
 
 RAW_LIMIT = 1024
 """Characters of an offending record kept in its :class:`BadRow`."""
-MIN_LINE_FACTOR = 16
+HEADER_LINE_CHARS = 1 << 20
+"""Longest header line, read before the column count (and so the line limit) is known."""
 NUL = 1
 BAD_UTF8 = 2
 LONG = 4
@@ -34,6 +35,15 @@ SURROGATE = re.compile("[\udc80-\udcff]")
 SENTINEL = "\x00\x00end-of-segment\x00\x00"
 """The tokenizer's end-of-segment marker; never part of a record's raw text."""
 _VALUE_PREVIEW = 60
+
+
+def line_limit(ncols: int, max_field_bytes: int) -> int:
+    """Characters a record of ``ncols`` valid fields can take, so a longer line can be cut.
+
+    A field of ``max_field_bytes`` bytes has at most that many characters; quoted, every one may
+    be a doubled ``"``, plus its two quotes and a separator; one more slot covers a ``\\r\\n``.
+    """
+    return (ncols + 1) * (2 * max_field_bytes + 3)
 
 
 @dataclass(slots=True)
@@ -83,7 +93,7 @@ def _json_numbers(values: Sequence[str], allowed: set[type]) -> tuple[list[Any],
     parsed = orjson.loads("[" + ",".join(values) + "]")
     types = set(map(type, parsed))
     if len(parsed) != len(values) or not types <= allowed:
-        raise ValueError("column needs per-value conversion")
+        raise ValueError  # never shown: the caller converts this column value by value instead
     if empty:
         for i in empty:
             parsed[i] = None
@@ -98,14 +108,14 @@ def _int_column(values: Sequence[str]) -> list[Any]:
     parsed = _json_numbers(values, {int})[0]
     present = [number for number in parsed if number is not None]
     if present and (max(present) > INT64_MAX or min(present) < INT64_MIN):
-        raise ValueError("column needs per-value conversion")
+        raise ValueError  # never shown: the caller converts this column value by value instead
     return parsed
 
 
 def _int_value(value: str) -> int:
     number = int(value)
     if not INT64_MIN <= number <= INT64_MAX:
-        raise ValueError("outside the 64-bit integer range")
+        raise ValueError  # outside 64 bits; as for every failed value, the caller writes the reason
     return number
 
 
@@ -119,7 +129,7 @@ def _float_column(values: Sequence[str]) -> list[Any]:
 def _float_value(value: str) -> float:
     number = float(value)
     if not math.isfinite(number):
-        raise ValueError("not a finite number")
+        raise ValueError  # nan or inf; as for every failed value, the caller writes the reason
     return number
 
 
@@ -221,7 +231,7 @@ class Plan:
         self.header = header
         self.ncols = len(header)
         self.max_field_bytes = max_field_bytes
-        self.max_line_chars = max(MIN_LINE_FACTOR, self.ncols + 1) * max_field_bytes
+        self.max_line_chars = line_limit(self.ncols, max_field_bytes)
         self.typed = [
             (index, *_CONVERTERS[schema.types[name]])
             for index, name in enumerate(header)

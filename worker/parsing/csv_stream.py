@@ -15,8 +15,8 @@ download) and per *batch*, never per byte and almost never per row.
    converters (:mod:`worker.parsing.columns`) as columns; otherwise each record is checked on its
    own, with its exact line number. Batches stay columnar all the way to the sink.
 
-Memory is bounded by the slice size, ``batch_rows`` and ``max_field_bytes`` (lines longer than
-``max(16, columns + 1) * max_field_bytes`` characters are cut and quarantined).
+Memory is bounded by the slice size, ``batch_rows`` and ``max_field_bytes``: a line longer than any
+record of valid fields can be (:func:`worker.parsing.columns.line_limit`) is cut and quarantined.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from worker.errors import PermanentError
 from worker.parsing.columns import (
     BAD_UTF8,
     CUT,
+    HEADER_LINE_CHARS,
     LONG,
-    MIN_LINE_FACTOR,
     NUL,
     RAW_LIMIT,
     SENTINEL,
@@ -86,12 +86,12 @@ def _segments(chunks: Iterable[bytes], max_field_bytes: int, parser: _Parser) ->
     """Yield ``(text, flags, final)``: decoded text ending at a line break, the last one at EOF.
 
     A line longer than ``parser.max_line_chars`` is cut (rest dropped, NUL appended so the record is
-    quarantined): without the cut, one endless line would be held whole in memory.
+    quarantined) and yielded alone: without the cut, one endless line would be held whole in memory.
     """
     undecoded = b""
     carry: list[str] = []  # text after the last line break, in pieces (joined once, when a break comes)
     carry_len = carry_flags = 0
-    skipping = started = False
+    skipping = started = lone_cr = False
     quarter = max(max_field_bytes // 4, 1)
     for chunk in _pieces(chunks):
         flags = NUL if b"\x00" in chunk else 0
@@ -108,12 +108,19 @@ def _segments(chunks: Iterable[bytes], max_field_bytes: int, parser: _Parser) ->
             started = True
             if text[0] == "\ufeff":
                 text = text[1:]
+        if lone_cr and text:  # the cut line ended in "\r" at the end of a chunk: is it "\r\n"?
+            lone_cr = False
+            text = text[1:] if text[0] == "\n" else text
         if skipping:
             cut = _first_break(text)
             if cut < 0:
                 continue
-            text = text[cut:]
-            skipping = False
+            # The cut line goes on its own: a quote left open in it must not swallow the lines after it.
+            yield carry[0] + "\n", carry_flags, False
+            end = cut + 2 if text.startswith("\r\n", cut) else cut + 1
+            lone_cr = end == len(text) and text[cut] == "\r"
+            text = text[end:]
+            carry, carry_len, carry_flags, skipping = [], 0, 0, False
         cut = _last_break(text)
         if cut == 0:
             carry.append(text)
@@ -126,10 +133,17 @@ def _segments(chunks: Iterable[bytes], max_field_bytes: int, parser: _Parser) ->
             carry, carry_len, carry_flags = ([rest], len(rest), flags) if rest else ([], 0, 0)
             yield segment, segment_flags | _long_run(segment, quarter), False
         if carry_len > parser.max_line_chars:
-            carry = ["".join(carry)[: parser.max_line_chars] + "\x00"]
-            carry_len = len(carry[0])
-            carry_flags |= CUT | NUL | LONG
-            skipping = True
+            line = "".join(carry)
+            head = _last_break(line)  # just after a "\r" that waited for a "\n" that did not come
+            if head:
+                yield line[:head], carry_flags | _long_run(line[:head], quarter), False
+                line = line[head:]
+            carry, carry_len = [line], len(line)
+            if carry_len > parser.max_line_chars:
+                carry = [line[: parser.max_line_chars] + "\x00"]
+                carry_len = len(carry[0])
+                carry_flags |= CUT | NUL | LONG
+                skipping = True
     tail = ""
     if undecoded:  # an incomplete multi-byte sequence at EOF
         carry_flags |= BAD_UTF8
@@ -197,7 +211,7 @@ class _Parser:
         self.schema = schema
         self.max_field_bytes = max_field_bytes
         self.batch_rows = batch_rows
-        self.max_line_chars = MIN_LINE_FACTOR * max_field_bytes
+        self.max_line_chars = HEADER_LINE_CHARS
         self.plan: Plan | None = None
         self.next_line = 1
         self.pending = ""
@@ -299,7 +313,7 @@ class _Parser:
 
         offset = 0
         if self.plan is None:
-            offset = self._read_header(records, errors, raw)
+            offset = self._read_header(records, errors, raw, flags)
             if self.plan is None:
                 if error_rows:  # the header itself was given up on
                     raise PermanentError(f"CSV header is unreadable: {error_rows[0][1].reason}")
@@ -367,6 +381,7 @@ class _Parser:
         records: list[list[str]],
         errors: list[tuple[int, int, str]],
         raw: Callable[[int], str],
+        flags: int,
     ) -> int:
         index = next((i for i, record in enumerate(records) if record), None)
         if errors and (index is None or errors[0][0] <= index):
@@ -375,6 +390,8 @@ class _Parser:
             return len(records)
         header = records[index]
         joined = "".join(header)
+        if flags & CUT:  # a cut line is parsed alone, so a cut in the header's segment is in the header
+            raise PermanentError(f"CSV header is longer than {self.max_line_chars} characters")
         if "\x00" in joined or SURROGATE.search(joined):
             raise PermanentError(f"CSV header contains NUL or invalid UTF-8: {clip(raw(index))[:200]!r}")
         missing = sorted(self.schema.required.difference(header))
@@ -384,7 +401,7 @@ class _Parser:
         if duplicates:
             raise PermanentError(f"CSV header repeats column(s) {', '.join(map(repr, duplicates))}")
         self.plan = Plan(header, self.schema, self.max_field_bytes)
-        self.max_line_chars = max(MIN_LINE_FACTOR, self.plan.ncols + 1) * self.max_field_bytes
+        self.max_line_chars = self.plan.max_line_chars
         return index + 1
 
 
@@ -395,23 +412,20 @@ def _layout(
 
     A record spans one line plus the line breaks kept inside its quoted fields; a record that
     raised ``csv.Error`` ends at the reader's ``line_num`` at that moment (the reader then skips the
-    rest of that line).
+    rest of that line). Every line handed to the (non-strict) reader ends at its only line break,
+    so the one error it can raise is a field over ``csv.field_size_limit()``, at least ``max_field``.
     """
     starts: list[int] = []
     spans: list[int] = []
     error_rows: list[tuple[int, BadRow]] = []
+    reason = f"a field is larger than {max_field} bytes; raise EXPORT_WORKER_MAX_FIELD_BYTES if such fields are legitimate"
     position = 0
     pending = iter(errors)
     error = next(pending, None)
     for index in range(len(records) + 1):
         while error is not None and error[0] == index:
-            _, line_num, message = error
+            line_num = error[1]
             text = "".join(lines[position:line_num])
-            reason = f"malformed CSV: {message}"
-            if "field larger than field limit" in message:
-                reason = (
-                    f"a field is larger than {max_field} bytes; raise EXPORT_WORKER_MAX_FIELD_BYTES if such fields are legitimate"
-                )
             error_rows.append((index, BadRow(start + position, reason, clip(text))))
             position = line_num
             error = next(pending, None)
@@ -429,8 +443,12 @@ def _all_len(records: list[list[str]], ncols: int) -> bool:
 
 
 def _line_span(record: list[str]) -> int:
-    """Physical lines a record covered: 1 + line breaks kept inside its quoted fields."""
-    joined = "".join(record)
+    """Physical lines a record covered: 1 + line breaks kept inside its quoted fields.
+
+    Joined with a separator, so a field ending in ``\\r`` and the next starting with ``\\n`` count
+    as the two line breaks they are, not as one ``\\r\\n``.
+    """
+    joined = ",".join(record)
     if "\n" not in joined and "\r" not in joined:
         return 1
     return 1 + joined.count("\n") + joined.count("\r") - joined.count("\r\n")
