@@ -526,3 +526,20 @@ def test_a_finished_file_refuses_even_its_own_token() -> None:
     rec = record()
     with pytest.raises(StaleTask):
         tr.current_file(rec, file_record("a.csv", FileStatus.DONE), 0)
+
+
+def test_completion_reports_the_rows_on_the_stream_and_names_at_most_five_failed_files() -> None:
+    rec = record()
+    rec.jobs["0"].status = JobStatus.SUCCEEDED
+    rec.files_total = 1
+    done = file_record("a.csv", FileStatus.DONE, 3).model_copy(update={"quarantined": 1})
+    writes = Writes()
+    assert tr.complete_if_done(rec, [done], writes, now=5)
+    assert writes.events == [{"type": "status", "status": "COMPLETED", "rows": 3, "quarantined": 1}]
+    rec = record()
+    rec.jobs["0"].status = JobStatus.SUCCEEDED
+    failed = [file_record(f"f{i}.csv", FileStatus.FAILED).model_copy(update={"error": "HTTP 404"}) for i in range(6)]
+    rec.files_total = len(failed)
+    assert tr.complete_if_done(rec, failed, Writes(), now=5)
+    names = "; ".join(f"f{i}.csv: HTTP 404" for i in range(5))
+    assert rec.error == f"6 of 6 file(s) failed ({names}); the other files were written"
