@@ -7,12 +7,14 @@ reads as the story of one export.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.conftest import make_settings
 from worker.api import ExportClient
@@ -514,3 +516,40 @@ def test_a_sink_that_cannot_write_retries_then_fails_the_file_saying_what_to_fix
     assert view.files[0].attempts == rt.settings.max_transient_retries
     assert "to the jsonl sink failed" in (view.files[0].error or "")
     assert "free disk space or fix permissions" in (view.files[0].error or "")
+
+
+def retries(step: str, reason: str) -> float:
+    labels = {"provider": "samsara", "step": step, "reason": reason}
+    return REGISTRY.get_sample_value("aew_retries_total", labels) or 0.0
+
+
+def test_rate_limited_poll_is_counted_and_logged_as_a_poll_retry(
+    rt: Runtime, driver: Driver, provider: FakeSamsara, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
+    provider.on("GET", "/ifta-detail/csv/j1", httpx.Response(429, headers={"Retry-After": "42"}))
+    export_id = submit(rt)
+    driver.step()
+    before = retries("poll", "rate_limited")
+    with caplog.at_level(logging.WARNING, logger="worker.engine"):
+        driver.step()
+    assert retries("poll", "rate_limited") == before + 1
+    assert "poll of job 0 rescheduled in" in caplog.text
+    polled = rt.store.get(export_id).jobs["0"]
+    assert (polled.status, polled.transient_errors) == (JobStatus.POLLING, 0), "a rate limit is not an error"
+    assert [kind for kind, _, _ in driver.dispatcher.sent] == ["poll"]
+
+
+def test_refused_submit_is_counted_and_logged_as_a_submit_retry(
+    rt: Runtime, driver: Driver, provider: FakeSamsara, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider.on("POST", "/ifta-detail/csv", httpx.Response(503), httpx.Response(201, json=job("j1", "Requested")))
+    export_id = submit(rt)
+    before = retries("submit", "transient")
+    with caplog.at_level(logging.WARNING, logger="worker.engine"):
+        driver.step()
+    assert retries("submit", "transient") == before + 1
+    assert "submit of job 0 rescheduled in" in caplog.text
+    refused = rt.store.get(export_id).jobs["0"]
+    assert (refused.status, refused.transient_errors) == (JobStatus.PENDING, 1) and "503" in (refused.message or "")
+    assert [kind for kind, _, _ in driver.dispatcher.sent] == ["submit"]

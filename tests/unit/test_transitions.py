@@ -13,15 +13,18 @@ from worker.errors import InvalidRequest, StaleTask
 from worker.models import (
     ExportRecord,
     ExportStatus,
+    FileOutput,
     FileRecord,
     FileStatus,
     JobRecord,
     JobSnapshot,
     JobState,
     JobStatus,
+    NewExport,
     RemoteFile,
     Writes,
 )
+from worker.security.filenames import safe_filename
 
 POLICY = BackoffPolicy(initial=2, cap=300, multiplier=2, jitter=0.2, slow=900)
 
@@ -45,9 +48,11 @@ def snapshot(state: JobState, raw: str, **extra) -> JobSnapshot:
     return JobSnapshot(provider_job_id="p1", state=state, raw_status=raw, **extra)
 
 
-def apply(rec: ExportRecord, snap: JobSnapshot, token: int = 5, split=lambda p, s: None) -> tuple[tr.PollOutcome, Writes]:
+def apply(
+    rec: ExportRecord, snap: JobSnapshot, token: int = 5, split=lambda p, s: None, safe_name=lambda name, fallback: name
+) -> tuple[tr.PollOutcome, Writes]:
     writes = Writes()
-    ctx = tr.PollContext(now=100.0, policy=POLICY, rng=random.Random(1), split=split, safe_name=lambda name, fallback: name)
+    ctx = tr.PollContext(now=100.0, policy=POLICY, rng=random.Random(1), split=split, safe_name=safe_name)
     outcome = tr.apply_snapshot(
         rec,
         "0",
@@ -192,3 +197,349 @@ def test_replaying_the_sole_job_of_a_completed_export_refreshes_it_once() -> Non
     assert [f.key for f in outcome.files] == ["0-0000"] and rec.files_total == 1  # the same file, downloaded again
     with pytest.raises(InvalidRequest, match="replayed meanwhile"):
         tr.reopen_replayed_job(rec, "0", snapshot(JobState.QUEUED, "QUEUED"), 1.0, 7.0, Writes())
+
+
+def test_fail_ends_the_export_once_with_its_reason_time_and_event() -> None:
+    rec, writes = record(), Writes()
+    assert tr.fail(rec, writes, "provider down", now=42)
+    assert (rec.status, rec.error, rec.finished_at) == (ExportStatus.FAILED, "provider down", 42)
+    assert writes.events == [{"type": "status", "status": "FAILED", "error": "provider down"}]
+    later = Writes()
+    assert not tr.fail(rec, later, "too late", now=43), "only the call that ended it reports the end"
+    assert (rec.error, rec.finished_at, later.events) == ("provider down", 42, [])
+
+
+def test_cancel_ends_the_export_once_saying_who_stopped_it() -> None:
+    rec, writes = record(), Writes()
+    assert tr.cancel(rec, writes, now=42)
+    assert (rec.status, rec.error, rec.finished_at) == (ExportStatus.CANCELLED, "cancelled by user", 42)
+    assert writes.events == [{"type": "status", "status": "CANCELLED"}]
+    assert not tr.cancel(rec, Writes(), now=43) and rec.finished_at == 42
+
+
+def test_every_claim_counts_a_submit_attempt_and_every_reclaim_an_ambiguous_create() -> None:
+    rec = record(**{"0": JobRecord(key="0", params={}, token=1)})
+    events: list[list[dict]] = []
+    token = 1
+    for _ in range(3):
+        writes = Writes()
+        token = tr.claim_submit(rec, "0", token, now=10, timeout=60, writes=writes)
+        events.append(writes.events)
+    job = rec.jobs["0"]
+    assert (job.submit_attempts, job.ambiguous_creates, token, job.next_action_at) == (3, 2, 4, 70)
+    assert events[0] == [] and events[2] == [{"type": "warning", "message": rec.warnings[1]}]
+
+
+def test_a_claim_after_the_job_was_created_is_stale() -> None:
+    rec = record()
+    with pytest.raises(StaleTask):
+        tr.claim_submit(rec, "0", 5, now=0, timeout=60, writes=Writes())
+    assert rec.jobs["0"].submit_attempts == 0
+
+
+def test_created_job_starts_polling_with_a_clean_error_count_and_reports_it() -> None:
+    rec = record(**{"0": JobRecord(key="0", params={}, status=JobStatus.SUBMITTING, token=3, transient_errors=2)})
+    rec.status = ExportStatus.PENDING
+    writes = Writes()
+    token = tr.record_created(rec, "0", 3, snapshot(JobState.QUEUED, "Requested"), delay=2, now=10, writes=writes)
+    job = rec.jobs["0"]
+    assert (token, job.status, job.provider_job_id, job.transient_errors) == (4, JobStatus.POLLING, "p1", 0)
+    assert (job.next_action_at, job.raw_status, rec.status) == (12, "Requested", ExportStatus.RUNNING)
+    assert writes.events == [
+        {"type": "status", "status": "RUNNING"},
+        {"type": "submitted", "job": "0", "provider_job_id": "p1"},
+    ]
+
+
+def test_refreshed_url_replaces_the_url_and_its_expiry_and_is_counted() -> None:
+    rec = record()
+    file = file_record("0-0000", FileStatus.PENDING)
+    expiry = datetime(2030, 1, 1, tzinfo=UTC)
+    writes = Writes()
+    tr.refresh_file_url(rec, file, 0, RemoteFile(name="a.csv", url="https://x/new", expires_at=expiry), writes)
+    assert (file.url, file.expires_at, file.url_refreshes) == ("https://x/new", expiry.timestamp(), 1)
+    assert writes.events == [{"type": "url_refreshed", "file": "0-0000"}]
+    tr.refresh_file_url(rec, file, 0, RemoteFile(name="a.csv", url="https://x/newer"), Writes())
+    assert (file.url, file.expires_at, file.url_refreshes) == ("https://x/newer", None, 2)
+
+
+def test_retried_file_waits_under_a_new_token_and_counts_the_attempt() -> None:
+    rec = record()
+    file = file_record("0-0000", FileStatus.PENDING)
+    assert tr.retry_file(rec, file, 0, "HTTP 503", delay=5, now=100) == 1
+    assert tr.retry_file(rec, file, 1, "HTTP 502", delay=7, now=200) == 2
+    assert (file.attempts, file.error, file.dispatched_at, file.status) == (2, "HTTP 502", 207, FileStatus.PENDING)
+    with pytest.raises(StaleTask):
+        tr.retry_file(rec, file, 1, "late duplicate", delay=1, now=300)
+
+
+def test_refused_submit_goes_back_to_pending_and_says_why() -> None:
+    rec = record(**{"0": JobRecord(key="0", params={}, status=JobStatus.SUBMITTING, token=2)})
+    token = tr.retry_job_step(rec, "0", 2, submitting=True, error=None, delay=30, now=10, note="quota spent until 12:00")
+    job = rec.jobs["0"]
+    assert (token, job.status, job.message, job.transient_errors, job.next_action_at) == (
+        3,
+        JobStatus.PENDING,
+        "quota spent until 12:00",
+        0,
+        40,
+    )
+    tr.retry_job_step(rec, "0", 3, submitting=True, error="HTTP 503", delay=1, now=10, note="HTTP 503")
+    assert (job.message, job.transient_errors) == ("HTTP 503", 1)
+
+
+def test_refused_poll_keeps_polling_and_counts_only_errors() -> None:
+    rec = record()
+    tr.retry_job_step(rec, "0", 5, submitting=False, error="HTTP 500", delay=1, now=0)
+    job = rec.jobs["0"]
+    assert (job.status, job.message, job.transient_errors) == (JobStatus.POLLING, "HTTP 500", 1)
+    job.message = "Processing"
+    tr.retry_job_step(rec, "0", 6, submitting=False, error=None, delay=1, now=0)
+    assert (job.message, job.transient_errors) == ("Processing", 1), "no note leaves the provider's message"
+
+
+def failed_at_provider() -> ExportRecord:
+    rec = record()
+    outcome, _ = apply(rec, snapshot(JobState.FAILED, "Failed", message="Internal error"))
+    assert outcome.failed
+    rec.jobs["0"].transient_errors = 3
+    return rec
+
+
+def test_replaying_a_failed_job_reopens_the_export_with_a_clean_slate() -> None:
+    rec = failed_at_provider()
+    writes = Writes()
+    token = tr.reopen_replayed_job(rec, "0", snapshot(JobState.QUEUED, "QUEUED"), 2.0, 50.0, writes)
+    job = rec.jobs["0"]
+    assert (rec.status, rec.error, rec.finished_at) == (ExportStatus.RUNNING, None, None)
+    assert (token, job.status, job.transient_errors) == (7, JobStatus.POLLING, 0)
+    assert (job.raw_status, job.next_action_at) == ("QUEUED", 52)
+    assert writes.events == [{"type": "status", "status": "RUNNING", "replayed_job": "0"}]
+
+
+def test_replay_is_refused_unless_the_provider_job_is_what_failed() -> None:
+    rec = record()
+    rec.jobs["0"].status = JobStatus.SUCCEEDED
+    assert tr.fail(rec, Writes(), "1 of 2 file(s) failed", now=5)
+    with pytest.raises(InvalidRequest, match="replayed meanwhile"):
+        tr.reopen_replayed_job(rec, "0", snapshot(JobState.QUEUED, "QUEUED"), 1.0, 6.0, Writes())
+    assert rec.status is ExportStatus.FAILED and rec.jobs["0"].status is JobStatus.SUCCEEDED
+
+
+def test_revived_job_is_due_now_under_a_new_token_and_reported() -> None:
+    rec = record()
+    writes = Writes()
+    assert tr.revive_job(rec, "0", 5, now=77, writes=writes) is JobStatus.POLLING
+    assert (rec.jobs["0"].token, rec.jobs["0"].next_action_at) == (6, 77)
+    assert writes.events == [{"type": "revived", "job": "0"}]
+
+
+def test_revived_file_is_dispatched_now_under_a_new_token_and_reported() -> None:
+    rec = record()
+    file = file_record("0-0000", FileStatus.PENDING)
+    writes = Writes()
+    assert tr.revive_file(rec, file, 0, now=77, writes=writes) == 1
+    assert (file.token, file.dispatched_at) == (1, 77)
+    assert writes.events == [{"type": "revived", "file": "0-0000"}]
+
+
+def test_poll_answer_is_kept_on_the_job_for_progress_views() -> None:
+    rec = record()
+    rec.jobs["0"].transient_errors = 2
+    apply(rec, snapshot(JobState.RUNNING, "Processing", message="40% done", percent_complete=40, records_processed=1200))
+    job = rec.jobs["0"]
+    assert (job.provider_state, job.raw_status, job.message) == (JobState.RUNNING, "Processing", "40% done")
+    assert (job.percent_complete, job.records_processed) == (40, 1200)
+    assert job.transient_errors == 0, "an answered poll ends a run of transient errors"
+
+
+def test_polls_are_counted_and_back_off_further_each_time() -> None:
+    rec = record()
+    delays = []
+    for token in (5, 6, 7):
+        outcome, _ = apply(rec, snapshot(JobState.RUNNING, "Processing"), token=token)
+        delays.append(outcome.poll_delay)
+    assert rec.jobs["0"].polls == 3
+    assert 12.8 <= delays[2] <= 19.2, "the third poll waits 2 * 2**3 s, give or take the jitter"
+
+
+def test_job_status_event_only_when_the_provider_status_changes() -> None:
+    rec = record()
+    _, first = apply(rec, snapshot(JobState.RUNNING, "Processing", message="started"))
+    _, same = apply(rec, snapshot(JobState.RUNNING, "Processing"), token=6)
+    assert first.events == [{"type": "job_status", "job": "0", "provider_status": "Processing", "message": "started"}]
+    assert same.events == []
+
+
+def test_a_finished_job_refuses_every_earlier_task() -> None:
+    rec = record()
+    outcome, writes = apply(rec, snapshot(JobState.SUCCEEDED, "Completed", files=[RemoteFile(name="a.csv", url="https://x/a")]))
+    assert outcome.poll_token is None and rec.jobs["0"].next_action_at is None
+    for token in range(1, 6):
+        with pytest.raises(StaleTask):
+            tr.current_job(rec, "0", token)
+    assert writes.events[-1] == {"type": "status", "status": "DOWNLOADING", "files": 1}
+
+
+def test_a_file_whose_name_cleans_to_nothing_is_named_after_its_key() -> None:
+    outcome, _ = apply(
+        record(),
+        snapshot(JobState.SUCCEEDED, "Completed", files=[RemoteFile(name="reports/", url="https://x/a")]),
+        safe_name=lambda name, fallback: safe_filename(name, fallback=fallback),
+    )
+    assert [f.safe_name for f in outcome.files] == ["0-0000"]
+
+
+def test_split_children_are_due_now_and_the_split_is_reported() -> None:
+    rec = record()
+    halves = [{"vehicleIds": [1]}, {"vehicleIds": [2]}]
+    _, writes = apply(rec, snapshot(JobState.FAILED, "Failed", message="limit is 1"), split=lambda p, s: halves)
+    assert [rec.jobs[key].next_action_at for key in ("0.0", "0.1")] == [100.0, 100.0]
+    assert writes.events[-1] == {"type": "split", "job": "0", "children": ["0.0", "0.1"], "reason": "limit is 1"}
+
+
+@pytest.mark.parametrize("state", [JobState.FAILED, JobState.CANCELLED])
+def test_a_job_the_provider_ended_fails_itself_and_the_export_at_that_time(state: JobState) -> None:
+    rec = record()
+    apply(rec, snapshot(state, state.value))
+    assert rec.jobs["0"].status is JobStatus.FAILED and rec.finished_at == 100.0
+
+
+def new_request(planned: list[dict]) -> NewExport:
+    params = {"vehicleIds": [1, 2]}
+    return NewExport(id="e2", provider="samsara", params=params, credential="default", deadline_seconds=60, planned=planned)
+
+
+@pytest.mark.parametrize(
+    ("planned", "params"),
+    [([], {"vehicleIds": [1, 2]}), ([{"vehicleIds": ["1", "2"]}], {"vehicleIds": ["1", "2"]})],
+    ids=["unplanned", "one planned job"],
+)
+def test_a_request_of_one_provider_job_is_job_0_with_the_planned_params(planned: list[dict], params: dict) -> None:
+    rec = tr.new_export(new_request(planned), now=10)
+    assert list(rec.jobs) == ["0"] and rec.jobs["0"].params == params
+    assert (rec.status, rec.deadline_at, rec.jobs["0"].status) == (ExportStatus.PENDING, 70, JobStatus.PENDING)
+
+
+def test_a_request_planned_into_several_jobs_holds_them_under_a_split_job_0() -> None:
+    rec = tr.new_export(new_request([{"vehicleIds": [1]}, {"vehicleIds": [2]}]), now=10)
+    assert {key: (job.key, job.status, job.parent) for key, job in rec.jobs.items()} == {
+        "0": ("0", JobStatus.SPLIT, None),
+        "0.0": ("0.0", JobStatus.PENDING, "0"),
+        "0.1": ("0.1", JobStatus.PENDING, "0"),
+    }
+    assert rec.jobs["0"].params == {"vehicleIds": [1, 2]} and rec.jobs["0.1"].params == {"vehicleIds": [2]}
+
+
+def test_finished_file_keeps_its_output_and_reports_it() -> None:
+    rec = record()
+    file = file_record("0-0000", FileStatus.PENDING)
+    output = FileOutput(rows=5, quarantined=2, bytes=300, bytes_downloaded=120, path="/out/a.jsonl", quarantine_path="/out/q")
+    writes = Writes()
+    tr.finish_file(rec, file, 0, output, None, now=9, writes=writes)
+    assert (file.status, file.rows, file.quarantined, file.bytes, file.bytes_downloaded) == (FileStatus.DONE, 5, 2, 300, 120)
+    assert (file.path, file.quarantine_path, file.finished_at) == ("/out/a.jsonl", "/out/q", 9)
+    assert writes.events == [{"type": "file_done", "file": "0-0000", "rows": 5, "quarantined": 2}]
+
+
+def test_failed_file_keeps_its_error_and_reports_it() -> None:
+    rec = record()
+    file = file_record("0-0000", FileStatus.PENDING)
+    writes = Writes()
+    tr.finish_file(rec, file, 0, None, "header lacks vehicleId", now=9, writes=writes)
+    assert (file.status, file.error, file.finished_at) == (FileStatus.FAILED, "header lacks vehicleId", 9)
+    assert writes.events == [{"type": "file_failed", "file": "0-0000", "error": "header lacks vehicleId"}]
+    with pytest.raises(StaleTask):
+        tr.finish_file(rec, file, 0, None, "twice", now=10, writes=Writes())
+
+
+def failed_export_with_files(*files: FileRecord) -> ExportRecord:
+    rec = record()
+    rec.jobs["0"].status = JobStatus.SUCCEEDED
+    rec.files_total = len(files)
+    assert tr.complete_if_done(rec, list(files), Writes(), now=5) and rec.status is ExportStatus.FAILED
+    return rec
+
+
+def test_reopened_files_start_afresh_under_a_new_token() -> None:
+    failed = file_record("0-0001", FileStatus.FAILED).model_copy(update={"token": 3, "attempts": 4, "error": "HTTP 503"})
+    rec = failed_export_with_files(file_record("0-0000", FileStatus.DONE, 2), failed)
+    writes = Writes()
+    [reopened] = tr.reopen_failed_files(rec, [file_record("0-0000", FileStatus.DONE, 2), failed], writes, now=8)
+    assert (reopened.key, reopened.token, reopened.attempts, reopened.error, reopened.dispatched_at) == ("0-0001", 4, 0, None, 8)
+    assert (rec.status, rec.error, rec.finished_at) == (ExportStatus.DOWNLOADING, None, None)
+    assert writes.events == [{"type": "status", "status": "DOWNLOADING", "retried_files": 1}]
+    assert writes.files == [reopened]
+
+
+def test_retry_of_a_failed_export_says_what_to_do_instead() -> None:
+    rec = record()
+    rec.jobs["0"].status = JobStatus.SUCCEEDED
+    assert tr.fail(rec, Writes(), "deadline exceeded", now=5)
+    with pytest.raises(InvalidRequest, match=r"^export e1 has no failed files to retry \(deadline exceeded\)$"):
+        tr.reopen_failed_files(rec, [file_record("0-0000", FileStatus.DONE, 2)], Writes(), now=8)
+    at_provider = failed_at_provider()
+    with pytest.raises(InvalidRequest, match="use replay where the provider allows it, or submit a new export$"):
+        tr.reopen_failed_files(at_provider, [], Writes(), now=8)
+
+
+def test_deadline_reason_says_how_long_it_waited_and_what_to_raise() -> None:
+    rec = record()
+    rec.created_at, rec.deadline_at = 1000, 1060
+    assert tr.deadline_reason(rec, 1061.2) == (
+        "deadline exceeded: export was still RUNNING after 61s; "
+        "submit again with a longer deadline_seconds or raise EXPORT_WORKER_DEADLINE_SECONDS"
+    )
+
+
+def test_completion_waits_while_a_job_is_still_polling() -> None:
+    rec = record()
+    assert not tr.complete_if_done(rec, [], Writes(), now=5)
+    assert rec.status is ExportStatus.RUNNING and rec.finished_at is None
+
+
+def test_completion_records_the_time_and_warns_of_a_record_count_mismatch_on_the_stream() -> None:
+    rec = record()
+    rec.jobs["0"].status = JobStatus.SUCCEEDED
+    rec.files_total = 1
+    short = file_record("a.csv", FileStatus.DONE, 3).model_copy(update={"record_count": 4})
+    writes = Writes()
+    assert tr.complete_if_done(rec, [short], writes, now=5)
+    warning = "file a.csv: provider recordCount is 4 but 3 rows were parsed"
+    assert rec.warnings == [warning] and rec.finished_at == 5
+    assert writes.events[0] == {"type": "warning", "message": warning}
+
+
+def test_completion_with_failed_files_names_them_and_their_errors() -> None:
+    rec = record()
+    rec.jobs["0"].status = JobStatus.SUCCEEDED
+    rec.files_total = 2
+    failed = file_record("b.csv", FileStatus.FAILED).model_copy(update={"error": "HTTP 404"})
+    writes = Writes()
+    assert tr.complete_if_done(rec, [file_record("a.csv", FileStatus.DONE, 3), failed], writes, now=5)
+    reason = "1 of 2 file(s) failed (b.csv: HTTP 404); the other files were written"
+    assert (rec.error, rec.finished_at) == (reason, 5)
+    assert writes.events == [{"type": "status", "status": "FAILED", "error": reason}]
+
+
+def test_a_finished_file_refuses_even_its_own_token() -> None:
+    rec = record()
+    with pytest.raises(StaleTask):
+        tr.current_file(rec, file_record("a.csv", FileStatus.DONE), 0)
+
+
+def test_completion_reports_the_rows_on_the_stream_and_names_at_most_five_failed_files() -> None:
+    rec = record()
+    rec.jobs["0"].status = JobStatus.SUCCEEDED
+    rec.files_total = 1
+    done = file_record("a.csv", FileStatus.DONE, 3).model_copy(update={"quarantined": 1})
+    writes = Writes()
+    assert tr.complete_if_done(rec, [done], writes, now=5)
+    assert writes.events == [{"type": "status", "status": "COMPLETED", "rows": 3, "quarantined": 1}]
+    rec = record()
+    rec.jobs["0"].status = JobStatus.SUCCEEDED
+    failed = [file_record(f"f{i}.csv", FileStatus.FAILED).model_copy(update={"error": "HTTP 404"}) for i in range(6)]
+    rec.files_total = len(failed)
+    assert tr.complete_if_done(rec, failed, Writes(), now=5)
+    names = "; ".join(f"f{i}.csv: HTTP 404" for i in range(5))
+    assert rec.error == f"6 of 6 file(s) failed ({names}); the other files were written"
