@@ -5,7 +5,7 @@
     python scripts/mutation_report.py --survivors       # ... and each survivor's name
 
 Killed means a unit test failed (or the mutant timed out); survived means every test passed. Mutants
-never run (filtered out of this run) are left out of the score.
+never run (filtered out of this run) are left out of the score; ``run`` of ``of`` says how many ran.
 
 A survivor that no test can kill because it changes no behaviour (an equivalent mutant) or no
 promise is listed, with its reason, in ``scripts/equivalent_mutants/<module>.toml``. The score is the
@@ -89,7 +89,7 @@ def main() -> int:
     parser.add_argument("--target", type=float, default=90.0, help="lowest acceptable score per module (percent)")
     options = parser.parse_args()
     failing = False
-    print(f"{'module':40s} {'killed':>6s} {'equiv':>5s} {'alive':>5s} {'run':>5s}  score   raw")
+    print(f"{'module':40s} {'killed':>6s} {'equiv':>5s} {'alive':>5s} {'run':>5s} {'of':>5s}  score   raw")
     for module, every in sorted(load(options.root).items()):
         codes = {name: code for name, code in every.items() if code is not None}
         if not codes:
@@ -100,7 +100,7 @@ def main() -> int:
         failing |= score.percent < options.target or bool(score.stale) or bool(gone)
         print(
             f"{module:40s} {score.killed:6d} {len(score.equivalent):5d} "
-            f"{len(score.survivors):5d} {len(codes):5d}  {score.percent:5.1f}% {score.raw_percent:5.1f}%"
+            f"{len(score.survivors):5d} {len(codes):5d} {len(every):5d}  {score.percent:5.1f}% {score.raw_percent:5.1f}%"
         )
         for name in score.stale:
             print(f"    stale listing  {name}: a test kills it now, remove it from {module}.toml")
