@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -106,6 +107,18 @@ def iter_batches(data: bytes) -> Iterator:
     return iter(parse_csv([data], SCHEMA, max_field_bytes=1024))
 
 
+def wait_for_a_waiter_on(key: int, timeout: float = 10.0) -> None:
+    """Until a session is queued on advisory lock ``key`` (pg_locks splits it in two 32-bit halves)."""
+    high, low = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
+    deadline = time.monotonic() + timeout
+    while not query(
+        "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = %s AND objid = %s", high, low
+    ):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no attempt waited on the file lock {key} within {timeout}s")
+        time.sleep(0.02)
+
+
 def test_two_attempts_of_one_file_at_once_never_double_a_row(schema: str) -> None:
     """The second attempt waits on the file's advisory lock, then its DELETE sees the first one's rows."""
     target = sink(schema)
@@ -121,7 +134,8 @@ def test_two_attempts_of_one_file_at_once_never_double_a_row(schema: str) -> Non
 
     thread = threading.Thread(target=run_second)
     thread.start()
-    assert not done.wait(0.5), "the second attempt must wait for the first"
+    wait_for_a_waiter_on(lock_key(f"{schema}.ifta:exp1:0-0000"))
+    assert not done.is_set(), "the second attempt must wait for the first"
     first.commit()
     thread.join(10)
     assert done.is_set()
