@@ -305,6 +305,12 @@ def test_deadline_fails_the_export_with_a_reason(rt: Runtime, driver: Driver, pr
     assert record.status is ExportStatus.FAILED and "deadline exceeded" in (record.error or "")
 
 
+def test_a_new_export_sends_its_submit_at_once(rt: Runtime, dispatcher: RecordingDispatcher) -> None:
+    export_id = submit(rt)
+    [(kind, args, countdown)] = dispatcher.sent
+    assert (kind, args.export_id, args.job_key, countdown) == ("submit", export_id, "0", 0)
+
+
 def test_retry_after_a_deadline_failure_gets_a_whole_new_deadline(
     rt: Runtime, driver: Driver, provider: FakeSamsara, clock: Clock
 ) -> None:
@@ -320,6 +326,7 @@ def test_retry_after_a_deadline_failure_gets_a_whole_new_deadline(
     driver.run()
     failed = rt.store.get(export_id)
     assert failed.status is ExportStatus.FAILED and "deadline exceeded" in (failed.error or "")
+    assert failed.finished_at == clock.now
     clock.now += 1000
     ExportClient(rt).retry(export_id)
     assert rt.store.get(export_id).deadline_at == clock.now + 60

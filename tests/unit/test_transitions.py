@@ -72,6 +72,20 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
     assert POLICY.after_retry_after(30, rng) >= 30
 
 
+def test_backoff_jitter_spreads_over_its_whole_band_and_no_further() -> None:
+    """Thousands of exports polled at once must spread: every draw lies within +-jitter of the
+    schedule, and the draws reach both edges (a one-sided or narrowed band would regroup them)."""
+    rng = random.Random(11)
+    for attempt, base in ((0, 2.0), (3, 16.0)):
+        draws = [POLICY.delay(attempt, rng) for _ in range(2000)]
+        assert base * 0.8 <= min(draws) < base * 0.81 and base * 1.19 < max(draws) <= base * 1.2
+    fast = BackoffPolicy(initial=0.1, cap=300, multiplier=2, jitter=0.2, slow=900)
+    assert max(fast.delay(0, rng) for _ in range(100)) <= 0.12  # a short first delay is kept, not rounded up
+    for retry_after, band in ((30.0, 6.0), (0.5, 0.2)):  # the band is jitter x max(1 s, Retry-After)
+        waits = [POLICY.after_retry_after(retry_after, rng) - retry_after for _ in range(2000)]
+        assert 0 <= min(waits) < band * 0.01 and band * 0.99 < max(waits) <= band
+
+
 def test_non_terminal_poll_reschedules_with_a_new_token() -> None:
     rec = record()
     outcome, writes = apply(rec, snapshot(JobState.RUNNING, "Processing"))
