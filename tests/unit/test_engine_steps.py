@@ -305,6 +305,45 @@ def test_deadline_fails_the_export_with_a_reason(rt: Runtime, driver: Driver, pr
     assert record.status is ExportStatus.FAILED and "deadline exceeded" in (record.error or "")
 
 
+def test_a_job_the_provider_failed_ends_the_export_and_reports_it_once(
+    rt: Runtime, driver: Driver, provider: FakeSamsara, clock: Clock
+) -> None:
+    provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
+    provider.on("GET", "/ifta-detail/csv/j1", httpx.Response(200, json=job("j1", "Failed", details="vehicle 3 has no data")))
+    export_id = submit(rt, callback={"task": "app.done"})
+    driver.run()
+    record = rt.store.get(export_id)
+    assert record.status is ExportStatus.FAILED and "vehicle 3 has no data" in (record.error or "")
+    assert [status for _, status in driver.dispatcher.callbacks] == ["FAILED"]
+    assert rt.store.unannounced_ids(ended_before=clock.now + 1) == []
+
+
+def test_a_job_that_completes_without_files_completes_the_export(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
+    provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
+    provider.on("GET", "/ifta-detail/csv/j1", httpx.Response(200, json=job("j1", "Completed", files=[])))
+    export_id = submit(rt, callback={"task": "app.done"})
+    driver.run()
+    record = rt.store.get(export_id)
+    assert (record.status, record.rows, record.files_total) == (ExportStatus.COMPLETED, 0, 0)
+    assert [status for _, status in driver.dispatcher.callbacks] == ["COMPLETED"]
+
+
+def test_polls_wait_by_countdown_and_downloads_go_at_once(
+    rt: Runtime, dispatcher: RecordingDispatcher, provider: FakeSamsara
+) -> None:
+    """No worker sleeps: each step hands the next one a countdown (the backoff), and files are fetched at once."""
+    script_happy_path(provider)
+    submit(rt)
+    run_submit(rt, dispatcher.take_one("submit"))
+    [(kind, first_poll, countdown)] = dispatcher.take()
+    assert kind == "poll" and 0.8 <= countdown <= 1.2  # poll_initial_seconds=1, jitter 0.2
+    run_poll(rt, first_poll)
+    [(kind, second_poll, countdown)] = dispatcher.take()
+    assert kind == "poll" and 1.6 <= countdown <= 2.4  # the backoff's second step
+    run_poll(rt, second_poll)
+    assert [(kind, countdown) for kind, _args, countdown in dispatcher.take()] == [("download", 0), ("download", 0)]
+
+
 def test_a_new_export_sends_its_submit_at_once(rt: Runtime, dispatcher: RecordingDispatcher) -> None:
     export_id = submit(rt)
     [(kind, args, countdown)] = dispatcher.sent
