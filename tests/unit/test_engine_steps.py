@@ -23,7 +23,7 @@ from worker.engine.context import Runtime
 from worker.engine.download_step import run_download
 from worker.engine.jobs import run_poll, run_submit
 from worker.engine.watchdog import run_watchdog
-from worker.models import ExportStatus, FileStatus, JobStatus
+from worker.models import ExportStatus, FileStatus, JobStatus, JobTaskArgs
 from worker.store import ExportStore
 
 HEADER = "vehicleId,vehicleName,jurisdiction,startTime,endTime,distanceMeters,taxableDistanceMeters\n"
@@ -184,10 +184,18 @@ def test_duplicate_poll_delivery_exits_without_a_second_chain(rt: Runtime, drive
     kind, poll_args, _ = driver.dispatcher.sent[0]
     assert kind == "poll"
     driver.step()
+    stale_before = REGISTRY.get_sample_value("aew_stale_tasks_total", {"step": "poll"}) or 0.0
+    polled_before = REGISTRY.get_sample_value("aew_polls_total", {"provider": "samsara", "provider_status": "Processing"})
     run_poll(rt, poll_args)
     polls = [kind for kind, _, _ in driver.dispatcher.sent if kind == "poll"]
     assert len(polls) == 1
     assert provider.count("GET", "/ifta-detail/csv/j1") == 1
+    assert REGISTRY.get_sample_value("aew_stale_tasks_total", {"step": "poll"}) == stale_before + 1
+    assert polled_before is not None and polled_before >= 1  # the first poll was counted by provider and status
+    submit_stale = REGISTRY.get_sample_value("aew_stale_tasks_total", {"step": "submit"}) or 0.0
+    run_submit(rt, JobTaskArgs(export_id=poll_args.export_id, job_key="0", token=0))  # a redelivered first submit
+    assert REGISTRY.get_sample_value("aew_stale_tasks_total", {"step": "submit"}) == submit_stale + 1
+    assert provider.count("POST", "/ifta-detail/csv") == 1
 
 
 def test_duplicate_download_delivery_writes_once(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
