@@ -578,6 +578,15 @@ def retries(step: str, reason: str) -> float:
     return REGISTRY.get_sample_value("aew_retries_total", labels) or 0.0
 
 
+def step_is_counted_and_logged(driver: Driver, caplog: pytest.LogCaptureFixture, step: str, reason: str) -> None:
+    """Run the next task, which must be rescheduled: counted once in aew_retries_total, and logged."""
+    before = retries(step, reason)
+    with caplog.at_level(logging.WARNING, logger="worker.engine"):
+        driver.step()
+    assert retries(step, reason) == before + 1
+    assert f"{step} of job 0 rescheduled in" in caplog.text
+
+
 def test_rate_limited_poll_is_counted_and_logged_as_a_poll_retry(
     rt: Runtime, driver: Driver, provider: FakeSamsara, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -585,11 +594,7 @@ def test_rate_limited_poll_is_counted_and_logged_as_a_poll_retry(
     provider.on("GET", "/ifta-detail/csv/j1", httpx.Response(429, headers={"Retry-After": "42"}))
     export_id = submit(rt)
     driver.step()
-    before = retries("poll", "rate_limited")
-    with caplog.at_level(logging.WARNING, logger="worker.engine"):
-        driver.step()
-    assert retries("poll", "rate_limited") == before + 1
-    assert "poll of job 0 rescheduled in" in caplog.text
+    step_is_counted_and_logged(driver, caplog, "poll", "rate_limited")
     polled = rt.store.get(export_id).jobs["0"]
     assert (polled.status, polled.transient_errors) == (JobStatus.POLLING, 0), "a rate limit is not an error"
     assert [kind for kind, _, _ in driver.dispatcher.sent] == ["poll"]
@@ -600,11 +605,7 @@ def test_refused_submit_is_counted_and_logged_as_a_submit_retry(
 ) -> None:
     provider.on("POST", "/ifta-detail/csv", httpx.Response(503), httpx.Response(201, json=job("j1", "Requested")))
     export_id = submit(rt)
-    before = retries("submit", "transient")
-    with caplog.at_level(logging.WARNING, logger="worker.engine"):
-        driver.step()
-    assert retries("submit", "transient") == before + 1
-    assert "submit of job 0 rescheduled in" in caplog.text
+    step_is_counted_and_logged(driver, caplog, "submit", "transient")
     refused = rt.store.get(export_id).jobs["0"]
     assert (refused.status, refused.transient_errors) == (JobStatus.PENDING, 1) and "503" in (refused.message or "")
     assert [kind for kind, _, _ in driver.dispatcher.sent] == ["submit"]

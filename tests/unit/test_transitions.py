@@ -161,9 +161,7 @@ def file_record(key: str, status: FileStatus, rows: int = 0) -> FileRecord:
 
 
 def test_completion_waits_for_every_job_and_file() -> None:
-    rec = record()
-    rec.jobs["0"].status = JobStatus.SUCCEEDED
-    rec.files_total = 2
+    rec = succeeded(files_total=2)
     files = [file_record("a", FileStatus.DONE, 3), file_record("b", FileStatus.PENDING)]
     assert not tr.complete_if_done(rec, files, Writes(), now=5)
     files[1] = file_record("b", FileStatus.DONE, 4)
@@ -173,9 +171,7 @@ def test_completion_waits_for_every_job_and_file() -> None:
 
 
 def test_completion_with_a_failed_file_fails_but_keeps_the_rest() -> None:
-    rec = record()
-    rec.jobs["0"].status = JobStatus.SUCCEEDED
-    rec.files_total = 2
+    rec = succeeded(files_total=2)
     failed = file_record("b", FileStatus.FAILED)
     failed.error = "header lacks required column(s) vehicleId"
     assert tr.complete_if_done(rec, [file_record("a", FileStatus.DONE, 3), failed], Writes(), now=5)
@@ -512,10 +508,16 @@ def test_completion_waits_while_a_job_is_still_polling() -> None:
     assert rec.status is ExportStatus.RUNNING and rec.finished_at is None
 
 
-def test_completion_records_the_time_and_warns_of_a_record_count_mismatch_on_the_stream() -> None:
+def succeeded(files_total: int) -> ExportRecord:
+    """An export whose only job succeeded and listed ``files_total`` files."""
     rec = record()
     rec.jobs["0"].status = JobStatus.SUCCEEDED
-    rec.files_total = 1
+    rec.files_total = files_total
+    return rec
+
+
+def test_completion_records_the_time_and_warns_of_a_record_count_mismatch_on_the_stream() -> None:
+    rec = succeeded(files_total=1)
     short = file_record("a.csv", FileStatus.DONE, 3).model_copy(update={"record_count": 4})
     writes = Writes()
     assert tr.complete_if_done(rec, [short], writes, now=5)
@@ -525,9 +527,7 @@ def test_completion_records_the_time_and_warns_of_a_record_count_mismatch_on_the
 
 
 def test_completion_with_failed_files_names_them_and_their_errors() -> None:
-    rec = record()
-    rec.jobs["0"].status = JobStatus.SUCCEEDED
-    rec.files_total = 2
+    rec = succeeded(files_total=2)
     failed = file_record("b.csv", FileStatus.FAILED).model_copy(update={"error": "HTTP 404"})
     writes = Writes()
     assert tr.complete_if_done(rec, [file_record("a.csv", FileStatus.DONE, 3), failed], writes, now=5)
@@ -543,9 +543,7 @@ def test_a_finished_file_refuses_even_its_own_token() -> None:
 
 
 def test_completion_reports_the_rows_on_the_stream_and_names_at_most_five_failed_files() -> None:
-    rec = record()
-    rec.jobs["0"].status = JobStatus.SUCCEEDED
-    rec.files_total = 1
+    rec = succeeded(files_total=1)
     done = file_record("a.csv", FileStatus.DONE, 3).model_copy(update={"quarantined": 1})
     writes = Writes()
     assert tr.complete_if_done(rec, [done], writes, now=5)
