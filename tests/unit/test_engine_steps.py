@@ -16,7 +16,8 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.conftest import make_settings
+from tests.conftest import FakeClock, make_settings
+from tests.engine_driver import Driver
 from worker.api import ExportClient
 from worker.dev.testing import RecordingDispatcher
 from worker.engine.context import Runtime
@@ -82,52 +83,18 @@ class FakeSamsara:
         return sum(1 for r in self.requests if r.method == method and r.url.path == path)
 
 
-@dataclass
-class Driver:
-    rt: Runtime
-    dispatcher: RecordingDispatcher
-    executed: list[str] = field(default_factory=list)
-
-    def step(self) -> bool:
-        if not self.dispatcher.sent:
-            return False
-        kind, args, _countdown = self.dispatcher.sent.pop(0)
-        self.executed.append(kind)
-        if kind == "submit":
-            run_submit(self.rt, args)
-        elif kind == "poll":
-            run_poll(self.rt, args)
-        else:
-            run_download(self.rt, args, owner=f"test-{len(self.executed)}")
-        return True
-
-    def run(self, limit: int = 200) -> None:
-        for _ in range(limit):
-            if not self.step():
-                return
-        raise AssertionError(f"still dispatching after {limit} steps: {self.executed[-10:]}")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def provider() -> FakeSamsara:
     return FakeSamsara()
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(1_800_000_000.0)
 
 
 @pytest.fixture
-def rt(tmp_path: Path, store: ExportStore, dispatcher: RecordingDispatcher, provider: FakeSamsara, clock: Clock) -> Runtime:
+def rt(tmp_path: Path, store: ExportStore, dispatcher: RecordingDispatcher, provider: FakeSamsara, clock: FakeClock) -> Runtime:
     settings = make_settings(tmp_path, download_hosts={"samsara": ["files.example"]})
     return Runtime(
         settings=settings,
@@ -302,7 +269,7 @@ def test_too_many_vehicles_splits_and_completes_from_child_jobs(rt: Runtime, dri
     assert [b.get("vehicleIds") for b in bodies] == ["1,2,3,4", "1,2", "3,4"]
 
 
-def test_deadline_fails_the_export_with_a_reason(rt: Runtime, driver: Driver, provider: FakeSamsara, clock: Clock) -> None:
+def test_deadline_fails_the_export_with_a_reason(rt: Runtime, driver: Driver, provider: FakeSamsara, clock: FakeClock) -> None:
     provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
     provider.on("GET", "/ifta-detail/csv/j1", httpx.Response(200, json=job("j1", "Processing")))
     export_id = submit(rt, deadline_seconds=60)
@@ -315,7 +282,7 @@ def test_deadline_fails_the_export_with_a_reason(rt: Runtime, driver: Driver, pr
 
 
 def test_a_job_the_provider_failed_ends_the_export_and_reports_it_once(
-    rt: Runtime, driver: Driver, provider: FakeSamsara, clock: Clock
+    rt: Runtime, driver: Driver, provider: FakeSamsara, clock: FakeClock
 ) -> None:
     provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
     provider.on("GET", "/ifta-detail/csv/j1", httpx.Response(200, json=job("j1", "Failed", details="vehicle 3 has no data")))
@@ -360,7 +327,7 @@ def test_a_new_export_sends_its_submit_at_once(rt: Runtime, dispatcher: Recordin
 
 
 def test_retry_after_a_deadline_failure_gets_a_whole_new_deadline(
-    rt: Runtime, driver: Driver, provider: FakeSamsara, clock: Clock
+    rt: Runtime, driver: Driver, provider: FakeSamsara, clock: FakeClock
 ) -> None:
     files = [remote_file("r.csv", "https://files.example/r", 2)]
     provider.on("POST", "/ifta-detail/csv", httpx.Response(201, json=job("j1", "Requested")))
@@ -395,7 +362,7 @@ def test_cancel_stops_the_poll_chain(rt: Runtime, driver: Driver, provider: Fake
 
 
 def test_watchdog_revives_a_dead_poll_chain_exactly_once(
-    rt: Runtime, driver: Driver, provider: FakeSamsara, clock: Clock
+    rt: Runtime, driver: Driver, provider: FakeSamsara, clock: FakeClock
 ) -> None:
     script_happy_path(provider)
     export_id = submit(rt)
@@ -411,7 +378,7 @@ def test_watchdog_revives_a_dead_poll_chain_exactly_once(
     assert rt.store.get(export_id).status is ExportStatus.COMPLETED
 
 
-def test_watchdog_revives_a_lost_download(rt: Runtime, driver: Driver, provider: FakeSamsara, clock: Clock) -> None:
+def test_watchdog_revives_a_lost_download(rt: Runtime, driver: Driver, provider: FakeSamsara, clock: FakeClock) -> None:
     script_happy_path(provider)
     export_id = submit(rt)
     for _ in range(3):
@@ -446,6 +413,8 @@ def test_file_with_unusable_header_fails_alone_and_retry_reopens_it(rt: Runtime,
     assert export_id not in rt.store.active_ids()
     ExportClient(rt).retry(export_id)
     assert export_id in rt.store.active_ids(), "a reopened export is watched again"
+    [(kind, args, countdown)] = driver.dispatcher.sent
+    assert (kind, args.file_key, countdown) == ("download", view.files[1].key, 0), "only the failed file, at once"
     driver.run()
     assert rt.store.get(export_id).status is ExportStatus.COMPLETED
     assert export_id not in rt.store.active_ids()
