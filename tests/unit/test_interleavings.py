@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import make_settings
 from tests.interleaving import Expected, Scenario, World, every_schedule, stored
-from tests.unit.test_engine_steps import PARAMS, csv_rows, job, remote_file
+from tests.scripted_samsara import PARAMS, csv_rows, job, remote_file
 from worker.engine import commands
 from worker.engine.context import Runtime
 from worker.engine.download_step import run_download
