@@ -105,7 +105,8 @@ def run_submit(rt: Runtime, args: JobTaskArgs) -> None:
             args.job_key,
         )
         return
-    export_log(record, job).info("created provider job %s", snapshot.provider_job_id)
+    created = job.model_copy(update={"provider_job_id": snapshot.provider_job_id})
+    export_log(record, created).info("created provider job %s", snapshot.provider_job_id)
     rt.dispatcher.poll(JobTaskArgs(export_id=args.export_id, job_key=args.job_key, token=poll_token), delay)
 
 
