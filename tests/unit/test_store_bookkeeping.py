@@ -3,6 +3,8 @@ side writes of a transaction, and the shared rate limiter's arithmetic (on a clo
 
 from __future__ import annotations
 
+import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -124,3 +126,23 @@ def test_events_are_read_after_the_given_id_and_up_to_count(store: ExportStore) 
     assert [event["export_id"] for _, event in store.read_events(every[0][0])] == ["e1", "e2"]
     assert [event["export_id"] for _, event in store.read_events("0", count=2)] == ["e0", "e1"]
     assert store.read_events(every[-1][0]) == []
+
+
+def test_a_blocking_event_read_waits_for_the_next_event(store: ExportStore) -> None:
+    """``watch`` follows an export with blocking reads; without the block it would see nothing and spin."""
+    store.create(new_record("e0"))
+    [(last, _)] = store.read_events("0")
+    reading = threading.Event()
+    answers: list[list[tuple[str, dict]]] = []
+
+    def follow() -> None:
+        reading.set()
+        answers.append(store.read_events(last, block_ms=30_000))
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    reading.wait()
+    time.sleep(0.2)  # let the follower reach its XREAD; arriving later it would find the event at once, same answer
+    store.create(new_record("e1"))
+    follower.join(timeout=30)
+    assert [[event["export_id"] for _, event in answer] for answer in answers] == [["e1"]]
