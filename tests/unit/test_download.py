@@ -406,11 +406,20 @@ def test_a_gzip_bomb_hits_the_size_limit_on_the_decompressed_bytes() -> None:
 
 def test_a_cut_off_gzip_stream_is_transient_and_a_corrupt_one_permanent() -> None:
     compressed = gzip.compress(CSV)
-    with pytest.raises(TransientError, match="ended early"):
+    with pytest.raises(TransientError, match=r"^gzip stream of /ifta\.csv ended early"):
         download_body(compressed[: len(compressed) // 2])
     corrupt = compressed[:20] + bytes(200) + compressed[220:]
-    with pytest.raises(PermanentError, match="does not decompress"):
+    with pytest.raises(PermanentError, match=r"^/ifta\.csv starts like gzip but does not decompress"):
         download_body(corrupt)
+
+
+@pytest.mark.parametrize("gzipped", [True, False], ids=["gzip", "plain"])
+def test_a_body_arriving_one_byte_at_a_time_is_recognised_and_kept_whole(gzipped: bool) -> None:
+    """The gzip magic may straddle pieces: it is looked for in the first bytes, however they arrive."""
+    text = CSV[:2000]
+    payload = gzip.compress(text) if gzipped else text
+    client = client_for(lambda r: httpx.Response(200, stream=Body([payload[i : i + 1] for i in range(len(payload))])))
+    assert b"".join(fetch(client, chunk_size=1)) == text
 
 
 def test_202_not_ready_is_retry_later_never_an_empty_file() -> None:
@@ -419,8 +428,9 @@ def test_202_not_ready_is_retry_later_never_an_empty_file() -> None:
         fetch(client, signed=False)
     assert waited.value.retry_after == 30.0
     client = client_for(lambda r: httpx.Response(202, headers={"Retry-After": "7"}))
-    with pytest.raises(RetryLater):
+    with pytest.raises(RetryLater) as told:
         fetch(client, signed=False)
+    assert told.value.retry_after == 7.0, "the provider's Retry-After wins over our default"
 
 
 @pytest.mark.parametrize("location", ["http://[::1", "https://a\x00b/f.csv"])

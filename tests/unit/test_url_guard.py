@@ -288,7 +288,11 @@ def test_bad_allowlist_entries_say_what_is_wrong(entry: str, message: str) -> No
         ("https://4294967296/", "has a numeric host that is not a valid address"),
         ("https://1.16777216/", "has a numeric host that is not a valid address"),
         ("https://1.2.65536/", "has a numeric host that is not a valid address"),
-        ("https://files example.com/x", "has an invalid host name 'files%20example.com': only letters, digits"),
+        (
+            "https://files example.com/x",
+            "has an invalid host name 'files%20example.com': only letters, digits, '-', '_' and dots between labels "
+            "can be resolved",
+        ),
         ("https://files..example.com/x", "has an invalid host name 'files..example.com'"),
         ("https://files.example.com%2f/x", "has an invalid host name 'files.example.com%2f'"),
         (
