@@ -7,7 +7,9 @@ the lease keeps two workers off one file while a file streams for longer than th
 
 from __future__ import annotations
 
+import base64
 import gzip
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -316,3 +318,153 @@ def test_a_file_streaming_longer_than_the_lease_keeps_it_to_the_end(
     file = file_of(rt, export_id)
     assert (file.status, file.rows) == (FileStatus.DONE, 48_000)
     assert redis.get(lease_key(rt, args)) is None, "released at the end"
+
+
+# -- rescheduling: countdown, error text, metric and log ---------------------------------------------------------------
+
+
+def test_a_storage_error_reschedules_the_file_with_backoff_and_says_why(
+    rt: Runtime, driver: Driver, provider: ScriptedProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 5xx is retried after the backoff's first step; the file shows why it waits, operators see a counted,
+    logged download retry; the next attempt writes the file."""
+    one_file_job(provider, the_file())
+    provider.on("GET", FILE_PATH, httpx.Response(503, text="storage busy"), httpx.Response(200, text=csv_rows(3)))
+    export_id, args = to_download(rt, driver)
+    labels = {"provider": "samsara", "step": "download", "reason": "TransientError"}
+    before = counter("aew_retries_total", **labels)
+    with caplog.at_level(logging.WARNING, logger="worker.engine"):
+        run_download(rt, args, owner="w1")
+    [(kind, _next, countdown)] = driver.dispatcher.sent
+    assert kind == "download" and 0.8 <= countdown <= 1.2  # poll_initial_seconds=1, jitter 0.2
+    waiting = file_of(rt, export_id)
+    assert (waiting.status, waiting.attempts) == (FileStatus.PENDING, 1)
+    assert waiting.error == "samsara answered HTTP 503 for /f/0"
+    assert counter("aew_retries_total", **labels) == before + 1
+    assert f"download of part-0.csv rescheduled in {countdown:.1f}s: samsara answered HTTP 503 for /f/0" in caplog.messages
+    driver.run()
+    assert (file_of(rt, export_id).status, rt.store.get(export_id).rows) == (FileStatus.DONE, 3)
+
+
+def test_a_file_not_ready_yet_is_fetched_again_no_sooner_than_storage_asks(
+    rt: Runtime, driver: Driver, provider: ScriptedProvider
+) -> None:
+    """HTTP 202 with Retry-After: the next attempt waits at least that long (plus at most the jitter), not the backoff."""
+    one_file_job(provider, the_file())
+    provider.on("GET", FILE_PATH, httpx.Response(202, headers={"Retry-After": "120"}), httpx.Response(200, text=csv_rows(3)))
+    export_id, args = to_download(rt, driver)
+    labels = {"provider": "samsara", "step": "download", "reason": "RetryLater"}
+    before = counter("aew_retries_total", **labels)
+    run_download(rt, args, owner="w1")
+    [(kind, _next, countdown)] = driver.dispatcher.sent
+    assert kind == "download" and 120 <= countdown <= 120 * 1.2
+    assert counter("aew_retries_total", **labels) == before + 1
+    assert "the file is not ready yet" in (file_of(rt, export_id).error or "")
+    driver.run()
+    assert file_of(rt, export_id).status is FileStatus.DONE
+
+
+def test_a_file_that_keeps_failing_gives_up_saying_how_many_attempts_were_made(
+    rt: Runtime, driver: Driver, provider: ScriptedProvider
+) -> None:
+    """With 2 retries allowed the file is tried 3 times; its error says so, with the last reason."""
+    rt.settings.max_transient_retries = 2
+    one_file_job(provider, the_file())
+    provider.on("GET", FILE_PATH, httpx.Response(503, text="storage busy"))
+    export_id = submit(rt)
+    driver.run()
+    file = file_of(rt, export_id)
+    assert provider.count("GET", FILE_PATH) == 3
+    assert (file.status, file.error) == (FileStatus.FAILED, "gave up after 3 attempts: samsara answered HTTP 503 for /f/0")
+    assert rt.store.get(export_id).status is ExportStatus.FAILED
+
+
+# -- signed URLs: refreshed before they expire, and when storage refuses them ---------------------------------------
+
+
+def test_a_url_about_to_expire_is_refreshed_before_it_is_used(
+    rt: Runtime, driver: Driver, provider: ScriptedProvider, clock: FakeClock
+) -> None:
+    """A URL with less than the 30 s margin left is not tried: the job is polled for a fresh one first."""
+    one_file_job(
+        provider,
+        the_file(url="https://files.example/old/0", expires=iso(clock.now + 10)),
+        the_file(url=FILE_URL, expires=iso(clock.now + 3600)),
+    )
+    serve(provider, FILE_PATH, csv_rows(3).encode())
+    export_id, args = to_download(rt, driver)
+    run_download(rt, args, owner="w1")
+    file = file_of(rt, export_id)
+    assert (file.status, file.rows, file.url_refreshes, file.url) == (FileStatus.DONE, 3, 1, FILE_URL)
+    assert provider.count("GET", "/old/0") == 0
+    assert provider.count("GET", JOB_PATH) == 2
+
+
+def test_a_url_storage_keeps_refusing_is_retried_later_after_three_refreshes(
+    rt: Runtime, driver: Driver, provider: ScriptedProvider
+) -> None:
+    """Three fresh URLs refused in a row: the attempt ends as a transient error saying so, the file is rescheduled."""
+    refused = httpx.Response(403, text="<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>")
+    one_file_job(provider, *(the_file(url=f"https://files.example/u/{i}") for i in range(5)))
+    for i in range(5):
+        provider.on("GET", f"/u/{i}", refused)
+    export_id, args = to_download(rt, driver)
+    run_download(rt, args, owner="w1")
+    file = file_of(rt, export_id)
+    assert (file.status, file.url_refreshes, file.attempts) == (FileStatus.PENDING, 3, 1)
+    assert file.error == "download URL of 'part-0.csv' was refused after 3 refreshes"
+    assert [provider.count("GET", f"/u/{i}") for i in range(5)] == [1, 1, 1, 1, 0]
+    assert [kind for kind, _, _ in driver.dispatcher.sent] == ["download"]
+
+
+def test_a_file_the_provider_no_longer_lists_fails_naming_it(rt: Runtime, driver: Driver, provider: ScriptedProvider) -> None:
+    """Re-polled for a fresh URL, the job lists no such file any more: retrying cannot help, the file fails saying so."""
+    one_file_job(provider, the_file(url="https://files.example/old/0"), [])
+    provider.on("GET", "/old/0", httpx.Response(403, text="AccessDenied"))
+    export_id, args = to_download(rt, driver)
+    run_download(rt, args, owner="w1")
+    file = file_of(rt, export_id)
+    assert (file.status, file.error) == (FileStatus.FAILED, "samsara job j1 no longer lists file 'part-0.csv'")
+    assert rt.store.get(export_id).status is ExportStatus.FAILED
+
+
+# -- impact.com: result files come from the API host, with the account's credential ----------------------------------
+
+IMPACT_JOB = "/Mediapartners/IRunit/Jobs/J1"
+
+
+def test_an_impact_result_is_downloaded_with_the_account_credential(
+    rt: Runtime, driver: Driver, provider: ScriptedProvider
+) -> None:
+    """impact.com serves the file from its API (Mode=Stream), which only answers an authenticated request."""
+    basic = "Basic " + base64.b64encode(b"IRunit:unit-impact-token").decode()
+
+    def download(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("Authorization") != basic:
+            return httpx.Response(401, json={"Message": "unauthorized"})
+        return httpx.Response(200, content=iter([b"Date,Clicks\n2024-03-01,7\n2024-03-02,9\n"]))
+
+    done = {"Id": "J1", "Type": "ApiReport", "Status": "COMPLETED", "ResultUri": f"{IMPACT_JOB}/Download"}
+    provider.on("GET", IMPACT_JOB, httpx.Response(200, json=done))
+    provider.route("GET", f"{IMPACT_JOB}/Download", download)
+    export_id = ExportClient(rt).submit("impact", {"job_id": "J1"}, credential="impact")
+    driver.run()
+    file = file_of(rt, export_id)
+    assert (file.status, file.rows) == (FileStatus.DONE, 2), file.error
+    [fetch] = [r for r in provider.requests if r.url.path == f"{IMPACT_JOB}/Download"]
+    assert fetch.url.params.get("Mode") == "Stream"
+
+
+def test_an_impact_download_refused_401_fails_the_file_naming_the_credential(
+    rt: Runtime, driver: Driver, provider: ScriptedProvider
+) -> None:
+    """A credential the API refuses cannot get better by retrying: the file fails and says which setting to check."""
+    done = {"Id": "J1", "Type": "ApiReport", "Status": "COMPLETED", "ResultUri": f"{IMPACT_JOB}/Download"}
+    provider.on("GET", IMPACT_JOB, httpx.Response(200, json=done))
+    provider.route("GET", f"{IMPACT_JOB}/Download", lambda _request: httpx.Response(401, json={"Message": "unauthorized"}))
+    export_id = ExportClient(rt).submit("impact", {"job_id": "J1"}, credential="impact")
+    driver.run()
+    file = file_of(rt, export_id)
+    assert file.status is FileStatus.FAILED
+    assert (file.error or "").startswith("impact rejected credential 'impact' (HTTP 401)")
+    assert "EXPORT_WORKER_CREDENTIALS__IMPACT__*" in (file.error or "")
