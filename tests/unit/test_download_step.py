@@ -32,7 +32,8 @@ JOB_PATH = "/ifta-detail/csv/j1"
 FILE_PATH = "/f/0"
 FILE_URL = f"https://files.example{FILE_PATH}"
 CHUNK = 1 << 20
-"""open_download reads the body in chunks of this size, so a streamed body yields one chunk per piece."""
+"""open_download's read size: httpx buffers a streamed body up to it, so each piece of this size reaches the parser
+before the next one is asked for (and "time passing" between pieces happens mid-parse)."""
 
 
 @dataclass
@@ -123,10 +124,10 @@ def exactly_one_chunk_of_csv() -> tuple[bytes, int]:
     return body, 14_001
 
 
-def serve(provider: ScriptedProvider, path: str, body: bytes, status: int = 200) -> None:
+def serve(provider: ScriptedProvider, path: str, body: bytes) -> None:
     """Answer every GET of ``path`` with ``body`` as a stream, as a network transport delivers it (a body given
     whole to httpx.Response is pre-read, and then counts no bytes downloaded)."""
-    provider.route("GET", path, lambda _request: httpx.Response(status, content=iter([body])))
+    provider.route("GET", path, lambda _request: httpx.Response(200, content=iter([body])))
 
 
 def big_body() -> bytes:
