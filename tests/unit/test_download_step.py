@@ -332,7 +332,7 @@ def test_a_storage_error_reschedules_the_file_with_backoff_and_says_why(
     one_file_job(provider, the_file())
     provider.on("GET", FILE_PATH, httpx.Response(503, text="storage busy"), httpx.Response(200, text=csv_rows(3)))
     export_id, args = to_download(rt, driver)
-    labels = {"provider": "samsara", "step": "download", "reason": "TransientError"}
+    labels = {"provider": "samsara", "step": "download", "reason": "transient"}
     before = counter("aew_retries_total", **labels)
     with caplog.at_level(logging.WARNING, logger="worker.engine"):
         run_download(rt, args, owner="w1")
@@ -354,7 +354,7 @@ def test_a_file_not_ready_yet_is_fetched_again_no_sooner_than_storage_asks(
     one_file_job(provider, the_file())
     provider.on("GET", FILE_PATH, httpx.Response(202, headers={"Retry-After": "120"}), httpx.Response(200, text=csv_rows(3)))
     export_id, args = to_download(rt, driver)
-    labels = {"provider": "samsara", "step": "download", "reason": "RetryLater"}
+    labels = {"provider": "samsara", "step": "download", "reason": "rate_limited"}
     before = counter("aew_retries_total", **labels)
     run_download(rt, args, owner="w1")
     [(kind, _next, countdown)] = driver.dispatcher.sent
@@ -378,6 +378,23 @@ def test_a_file_that_keeps_failing_gives_up_saying_how_many_attempts_were_made(
     assert provider.count("GET", FILE_PATH) == 3
     assert (file.status, file.error) == (FileStatus.FAILED, "gave up after 3 attempts: samsara answered HTTP 503 for /f/0")
     assert rt.store.get(export_id).status is ExportStatus.FAILED
+
+
+def test_a_file_not_ready_for_longer_than_the_retries_still_arrives(
+    rt: Runtime, driver: Driver, provider: ScriptedProvider
+) -> None:
+    """Waiting while storage prepares a file (202) or while it rate-limits us (429) is not a failed attempt,
+    as for polls: only the deadline bounds it, so a slow file is not given up after a few answers."""
+    rt.settings.max_transient_retries = 2
+    one_file_job(provider, the_file())
+    waits = [httpx.Response(202, headers={"Retry-After": "60"}), httpx.Response(429, headers={"Retry-After": "5"})] * 3
+    provider.on("GET", FILE_PATH, *waits, httpx.Response(200, text=csv_rows(3)))
+    export_id = submit(rt)
+    driver.run()
+    file = file_of(rt, export_id)
+    assert provider.count("GET", FILE_PATH) == 7
+    assert (file.status, file.attempts, file.rows) == (FileStatus.DONE, 0, 3)
+    assert rt.store.get(export_id).status is ExportStatus.COMPLETED
 
 
 # -- signed URLs: refreshed before they expire, and when storage refuses them ---------------------------------------

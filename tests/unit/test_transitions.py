@@ -276,11 +276,18 @@ def test_refreshed_url_replaces_the_url_and_its_expiry_and_is_counted() -> None:
 def test_retried_file_waits_under_a_new_token_and_counts_the_attempt() -> None:
     rec = record()
     file = file_record("0-0000", FileStatus.PENDING)
-    assert tr.retry_file(rec, file, 0, "HTTP 503", delay=5, now=100) == 1
-    assert tr.retry_file(rec, file, 1, "HTTP 502", delay=7, now=200) == 2
+    assert tr.retry_file(rec, file, 0, "HTTP 503", delay=5, now=100, failed=True) == 1
+    assert tr.retry_file(rec, file, 1, "HTTP 502", delay=7, now=200, failed=True) == 2
     assert (file.attempts, file.error, file.dispatched_at, file.status) == (2, "HTTP 502", 207, FileStatus.PENDING)
     with pytest.raises(StaleTask):
-        tr.retry_file(rec, file, 1, "late duplicate", delay=1, now=300)
+        tr.retry_file(rec, file, 1, "late duplicate", delay=1, now=300, failed=True)
+
+
+def test_a_file_told_to_wait_says_why_without_counting_an_attempt() -> None:
+    rec = record()
+    file = file_record("0-0000", FileStatus.PENDING)
+    assert tr.retry_file(rec, file, 0, "HTTP 202: not ready yet", delay=30, now=100, failed=False) == 1
+    assert (file.attempts, file.error, file.dispatched_at) == (0, "HTTP 202: not ready yet", 130)
 
 
 def test_refused_submit_goes_back_to_pending_and_says_why() -> None:

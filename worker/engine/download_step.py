@@ -13,7 +13,7 @@ from worker import metrics
 from worker.engine import transitions as tr
 from worker.engine.context import Runtime, export_log
 from worker.engine.lifecycle import enforce_deadline, finish_if_complete
-from worker.errors import DownloadUrlExpired, ExportWorkerError, PermanentError, RetryLater, StaleTask, TransientError
+from worker.errors import DownloadUrlExpired, PermanentError, RetryLater, StaleTask, TransientError
 from worker.file_transfer import TransferResult, transfer_file
 from worker.http_download import open_download
 from worker.models import ExportRecord, FileOutput, FileRecord, FileStatus, FileTaskArgs, Writes
@@ -99,23 +99,26 @@ def _finish_file(
     finish_if_complete(rt, record.id)
 
 
-def _retry_file(rt: Runtime, record: ExportRecord, file: FileRecord, exc: ExportWorkerError) -> None:
-    if file.attempts + 1 > rt.settings.max_transient_retries:
+def _retry_file(rt: Runtime, record: ExportRecord, file: FileRecord, exc: RetryLater | TransientError) -> None:
+    """Reschedule the download; as for submits and polls, only a failure counts towards giving up, not the
+    provider asking us to wait (429, or 202 while the file is being prepared), which the deadline bounds."""
+    if isinstance(exc, RetryLater):
+        failed, delay = False, rt.policy.after_retry_after(exc.retry_after, rt.rng)
+    elif file.attempts + 1 > rt.settings.max_transient_retries:
         _finish_file(rt, record, file, output=None, error=f"gave up after {file.attempts + 1} attempts: {exc}")
         return
-    delay = (
-        rt.policy.after_retry_after(exc.retry_after, rt.rng)
-        if isinstance(exc, RetryLater)
-        else rt.policy.delay(file.attempts, rt.rng)
-    )
+    else:
+        failed, delay = True, rt.policy.delay(file.attempts, rt.rng)
     now = rt.clock()
     try:
         token = rt.store.transact_file(
-            record.id, file.key, lambda state, current, _writes: tr.retry_file(state, current, file.token, str(exc), delay, now)
+            record.id,
+            file.key,
+            lambda state, current, _writes: tr.retry_file(state, current, file.token, str(exc), delay, now, failed=failed),
         )
     except StaleTask:
         return
-    metrics.RETRIES.labels(record.provider, "download", type(exc).__name__).inc()
+    metrics.RETRIES.labels(record.provider, "download", "transient" if failed else "rate_limited").inc()
     export_log(record).warning("download of %s rescheduled in %.1fs: %s", file.name, delay, exc)
     rt.dispatcher.download(FileTaskArgs(export_id=record.id, file_key=file.key, token=token), delay)
 

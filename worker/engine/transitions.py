@@ -206,10 +206,12 @@ def finish_file(
     return file
 
 
-def retry_file(record: ExportRecord, file: FileRecord, token: int, error: str, delay: float, now: float) -> int:
-    """Hand the file to a new download task after ``delay``; the old token goes stale."""
+def retry_file(record: ExportRecord, file: FileRecord, token: int, error: str, delay: float, now: float, *, failed: bool) -> int:
+    """Hand the file to a new download task after ``delay``; the old token goes stale. ``error`` tells the
+    user why it waits; only a ``failed`` attempt counts towards giving up."""
     current_file(record, file, token)
-    file.attempts += 1
+    if failed:
+        file.attempts += 1
     file.error = error
     file.token += 1
     file.dispatched_at = now + delay
