@@ -208,7 +208,7 @@ def _check_status(response: httpx.Response, *, provider: str, credential_name: s
     if status < 400:
         raise PermanentError(f"{provider} answered the download with unexpected HTTP {status}")
     body = _error_body(response)
-    if signed_url and (status == 403 or (status == 400 and b"expired" in body.lower())):
+    if signed_url and (status in (401, 403) or (status == 400 and b"expired" in body.lower())):
         raise DownloadUrlExpired(
             f"{provider} storage refused the signed download URL of {response.request.url.path} "
             f"(HTTP {status}); it has probably expired, re-poll the job for a fresh one"

@@ -100,9 +100,11 @@ def test_transport_errors_before_the_response_are_transient(error: Exception) ->
         fetch(client_for(handler))
 
 
-def test_403_on_a_signed_url_means_expired_not_bad_credential() -> None:
-    client = client_for(lambda r: httpx.Response(403, content=b"<Error><Code>AccessDenied</Code></Error>"))
-    with pytest.raises(DownloadUrlExpired):
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_signed_url_refused_means_expired_not_bad_credential(status: int) -> None:
+    """A signed URL carries no credential of ours, so storage refusing it cannot be about one: get a fresh URL."""
+    client = client_for(lambda r: httpx.Response(status, content=b"<Error><Code>AccessDenied</Code></Error>"))
+    with pytest.raises(DownloadUrlExpired, match=f"refused the signed download URL of /ifta.csv \\(HTTP {status}\\)"):
         fetch(client, signed=True)
     with pytest.raises(AuthError, match="'main'"):
         fetch(client, signed=False)
