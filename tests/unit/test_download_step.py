@@ -380,6 +380,24 @@ def test_a_file_that_keeps_failing_gives_up_saying_how_many_attempts_were_made(
     assert rt.store.get(export_id).status is ExportStatus.FAILED
 
 
+def test_a_download_that_fails_after_the_export_was_cancelled_exits_counted_as_stale(
+    rt: Runtime, driver: Driver, provider: ScriptedProvider
+) -> None:
+    """Cancelling mid-download ends the file's chain: the failed attempt is not rescheduled, and is counted."""
+    one_file_job(provider, the_file())
+    export_id, args = to_download(rt, driver)
+
+    def cancel_then_fail(_request: httpx.Request) -> httpx.Response:
+        ExportClient(rt).cancel(export_id)
+        return httpx.Response(503, text="storage busy")
+
+    provider.route("GET", FILE_PATH, cancel_then_fail)
+    before = stale_downloads()
+    run_download(rt, args, owner="w1")
+    assert stale_downloads() == before + 1
+    assert driver.dispatcher.sent == [] and rt.store.get(export_id).status is ExportStatus.CANCELLED
+
+
 def test_a_file_not_ready_for_longer_than_the_retries_still_arrives(
     rt: Runtime, driver: Driver, provider: ScriptedProvider
 ) -> None:

@@ -117,6 +117,7 @@ def _retry_file(rt: Runtime, record: ExportRecord, file: FileRecord, exc: RetryL
             lambda state, current, _writes: tr.retry_file(state, current, file.token, str(exc), delay, now, failed=failed),
         )
     except StaleTask:
+        metrics.STALE_TASKS.labels("download").inc()
         return
     metrics.RETRIES.labels(record.provider, "download", "transient" if failed else "rate_limited").inc()
     export_log(record).warning("download of %s rescheduled in %.1fs: %s", file.name, delay, exc)
