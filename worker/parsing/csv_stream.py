@@ -344,13 +344,12 @@ class _Parser:
                 return raw(first + index)
 
             lines: Sequence[int] = (
-                []
-                if not part
-                else range(line_of(first), line_of(first) + len(part))
+                range(line_of(first), line_of(first) + len(part))
                 if starts is None
                 else [line_of(index) for index in range(first, last)]
             )
-            if starts is None and not flags and not bad_here and _all_len(part, plan.ncols):
+            # starts is None only where the segment parsed cleanly (no errors, one record a line): no bad rows
+            if starts is None and not flags and _all_len(part, plan.ncols):
                 batch = plan.convert(part, lines, raw_at)
             else:
                 multiline = None if spans is None else [span > 1 for span in spans[first:last]]
