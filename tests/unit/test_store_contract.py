@@ -234,3 +234,13 @@ def start_running(calls: list[int]) -> Callable[[ExportRecord, Writes], None]:
         record.status = ExportStatus.RUNNING
 
     return mutate
+
+
+def test_a_rate_budget_and_a_hold_live_where_the_layout_says(fake_redis: fakeredis.FakeRedis) -> None:
+    """Operators inspect (and after an incident clear) ``rate:`` and ``hold:`` keys by these documented names."""
+    store = ExportStore(fake_redis, prefix="unit")
+    store.rate_limit_wait("samsara:default:poll", 5, 1.0)
+    store.hold("samsara:default", 30)
+    assert {key.decode() for key in fake_redis.keys("unit:*")} == {"unit:rate:samsara:default:poll", "unit:hold:samsara:default"}
+    fake_redis.delete("unit:hold:samsara:default")
+    assert store.held_for("samsara:default") == 0
