@@ -81,13 +81,34 @@ class Score:
         return 100 * self.killed / len(self.codes)
 
 
+def print_markdown(by_module: dict[str, dict[str, int | None]], listings: Path) -> None:
+    print("| module | mutants run / all | killed | listed | alive | score | raw |")
+    print("|---|---|---|---|---|---|---|")
+    for module, every in sorted(by_module.items()):
+        codes = {name: code for name, code in every.items() if code is not None}
+        stem = module.replace(".", "/")
+        path = f"`{stem}.py`" if Path(f"{stem}.py").exists() else f"`{stem}/__init__.py`"
+        if not codes:
+            print(f"| {path} | 0 / {len(every)} | | | | | |")
+            continue
+        score = Score(module, codes, listed(module, listings))
+        print(
+            f"| {path} | {len(codes)} / {len(every)} | {score.killed} | {len(score.equivalent)} | {len(score.survivors)} "
+            f"| {score.percent:.1f}% | {score.raw_percent:.1f}% |"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("mutants"))
     parser.add_argument("--listings", type=Path, default=LISTINGS, help="folder of equivalent-mutant listings")
     parser.add_argument("--survivors", action="store_true", help="list every surviving mutant")
     parser.add_argument("--target", type=float, default=90.0, help="lowest acceptable score per module (percent)")
+    parser.add_argument("--markdown", action="store_true", help="print README's table instead (no survivors, no stale listings)")
     options = parser.parse_args()
+    if options.markdown:
+        print_markdown(load(options.root), options.listings)
+        return 0
     failing = False
     print(f"{'module':40s} {'killed':>6s} {'equiv':>5s} {'alive':>5s} {'run':>5s} {'of':>5s}  score   raw")
     for module, every in sorted(load(options.root).items()):
