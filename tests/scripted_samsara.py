@@ -80,3 +80,27 @@ def script_happy_path(provider: FakeSamsara, rows: tuple[int, ...] = (3, 2)) -> 
     )
     for i, count in enumerate(rows):
         provider.on("GET", f"/j1/{i}", httpx.Response(200, text=csv_rows(count)))
+
+
+TOO_BIG = "Try limiting the number of vehicles requested per job. Requested 4 vehicles; limit is 2."
+
+
+def script_split(provider: FakeSamsara) -> None:
+    """Job 0 is refused as too big and split into 0.0 (job a) and 0.1 (job b), one file of 2 rows each."""
+    provider.on(
+        "POST",
+        "/ifta-detail/csv",
+        httpx.Response(201, json=job("big", "Requested")),
+        httpx.Response(201, json=job("a", "Requested", vehicles=(1, 2))),
+        httpx.Response(201, json=job("b", "Requested", vehicles=(3, 4))),
+    )
+    provider.on("GET", "/ifta-detail/csv/big", httpx.Response(200, json=job("big", "Failed", details=TOO_BIG)))
+    for name in ("a", "b"):
+        files = [remote_file(f"{name}.csv", f"https://files.example/{name}", 2)]
+        provider.on(
+            "GET",
+            f"/ifta-detail/csv/{name}",
+            httpx.Response(200, json=job(name, "Processing")),
+            httpx.Response(200, json=job(name, "Completed", files)),
+        )
+        provider.on("GET", f"/{name}", httpx.Response(200, text=csv_rows(2)))

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from tests.conftest import FakeClock
 from tests.engine_driver import Driver
-from tests.scripted_samsara import FakeSamsara, csv_rows, job, remote_file, script_happy_path, submit
+from tests.scripted_samsara import FakeSamsara, csv_rows, job, remote_file, script_happy_path, script_split, submit
 from worker.api import ExportClient
 from worker.dev.testing import RecordingDispatcher
 from worker.engine.context import Runtime
@@ -144,19 +144,7 @@ def test_expired_url_is_refreshed_by_polling_again(rt: Runtime, driver: Driver, 
 
 
 def test_too_many_vehicles_splits_and_completes_from_child_jobs(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
-    too_big = "Try limiting the number of vehicles requested per job. Requested 4 vehicles; limit is 2."
-    provider.on(
-        "POST",
-        "/ifta-detail/csv",
-        httpx.Response(201, json=job("big", "Requested")),
-        httpx.Response(201, json=job("a", "Requested", vehicles=(1, 2))),
-        httpx.Response(201, json=job("b", "Requested", vehicles=(3, 4))),
-    )
-    provider.on("GET", "/ifta-detail/csv/big", httpx.Response(200, json=job("big", "Failed", details=too_big)))
-    for name in ("a", "b"):
-        files = [remote_file(f"{name}.csv", f"https://files.example/{name}", 2)]
-        provider.on("GET", f"/ifta-detail/csv/{name}", httpx.Response(200, json=job(name, "Completed", files)))
-        provider.on("GET", f"/{name}", httpx.Response(200, text=csv_rows(2)))
+    script_split(provider)
     export_id = submit(rt)
     driver.run()
     record = rt.store.get(export_id)

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from tests.conftest import FakeClock
 from tests.engine_driver import Driver
-from tests.scripted_samsara import FakeSamsara, job, remote_file, submit
+from tests.scripted_samsara import TOO_BIG, FakeSamsara, job, remote_file, submit
 from worker.api import ExportClient
 from worker.engine import transitions as tr
 from worker.engine.context import Runtime
@@ -167,9 +167,8 @@ def test_a_rate_limited_poll_tells_the_user_why_it_waits(rt: Runtime, driver: Dr
 
 
 def test_child_jobs_of_a_split_are_submitted_at_once(rt: Runtime, driver: Driver, provider: FakeSamsara) -> None:
-    too_big = "Try limiting the number of vehicles requested per job. Requested 4 vehicles; limit is 2."
     provider.on(*CREATE, httpx.Response(201, json=job("j1", "Requested")))
-    provider.on(*POLL, httpx.Response(200, json=job("j1", "Failed", details=too_big)))
+    provider.on(*POLL, httpx.Response(200, json=job("j1", "Failed", details=TOO_BIG)))
     submit(rt)
     driver.step()
     driver.step()

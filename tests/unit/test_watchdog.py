@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY
 from tests.conftest import FakeClock, make_settings
 from tests.engine_driver import Driver
 from tests.interleaving import RoundTrips, hooked_client
-from tests.scripted_samsara import PARAMS, FakeSamsara, csv_rows, job, remote_file, script_happy_path, submit
+from tests.scripted_samsara import PARAMS, FakeSamsara, job, script_happy_path, script_split, submit
 from worker.api import ExportClient
 from worker.dev.testing import RecordingDispatcher
 from worker.engine import transitions as tr
@@ -41,8 +41,6 @@ from worker.models import (
     Writes,
 )
 from worker.store import ExportStore
-
-TOO_BIG = "Try limiting the number of vehicles requested per job. Requested 4 vehicles; limit is 2."
 
 
 @dataclass
@@ -69,27 +67,6 @@ def revived(kind: str) -> float:
 
 def watchdog_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "worker.watchdog" and r.levelno == logging.WARNING]
-
-
-def script_split(provider: FakeSamsara) -> None:
-    """Job 0 is refused as too big and split into 0.0 (job a) and 0.1 (job b), one file of 2 rows each."""
-    provider.on(
-        "POST",
-        "/ifta-detail/csv",
-        httpx.Response(201, json=job("big", "Requested")),
-        httpx.Response(201, json=job("a", "Requested", vehicles=(1, 2))),
-        httpx.Response(201, json=job("b", "Requested", vehicles=(3, 4))),
-    )
-    provider.on("GET", "/ifta-detail/csv/big", httpx.Response(200, json=job("big", "Failed", details=TOO_BIG)))
-    for name in ("a", "b"):
-        files = [remote_file(f"{name}.csv", f"https://files.example/{name}", 2)]
-        provider.on(
-            "GET",
-            f"/ifta-detail/csv/{name}",
-            httpx.Response(200, json=job(name, "Processing")),
-            httpx.Response(200, json=job(name, "Completed", files)),
-        )
-        provider.on("GET", f"/{name}", httpx.Response(200, text=csv_rows(2)))
 
 
 def split_with_lost_submits(rt: Runtime, driver: Driver) -> tuple[str, list[tuple[str, JobTaskArgs, float]]]:
