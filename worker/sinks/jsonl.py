@@ -72,12 +72,13 @@ class JsonlFileWriter(FileAttempt):
 
 
 def encode_columns(batch: ParsedBatch) -> list[bytes] | None:
-    """The batch as JSON Lines, byte for byte what ``orjson.dumps`` of each row dict gives, without the dicts.
+    r"""The batch as JSON Lines, byte for byte what ``orjson.dumps`` of each row dict gives, without the dicts.
 
     Each column is serialised once (one ``orjson.dumps`` of the whole column) and cut into its
-    values: numbers and ``null`` never contain ``,``, and inside a JSON string ``","`` cannot occur
-    (a ``"`` in a string is always escaped), so the separators are exact. The values are then
-    interleaved with precomputed key fragments by slice assignment and joined, all in C. A text
+    values: numbers and ``null`` never contain ``,``, and a string column whose encoding has no ``\"``
+    (an escaped quote, or a backslash ending a value) holds ``","`` only between values, so the
+    separators are exact; a column with one goes the dict way, since ``\",`` could end a value early.
+    The values are then interleaved with precomputed key fragments by slice assignment and joined, all in C. A text
     column holding ``None`` would not cut cleanly: then None is returned and the caller uses dicts.
     """
     count = len(batch.lines)
@@ -91,6 +92,8 @@ def encode_columns(batch: ParsedBatch) -> list[bytes] | None:
         if quoted and None in column:
             return None
         encoded = orjson.dumps(column)
+        if quoted and b'\\"' in encoded:
+            return None
         values = encoded[2:-2].split(b'","') if quoted else encoded[1:-1].split(b",")
         if len(values) != count:  # cannot happen for the types above; never write a misaligned row
             return None
