@@ -35,7 +35,10 @@ def kill_one_pool_child(process) -> bool:
     children = psutil.Process(process.pid).children()
     if not children:
         return False
-    random.choice(children).kill()
+    try:
+        random.choice(children).kill()
+    except psutil.NoSuchProcess:  # the child exited by itself (recycled) between listing and killing
+        return False
     return True
 
 
