@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -42,3 +44,12 @@ def rt(tmp_path: Path, store: ExportStore, dispatcher: RecordingDispatcher, prov
 @pytest.fixture
 def driver(rt: Runtime, dispatcher: RecordingDispatcher) -> Driver:
     return Driver(rt, dispatcher)
+
+
+@pytest.fixture
+def small_csv_field_limit() -> Iterator[None]:
+    """``csv.field_size_limit`` is process-global and the parser only ever raises it: lower it for a test."""
+    saved = csv.field_size_limit()
+    csv.field_size_limit(1000)
+    yield
+    csv.field_size_limit(saved)

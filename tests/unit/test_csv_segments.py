@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 
 import pytest
 
@@ -115,15 +114,6 @@ def test_a_bad_record_spanning_lines_is_quarantined_with_its_text_as_read() -> N
     rows, bad = parse_every_way(b'id,name\n1,"a\nb"\nx,"c\r\nd"\n3,e\n')
     assert [r["id"] for r in rows] == [1, 3]
     assert [(b.line, b.reason, b.raw) for b in bad] == [(4, "column 'id': invalid int 'x'", 'x,"c\r\nd"')]
-
-
-@pytest.fixture
-def small_csv_field_limit() -> Iterator[None]:
-    """``csv.field_size_limit`` is process-global and the parser only ever raises it: lower it for a test."""
-    saved = csv.field_size_limit()
-    csv.field_size_limit(1000)
-    yield
-    csv.field_size_limit(saved)
 
 
 def test_a_csv_error_row_survives_a_quoted_record_running_past_its_segment(small_csv_field_limit: None) -> None:

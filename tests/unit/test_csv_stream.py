@@ -214,15 +214,6 @@ def test_field_over_max_field_bytes_is_quarantined(quoted: bool) -> None:
     assert len(bad[0].raw) <= csv_stream.RAW_LIMIT
 
 
-@pytest.fixture
-def small_csv_field_limit() -> Iterator[None]:
-    """``csv.field_size_limit`` is process-global and the parser only ever raises it: lower it for a test."""
-    saved = csv.field_size_limit()
-    csv.field_size_limit(1000)
-    yield
-    csv.field_size_limit(saved)
-
-
 def test_reader_recovers_after_csv_field_limit_errors(small_csv_field_limit: None) -> None:
     """Past csv's limit but within the parser's line limit, csv.Error is what stops a field; twice here."""
     first = '2,"ab\n' + "x" * 2000 + '"'  # the error is raised on the record's second line
