@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import csv
-
 import pytest
 
-from tests.unit.test_csv_stream import SCHEMA, STR_ONLY, parse, parse_every_way, split
+from tests.unit.test_csv_stream import SCHEMA, STR_ONLY, parse, parse_every_way, reader_rows, split
 from worker.parsing.csv_stream import BadRow, parse_csv
 
 CUT = "line longer than 609 characters was cut off (or the record contains a NUL character)"
@@ -79,18 +77,6 @@ def test_a_cut_line_keeps_exactly_the_limit_of_its_text_whatever_line_break_prec
     assert [r["id"] for r in rows] == [1, 3] and lines == [2, 4 + blank]
     assert [(b.line, b.reason) for b in bad] == [(3 + blank, CUT)]
     assert bad[0].raw.rstrip("\x00") == line[:609]
-
-
-def reader_rows(text: str) -> tuple[list[list[str]], list[int]]:
-    """csv.reader's records (blank lines skipped) after the header, with the line each starts on."""
-    reader = csv.reader(text.splitlines(True))
-    records, starts, previous = [], [], 0
-    for record in reader:
-        if record:
-            records.append(record)
-            starts.append(previous + 1)
-        previous = reader.line_num
-    return records[1:], starts[1:]
 
 
 def test_old_mac_lines_held_back_past_the_line_limit_split_inside_a_quoted_field() -> None:

@@ -36,6 +36,18 @@ def parse(
     return [row for b in batches for row in b.rows], [bad for b in batches for bad in b.bad]
 
 
+def reader_rows(text: str) -> tuple[list[list[str]], list[int]]:
+    """csv.reader's records (blank lines skipped) after the header, with the line each starts on."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    records, starts, previous = [], [], 0
+    for record in reader:
+        if record:
+            records.append(record)
+            starts.append(previous + 1)
+        previous = reader.line_num
+    return records[1:], starts[1:]
+
+
 def parse_every_way(data: bytes, schema: RowSchema = SCHEMA, **kwargs: int) -> tuple[list[dict], list[BadRow]]:
     """Parse with many chunkings and batch sizes; they must all agree."""
     reference = parse(data, schema, **kwargs)
@@ -501,14 +513,7 @@ def test_property_same_rows_and_lines_as_csv_reader(
     bad = [b for batch in batches for b in batch.bad]
     # csv.writer leaves a lone "\r" unquoted when the terminator is "\n", so the table read back may
     # differ from the one written; what must match is csv.reader over the same text.
-    reader = csv.reader(io.StringIO(text, newline=""))
-    records, starts, previous = [], [], 0
-    for record in reader:
-        if record:
-            records.append(record)
-            starts.append(previous + 1)
-        previous = reader.line_num
-    records, starts = records[1:], starts[1:]
+    records, starts = reader_rows(text)
     good = [(record, line) for record, line in zip(records, starts, strict=True) if len(record) == ncols]
     assert rows == [dict(zip(header, record, strict=True)) for record, _ in good]
     assert lines == [line for _, line in good]
