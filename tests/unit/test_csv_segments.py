@@ -52,6 +52,27 @@ def test_a_one_character_field_over_a_tiny_byte_limit_is_caught_at_a_segment_sta
         assert [(x.line, x.reason) for b in batches for x in b.bad] == [(3, reason)], chunk
 
 
+@pytest.mark.parametrize("limit", [1, 2, 3])
+def test_a_last_line_of_one_multibyte_character_without_a_line_break_is_checked_against_a_tiny_limit(limit: int) -> None:
+    """The final segment is one character long: under 4 bytes of limit, even a one-character run is checked."""
+    char = "\U0001f600"
+    batches = list(parse_csv([f"a\n1\n{char}".encode()], STR_ONLY, max_field_bytes=limit))
+    reason = (
+        f"field in column 'a' is 4 bytes, more than {limit}; raise EXPORT_WORKER_MAX_FIELD_BYTES if such fields are legitimate"
+    )
+    assert [r for b in batches for r in b.rows] == [{"a": "1"}]
+    assert [(x.line, x.reason) for b in batches for x in b.bad] == [(3, reason)]
+
+
+def test_a_cut_line_with_an_open_quote_is_quarantined_as_cut_and_the_lines_after_it_parse() -> None:
+    """The cut line is parsed alone, as if the file ended there: its reason is the cut, not the open quote."""
+    data = b'id,name\n1,a\n2,"' + b"y" * 700 + b"\n3,b\n4,c\n"
+    for size in (1, 7, 64):
+        rows, lines, bad = chunked(split(data, size))
+        assert [r["id"] for r in rows] == [1, 3, 4] and lines == [2, 4, 5], size
+        assert [(b.line, b.reason) for b in bad] == [(3, CUT)], size
+
+
 @pytest.mark.parametrize(("ys", "cut"), [(607, False), (608, True)])
 def test_a_line_of_exactly_the_limit_after_a_waiting_cr_is_not_cut(ys: int, cut: bool) -> None:
     """The "\\r" of line 2 waits for a possible "\\n"; split off, the 609-character line 3 is within the limit."""

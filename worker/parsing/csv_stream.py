@@ -92,7 +92,7 @@ def _segments(chunks: Iterable[bytes], max_field_bytes: int, parser: _Parser) ->
     carry: list[str] = []  # text after the last line break, in pieces (joined once, when a break comes)
     carry_len = carry_flags = 0
     skipping = started = lone_cr = False
-    quarter = max(max_field_bytes // 4, 1)
+    quarter = max_field_bytes // 4  # a character is at most 4 bytes; 0 (limit under 4) checks every run
     for chunk in _pieces(chunks):
         flags = NUL if b"\x00" in chunk else 0
         data = undecoded + chunk if undecoded else chunk
@@ -115,8 +115,9 @@ def _segments(chunks: Iterable[bytes], max_field_bytes: int, parser: _Parser) ->
             cut = _first_break(text)
             if cut < 0:
                 continue
-            # The cut line goes on its own: a quote left open in it must not swallow the lines after it.
-            yield carry[0] + "\n", carry_flags, False
+            # The cut line goes on its own, as if the file ended there: a quote left open in it must not
+            # swallow the lines after it, and its reason is the cut, not the open quote.
+            yield carry[0] + "\n", carry_flags, True
             end = cut + 2 if text.startswith("\r\n", cut) else cut + 1
             lone_cr = end == len(text) and text[cut] == "\r"
             text = text[end:]
