@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -63,11 +64,12 @@ def test_names_that_clash_or_exceed_63_bytes_are_refused_naming_them(schema: str
     target = sink(schema)
     with pytest.raises(PermanentError) as clash:
         load(target.open_file("exp1", "0-0000", "f.csv"), b"id,_line,_export_id\n1,2,3\n")
-    assert str(clash.value) == "CSV column(s) _export_id, _line clash with the postgres sink's own columns"
+    another = "; load this export with another sink (jsonl or parquet)"
+    assert str(clash.value) == "CSV column(s) _export_id, _line clash with the postgres sink's own columns" + another
     long_name, second = "b" * 100, "c" * 70
     with pytest.raises(PermanentError) as long:
         load(target.open_file("exp1", "0-0000", "f.csv"), f"id,{long_name},{second}\n1,2,3\n".encode())
-    assert str(long.value) == f"CSV column name {'b' * 80!r} is longer than PostgreSQL's 63 bytes"
+    assert str(long.value) == f"CSV column name {'b' * 80!r} is longer than PostgreSQL's 63 bytes" + another
     with pytest.raises(PermanentError, match="is longer than PostgreSQL's 63 bytes"):
         load(target.open_file("exp1", "0-0000", "f.csv"), ("id," + "é" * 32 + "\n1,2\n").encode())  # 32 chars, 64 bytes
     fits = "a" * 63
@@ -155,15 +157,38 @@ def test_two_files_load_at_once_each_under_its_own_lock(schema: str) -> None:
 
 
 def test_a_table_that_is_not_the_sinks_fails_the_file_with_the_reason(schema: str) -> None:
-    """Pointing an export at an unrelated table (no ``_export_id``) fails the file as an engine error with PostgreSQL's words.
-
-    It is retried today (psycopg's ``SyntaxErrorOrAccessRuleViolation`` is SQLSTATE 42000 only, not class 42): see the report.
-    """
+    """Pointing an export at an unrelated table (no ``_export_id``) fails the file at once: a retry cannot add the column."""
     execute(f'CREATE SCHEMA "{schema}"; CREATE TABLE "{schema}".ifta (id bigint)')
-    with pytest.raises((PermanentError, TransientError)) as caught:
+    with pytest.raises(PermanentError) as caught:
         load(sink(schema).open_file("exp1", "0-0000", "f.csv"), csv_of(2))
-    assert str(caught.value).endswith(': column "_export_id" does not exist'), str(caught.value)
-    assert "'test'" in str(caught.value) or f"{schema}.ifta" in str(caught.value)
+    assert str(caught.value) == (
+        f'PostgreSQL refused the load into {schema}.ifta: column "_export_id" does not exist; point the export at a '
+        "table this sink created (another table option) or fix the table, then retry the export"
+    )
+
+
+@pytest.fixture
+def unprivileged_url() -> Iterator[str]:
+    """A login role that owns nothing and was granted nothing (trust auth lets it in without a password)."""
+    role = f"aew_role_{uuid.uuid4().hex[:10]}"
+    execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        yield TEST_DATABASE_URL.replace("postgres@", f"{role}@", 1)
+    finally:
+        execute(f'DROP ROLE "{role}"')
+
+
+def test_a_role_without_privileges_fails_the_file_saying_what_to_grant(schema: str, unprivileged_url: str) -> None:
+    """A missing GRANT is not transient: retrying would only repeat the refusal, so the user is told what to grant."""
+    load(sink(schema).open_file("exp1", "0-0000", "f.csv"), csv_of(2))
+    with pytest.raises(PermanentError) as caught:
+        load(PostgresSink(unprivileged_url, "test", schema, "ifta").open_file("exp1", "0-0001", "g.csv"), csv_of(3))
+    assert str(caught.value) == (
+        f"PostgreSQL refused {schema}.ifta to the worker's role: permission denied for database test; grant the role "
+        "what that names (the sink needs USAGE and CREATE on the schema, or CREATE on the database while the schema is "
+        "missing, and SELECT, INSERT and DELETE on the table and its quarantine), then retry the export"
+    )
+    assert query(f'SELECT _file_key, count(*) FROM "{schema}".ifta GROUP BY 1') == [("0-0000", 2)]
 
 
 def test_a_connection_lost_mid_file_is_retried_naming_the_database(schema: str) -> None:

@@ -280,13 +280,16 @@ def _copy_line(fields: tuple[str, ...]) -> str:
     return "\t".join(field.translate(_ESCAPES) for field in fields) + "\n"
 
 
+_USE_ANOTHER_SINK = "; load this export with another sink (jsonl or parquet)"
+
+
 def _check_names(names: Sequence[str]) -> None:
     clash = sorted(set(names).intersection(META_COLUMNS))
     if clash:
-        raise PermanentError(f"CSV column(s) {', '.join(clash)} clash with the postgres sink's own columns")
+        raise PermanentError(f"CSV column(s) {', '.join(clash)} clash with the postgres sink's own columns{_USE_ANOTHER_SINK}")
     long = [name for name in names if len(name.encode("utf-8")) > _MAX_IDENTIFIER_BYTES]
     if long:
-        raise PermanentError(f"CSV column name {long[0][:80]!r} is longer than PostgreSQL's 63 bytes")
+        raise PermanentError(f"CSV column name {long[0][:80]!r} is longer than PostgreSQL's 63 bytes{_USE_ANOTHER_SINK}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -300,7 +303,18 @@ def _errors(sink: PostgresSink) -> Iterator[None]:
         yield
     except psycopg.errors.LockNotAvailable:
         raise TransientError(f"table {sink.schema}.{sink.table} is busy (schema change waits for a load); retrying") from None
-    except (psycopg.errors.DataError, psycopg.errors.IntegrityError, psycopg.errors.SyntaxErrorOrAccessRuleViolation) as exc:
+    except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
         raise PermanentError(f"PostgreSQL refused the rows for {sink.schema}.{sink.table}: {_first_line(exc)}") from None
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise PermanentError(
+            f"PostgreSQL refused {sink.schema}.{sink.table} to the worker's role: {_first_line(exc)}; grant the role what "
+            "that names (the sink needs USAGE and CREATE on the schema, or CREATE on the database while the schema is "
+            "missing, and SELECT, INSERT and DELETE on the table and its quarantine), then retry the export"
+        ) from None
+    except psycopg.ProgrammingError as exc:  # SQLSTATE class 42 and the like: the table is not what the load expects
+        raise PermanentError(
+            f"PostgreSQL refused the load into {sink.schema}.{sink.table}: {_first_line(exc)}; point the export at a table "
+            "this sink created (another table option) or fix the table, then retry the export"
+        ) from None
     except psycopg.Error as exc:
         raise TransientError(f"database {sink.database!r} failed: {_first_line(exc)}") from None
