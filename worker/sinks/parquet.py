@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,12 +106,5 @@ def _array(values: Sequence[Any], kind: ColumnType) -> pa.Array:
         return strings.cast(TIMESTAMP)  # every value with an offset or Z: parsed in C
     with contextlib.suppress(pa.ArrowInvalid):
         return strings.cast(pa.timestamp("us")).cast(TIMESTAMP)  # every value without offset: UTC
-    return pa.array([_utc(value) for value in values], type=TIMESTAMP)
-
-
-def _utc(value: str | None) -> datetime | None:
-    """A mix of naive and offset values: naive ones are UTC, as in the other sinks."""
-    if value is None:
-        return None
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    # A mix of naive and offset values: pyarrow takes a naive datetime as UTC for a UTC type, as the other sinks do.
+    return pa.array([None if value is None else datetime.fromisoformat(value) for value in values], type=TIMESTAMP)
