@@ -464,3 +464,14 @@ def test_refused_submit_is_counted_and_logged_as_a_submit_retry(
     refused = rt.store.get(export_id).jobs["0"]
     assert (refused.status, refused.transient_errors) == (JobStatus.PENDING, 1) and "503" in (refused.message or "")
     assert [kind for kind, _, _ in driver.dispatcher.sent] == ["submit"]
+
+
+def test_each_provider_and_credential_gets_its_own_gateway_and_keeps_it(rt: Runtime) -> None:
+    """A shared gateway would send one provider's requests with another's rules or another account's key."""
+    samsara, impact, fleet = rt.gateway("samsara", "default"), rt.gateway("impact", "default"), rt.gateway("samsara", "fleet")
+    assert [(g.provider.name, g.credential_name) for g in (samsara, impact, fleet)] == [
+        ("samsara", "default"),
+        ("impact", "default"),
+        ("samsara", "fleet"),
+    ]
+    assert rt.gateway("samsara", "default") is samsara, "a gateway is kept, so its HTTP client's connections are reused"

@@ -12,6 +12,7 @@ from tests.sink_data import files
 from worker.parsing.columns import BadRow
 from worker.sinks.files import STALE_TEMP_SECONDS
 from worker.sinks.jsonl import JsonlSink
+from worker.sinks.parquet import ParquetSink
 
 ROWS = [{"id": 1}]
 
@@ -69,3 +70,33 @@ def test_a_temp_that_cannot_be_removed_does_not_stop_the_discard(tmp_path: Path)
     (tmp_path / "exp1" / ".stuck.tmp").mkdir()  # unlink() refuses a directory, as it would a vanished or locked file
     assert sink.discard_attempts("exp1") == 2
     assert [path.name for path in (tmp_path / "exp1").iterdir()] == [".stuck.tmp"]
+
+
+@pytest.mark.parametrize(("sink_type", "suffix"), [(JsonlSink, ".jsonl"), (ParquetSink, ".parquet")])
+def test_an_output_name_that_is_a_link_out_of_the_root_is_refused(
+    tmp_path: Path, sink_type: type[JsonlSink | ParquetSink], suffix: str
+) -> None:
+    """The check looks at the name the commit will replace (with the sink's suffix), not at the bare source name."""
+    root, outside = tmp_path / "out", tmp_path / f"outside{suffix}"
+    (root / "exp1").mkdir(parents=True)
+    outside.write_bytes(b"not ours")
+    (root / "exp1" / f"f.csv{suffix}").symlink_to(outside)
+    with pytest.raises(ValueError, match="would leave the output directory"):
+        sink_type(root).open_file("exp1", "k", "f.csv")
+    assert outside.read_bytes() == b"not ours"
+
+
+def test_an_abort_whose_files_fail_to_close_still_removes_both_temps(tmp_path: Path) -> None:
+    """Abort runs after something went wrong, often the disk: a close that fails must not keep the temps or raise.
+
+    Both descriptors are closed under the writer, so its buffered close fails with EBADF as on a broken disk.
+    """
+    sink = JsonlSink(tmp_path)
+    writer = sink.open_file("exp1", "k", "f.csv")
+    writer.write_rows(ROWS)
+    writer.write_bad([BadRow(2, "bad", "x")], "f.csv")
+    assert len(files(tmp_path / "exp1")) == 2
+    os.close(writer._out.fileno())
+    os.close(writer._quarantine._out.fileno())
+    writer.abort()
+    assert files(tmp_path / "exp1") == []

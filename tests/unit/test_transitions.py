@@ -360,6 +360,16 @@ def test_revived_file_is_dispatched_now_under_a_new_token_and_reported() -> None
     assert writes.events == [{"type": "revived", "file": "0-0000"}]
 
 
+def test_a_file_revived_twice_leaves_both_earlier_tokens_stale() -> None:
+    """The token only ever grows: a second revival must not hand out the first one's token again."""
+    rec = record()
+    file = file_record("0-0000", FileStatus.PENDING)
+    assert [tr.revive_file(rec, file, token, now=77, writes=Writes()) for token in (0, 1)] == [1, 2]
+    for old in (0, 1):
+        with pytest.raises(StaleTask):
+            tr.revive_file(rec, file, old, now=78, writes=Writes())
+
+
 def test_poll_answer_is_kept_on_the_job_for_progress_views() -> None:
     rec = record()
     rec.jobs["0"].transient_errors = 2
