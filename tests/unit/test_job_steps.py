@@ -122,7 +122,8 @@ def test_a_created_job_is_logged_with_its_provider_id(
         driver.step()
     [created] = [r for r in caplog.records if r.getMessage().startswith("created provider job")]
     assert created.getMessage() == "created provider job j1"
-    assert (created.export_id, created.provider_job_id) == (export_id, "j1")  # type: ignore[attr-defined]
+    fields = (created.export_id, created.provider, created.provider_job_id)  # type: ignore[attr-defined]
+    assert fields == (export_id, "samsara", "j1"), "the JSON log line names the export, the provider and its job"
 
 
 def test_a_poll_whose_chain_was_taken_over_mid_call_exits_counted_as_stale(
