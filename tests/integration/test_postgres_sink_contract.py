@@ -59,6 +59,21 @@ def test_text_with_a_single_kind_of_special_character_and_nulls_round_trips(sche
     ]  # fmt: skip
 
 
+def test_a_null_among_values_of_one_batch_leaves_its_neighbours_alone(schema: str) -> None:
+    """Parsed in one piece, the nulls share a batch with values: each column's null marker must go to its row only."""
+    data = b"id,name,amount,at\n1,a,1.5,2026-01-01T00:00:00Z\n2,b,,\n3,c,2.5,2026-01-02T00:00:00Z\n"
+    [batch] = batches(data)
+    assert (batch.columns[2], batch.columns[3]) == ([1.5, None, 2.5], ["2026-01-01T00:00:00Z", None, "2026-01-02T00:00:00Z"])
+    writer = sink(schema).open_file("exp1", "0-0000", "f.csv")
+    writer.write_batch(batch)
+    assert writer.commit().rows == 3
+    assert table_rows(schema, "ifta") == [
+        {"id": 1, "name": "a", "amount": 1.5, "at": datetime(2026, 1, 1, tzinfo=UTC)},
+        {"id": 2, "name": "b", "amount": None, "at": None},
+        {"id": 3, "name": "c", "amount": 2.5, "at": datetime(2026, 1, 2, tzinfo=UTC)},
+    ]
+
+
 def test_names_that_clash_or_exceed_63_bytes_are_refused_naming_them(schema: str) -> None:
     """A user must learn which header names to change: every clash, and the first too-long name (cut to 80 chars)."""
     target = sink(schema)
