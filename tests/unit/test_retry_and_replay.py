@@ -80,8 +80,12 @@ def test_retrying_a_failed_impact_export_replays_its_job_and_completes(rt: Runti
     provider_job_id = failed.jobs["0"].provider_job_id
 
     ExportClient(rt).retry(export_id)
-    [(kind, args, _countdown)] = driver.dispatcher.sent
+    [(kind, args, countdown)] = driver.dispatcher.sent
     assert (kind, args.job_key) == ("poll", "0"), "a replayed job is polled, never submitted again"
+    first, second = rt.policy.initial, rt.policy.initial * rt.policy.multiplier
+    jitter = rt.policy.jitter
+    assert second * (1 - jitter) > first * (1 + jitter), "the first two delays must be told apart"
+    assert first * (1 - jitter) <= countdown <= first * (1 + jitter), "a replayed job starts polling afresh"
     driver.run()
     record = rt.store.get(export_id)
     assert (record.status, record.rows, record.error) == (ExportStatus.COMPLETED, 6, None)
