@@ -1,4 +1,4 @@
-"""The layout rules README's Layout section states, checked on the source: no import cycles, Redis in one place.
+"""The layout rules the Layout section of docs/development.md states, checked on the source: no import cycles, Redis in one place.
 
 Every import counts, including those inside functions (a lazy import hides a cycle, it doesn't remove
 it); only ``if TYPE_CHECKING:`` blocks are left out, since they never run.
