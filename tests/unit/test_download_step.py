@@ -96,7 +96,7 @@ def stale_downloads() -> float:
 
 
 def lease_key(rt: Runtime, args: FileTaskArgs) -> str:
-    """The lease's Redis key, as documented in worker/store.py."""
+    """The lease's Redis key, as documented in worker/store/__init__.py."""
     return rt.store.key("export", args.export_id, "lease", args.file_key)
 
 

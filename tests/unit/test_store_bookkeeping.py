@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import worker.store
+import worker.store.base
 from tests.conftest import FakeClock
 from tests.unit.test_store import new_record
 from worker.errors import UnknownExport
@@ -21,7 +21,7 @@ from worker.store import ExportStore
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """The store's wall clock (rate limiter, ``updated_at``, event times); Redis keeps its own."""
     fake = FakeClock()
-    monkeypatch.setattr(worker.store, "time", SimpleNamespace(time=fake))
+    monkeypatch.setattr(worker.store.base, "time", SimpleNamespace(time=fake))
     return fake
 
 

@@ -2,7 +2,7 @@
 exports and from caller-chosen text, a bounded events stream, errors that name the export, and
 export-only changes that file traffic does not hold up.
 
-The layout is the table at the top of ``worker/store.py``, which the README's ``KEY_PREFIX`` setting
+The layout is the table at the top of ``worker/store/__init__.py``, which the README's ``KEY_PREFIX`` setting
 points operators to; these tests read the raw keys from fakeredis, as an operator or another process would.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 import fakeredis
 import pytest
 
-import worker.store
+import worker.store.base
 from tests.interleaving import RoundTrips, hooked_client
 from tests.unit.test_store import new_record
 from worker.errors import UnknownExport
@@ -154,7 +154,7 @@ def test_the_events_stream_is_capped_and_keeps_the_newest(
     The cap is shrunk to 10 to keep the test fast. Redis trims approximately (whole nodes), so only
     "far fewer than written" and "at least the newest ``EVENTS_MAXLEN``" are promised.
     """
-    monkeypatch.setattr(worker.store, "EVENTS_MAXLEN", 10)
+    monkeypatch.setattr(worker.store.base, "EVENTS_MAXLEN", 10)
     store.create(new_record())
 
     def chatter(_record: ExportRecord, writes: Writes) -> None:

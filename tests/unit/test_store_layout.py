@@ -9,7 +9,7 @@ from worker.store import ExportStore
 
 
 def test_sink_streams_are_where_the_key_layout_says() -> None:
-    """Other applications XREAD these keys, as documented at the top of worker/store.py."""
+    """Other applications XREAD these keys, as documented at the top of worker/store/__init__.py."""
     store = ExportStore(fakeredis.FakeRedis(), prefix="unit")
     assert store.records_key("e1", "0-1") == "unit:export:e1:records:0-1"
     assert store.quarantine_key("e1", "0-1") == "unit:export:e1:quarantine:0-1"

@@ -1,0 +1,126 @@
+"""Export records: create (idempotent), read, and change them atomically (WATCH, mutate, MULTI/EXEC).
+
+Every change to a record goes through :meth:`ExportsMixin.transact`: WATCH the key, let a pure
+function mutate a fresh copy, then MULTI/EXEC. A concurrent change aborts the EXEC and the function
+runs again on the new state, so two workers can never both advance an export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+
+from worker.models import ExportRecord, FileRecord, Writes
+from worker.store import base
+from worker.store.base import StoreBase, text
+
+T = TypeVar("T")
+
+
+class ExportsMixin(StoreBase):
+    def create(self, record: ExportRecord) -> tuple[ExportRecord, bool]:
+        """Store a new export; with an idempotency key already used, return that export instead."""
+        idem = self.key("idem", record.idempotency_key) if record.idempotency_key else None
+        export_key = self._export_key(record.id)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    if idem:
+                        pipe.watch(idem)
+                        existing = pipe.get(idem)
+                        if existing is not None:
+                            pipe.reset()
+                            return self.get(text(existing)), False
+                    pipe.multi()
+                    if idem:
+                        pipe.set(idem, record.id)
+                    pipe.set(export_key, record.model_dump_json())
+                    pipe.zadd(self.key("exports"), {record.id: record.created_at})
+                    pipe.sadd(self.key("active"), record.id)
+                    pipe.hincrby(self.key("stats", "status"), record.status.value, 1)
+                    self._stage_events(pipe, record.id, [{"type": "created", "status": record.status}])
+                    pipe.execute()
+                    return record, True
+                except redis.WatchError:
+                    continue
+
+    def get(self, export_id: str) -> ExportRecord:
+        return self._load_export(self.redis.get(self._export_key(export_id)), export_id)
+
+    def transact(self, export_id: str, mutate: Callable[[ExportRecord, Writes], T]) -> T:
+        """Apply ``mutate`` atomically. It may raise to abort; its record changes are saved otherwise."""
+        return self._transact(export_id, lambda record, _files, writes: mutate(record, writes), with_files=False)
+
+    def transact_with_files(self, export_id: str, mutate: Callable[[ExportRecord, list[FileRecord], Writes], T]) -> T:
+        """Like :meth:`transact`, with every file record read under the same WATCH.
+
+        A decision over the whole export (complete it, reopen its failed files) must see the record
+        and every file in one atomic view: a poll that adds files, or a download that finishes or
+        reopens one, between the read and the EXEC aborts the EXEC and the decision runs again.
+        """
+        return self._transact(export_id, mutate, with_files=True)
+
+    def _transact(self, export_id: str, mutate: Callable[[ExportRecord, list[FileRecord], Writes], T], *, with_files: bool) -> T:
+        export_key = self._export_key(export_id)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(export_key)
+                    record = self._load_export(pipe.get(export_key), export_id)
+                    files = self._watch_files(pipe, export_id) if with_files else []
+                    before = record.model_dump_json()
+                    status_before = record.status
+                    writes = Writes()
+                    result = mutate(record, files, writes)
+                    after = record.model_dump_json()
+                    if after == before and not writes.files and not writes.events:
+                        pipe.reset()
+                        return result
+                    record.updated_at = base.now()
+                    pipe.multi()
+                    pipe.set(export_key, record.model_dump_json())
+                    for file_record in writes.files:
+                        self._stage_file(pipe, export_id, file_record)
+                    if record.status != status_before:
+                        if record.status.terminal:
+                            pipe.srem(self.key("active"), export_id)
+                            pipe.zadd(self.key("unannounced"), {export_id: record.finished_at or record.updated_at})
+                        elif status_before.terminal:
+                            pipe.sadd(self.key("active"), export_id)
+                        pipe.hincrby(self.key("stats", "status"), status_before.value, -1)
+                        pipe.hincrby(self.key("stats", "status"), record.status.value, 1)
+                    self._stage_events(pipe, export_id, writes.events)
+                    pipe.execute()
+                    return result
+                except redis.WatchError:
+                    continue
+
+    def _watch_files(self, pipe: Any, export_id: str) -> list[FileRecord]:
+        """Every file of the export, read while WATCHing the index, the finished set and each record."""
+        pipe.watch(self._files_index(export_id), self._finished_set(export_id))
+        keys = sorted(text(raw) for raw in pipe.smembers(self._files_index(export_id)))
+        if not keys:
+            return []
+        record_keys = [self._file_key(export_id, key) for key in keys]
+        pipe.watch(*record_keys)
+        return [FileRecord.model_validate_json(raw) for raw in pipe.mget(record_keys) if raw is not None]
+
+    def status_counts(self) -> dict[str, int]:
+        return {text(k): int(v) for k, v in self.redis.hgetall(self.key("stats", "status")).items()}
+
+    def list_ids(self, limit: int = 50) -> list[str]:
+        ids: list[bytes] = self.redis.zrevrange(self.key("exports"), 0, limit - 1)  # type: ignore[assignment]
+        return [text(raw) for raw in ids]
+
+    def active_ids(self) -> list[str]:
+        return sorted(text(raw) for raw in self.redis.smembers(self.key("active")))
+
+    def mark_announced(self, export_id: str) -> None:
+        self.redis.zrem(self.key("unannounced"), export_id)
+
+    def unannounced_ids(self, ended_before: float) -> list[str]:
+        """Exports that ended before ``ended_before`` and whose end nobody reported (its worker died)."""
+        ids: list[bytes] = self.redis.zrangebyscore(self.key("unannounced"), "-inf", ended_before)  # type: ignore[assignment]
+        return [text(raw) for raw in ids]

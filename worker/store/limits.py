@@ -1,0 +1,61 @@
+"""Download leases and the provider budgets every worker spends from (GCRA, holds after a 429)."""
+
+from __future__ import annotations
+
+import math
+
+from worker.store import base
+from worker.store.base import StoreBase
+
+# The wait is rounded up to whole ms: Redis truncates a Lua number to an integer reply, and a
+# refusal shorter than 1 ms read as 0 would let the request go without being charged.
+_RATE_SCRIPT = """
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
+if tat < now then tat = now end
+local allow_at = tat - burst
+if now < allow_at then return math.ceil(allow_at - now) end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now + 1000))
+return 0
+"""
+
+_RENEW_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class LimitsMixin(StoreBase):
+    def acquire_lease(self, export_id: str, file_key: str, owner: str, seconds: float) -> bool:
+        return bool(self.redis.set(self._lease_key(export_id, file_key), owner, nx=True, px=int(seconds * 1000)))
+
+    def renew_lease(self, export_id: str, file_key: str, owner: str, seconds: float) -> bool:
+        return bool(self._eval(_RENEW_SCRIPT, [self._lease_key(export_id, file_key)], [owner, int(seconds * 1000)]))
+
+    def release_lease(self, export_id: str, file_key: str, owner: str) -> None:
+        self._eval(_RELEASE_SCRIPT, [self._lease_key(export_id, file_key)], [owner])
+
+    def rate_limit_wait(self, bucket: str, requests: int, per_seconds: float) -> float:
+        """GCRA shared by every worker: 0 when a request may go now, else seconds to wait."""
+        interval_ms = per_seconds * 1000 / requests
+        burst_ms = per_seconds * 1000 - interval_ms
+        now_ms = base.now() * 1000
+        wait_ms = self._eval(_RATE_SCRIPT, [self.key("rate", bucket)], [now_ms, interval_ms, burst_ms])
+        return float(wait_ms) / 1000
+
+    def hold(self, bucket: str, seconds: float) -> None:
+        """Make every worker wait ``seconds`` before spending from ``bucket`` (a provider answered 429)."""
+        self.redis.set(self.key("hold", bucket), "1", px=max(1, math.ceil(seconds * 1000)))
+
+    def held_for(self, bucket: str) -> float:
+        """Seconds left on a :meth:`hold` of ``bucket``; 0 when there is none."""
+        remaining = int(self.redis.pttl(self.key("hold", bucket)))
+        return remaining / 1000 if remaining > 0 else 0.0
