@@ -18,9 +18,11 @@ key                                    type    content
 ``active``                             set     export ids not yet terminal (watchdog scans it)
 ``unannounced``                        zset    ended exports whose end was not yet reported, by end time
 ``events``                             stream  one entry per state change
+``export:<id>:events``                 stream  the same entries for one export only (capped, the timeline)
 ``rate:<provider>:<credential>:<op>``  string  GCRA theoretical arrival time (ms); ``<op>`` is the budget name
 ``hold:<provider>:<credential>``       string  set after a provider 429, expires when it asked us to wait
 ``stats:status``                       hash    number of exports in each status (metrics)
+``stats:schedule_success``             hash    schedule name -> when its last export completed (metrics)
 ``export:<id>:records:<file_key>``     stream  rows of one file (``redis_stream`` sink), expires
 ``export:<id>:quarantine:<file_key>``  stream  bad rows of one file (``redis_stream`` sink)
 ``staging:<attempt>:records|quarantine``  stream  an uncommitted redis_stream attempt
@@ -38,10 +40,12 @@ from worker.store.events import EventsMixin
 from worker.store.exports import ExportsMixin
 from worker.store.files import FilesMixin
 from worker.store.limits import LimitsMixin
+from worker.store.queries import QueriesMixin
+from worker.store.schedule_stats import ScheduleStatsMixin
 from worker.store.streams import StreamsMixin
 
 
-class ExportStore(ExportsMixin, FilesMixin, LimitsMixin, EventsMixin, StreamsMixin):
+class ExportStore(ExportsMixin, FilesMixin, LimitsMixin, EventsMixin, StreamsMixin, QueriesMixin, ScheduleStatsMixin):
     """The whole store: one Redis client, one key prefix, every concern's operations."""
 
 

@@ -14,6 +14,8 @@ from worker.errors import ExportWorkerError, UnknownExport
 from worker.models import ExportRecord, FileRecord, FileStatus
 
 EVENTS_MAXLEN = 100_000
+EXPORT_EVENTS_MAXLEN = 2_000
+"""Per-export events kept (approximately): a whole timeline of polls, files and retries fits."""
 
 STORE_UNAVAILABLE: tuple[type[Exception], ...] = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 """What a store call raises while Redis is away: callers retry or report these, never lose state."""
@@ -30,6 +32,13 @@ def now() -> float:
 
 def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def decode_event(entry_id: bytes | str, fields: dict[Any, Any]) -> tuple[str, dict[str, Any]]:
+    """One stream entry as (entry id, event): the envelope fields with the event's own JSON merged in."""
+    decoded = {text(k): text(v) for k, v in fields.items()}
+    detail = json.loads(decoded.pop("data"))
+    return text(entry_id), {**decoded, **detail}
 
 
 class StoreBase:
@@ -87,6 +96,9 @@ class StoreBase:
     def events_key(self) -> str:
         return self.key("events")
 
+    def export_events_key(self, export_id: str) -> str:
+        return self.key("export", export_id, "events")
+
     # -- shared by the export and file transactions ------------------------------------------------
 
     @staticmethod
@@ -102,6 +114,7 @@ class StoreBase:
         for event in events:
             fields = {"export_id": export_id, "at": f"{now():.3f}", "data": json.dumps(event)}
             pipe.xadd(self.events_key, fields, maxlen=EVENTS_MAXLEN, approximate=True)
+            pipe.xadd(self.export_events_key(export_id), fields, maxlen=EXPORT_EVENTS_MAXLEN, approximate=True)
 
     def _stage_file(self, pipe: Any, export_id: str, record: FileRecord) -> None:
         """Write a file record and keep the finished set in step with its status."""

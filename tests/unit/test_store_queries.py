@@ -1,0 +1,110 @@
+"""The dashboard's read-only queries: pages of the exports index, bulk reads in constant round trips,
+each export's own events stream, and the schedule-success stamp."""
+
+from __future__ import annotations
+
+import fakeredis
+
+from tests.interleaving import RoundTrips, hooked_client
+from tests.unit.test_store import new_record
+from worker.models import ExportRecord, FileRecord, FileStatus, Writes
+from worker.store import ExportStore
+from worker.store.base import EXPORT_EVENTS_MAXLEN
+
+
+def stored(store: ExportStore, export_id: str, created_at: float) -> ExportRecord:
+    record = new_record(export_id).model_copy(update={"created_at": created_at})
+    store.create(record)
+    return record
+
+
+def test_newest_ids_pages_through_every_export_once_newest_first_ties_included(store: ExportStore) -> None:
+    for index in range(7):
+        stored(store, f"e{index}", 100.0 + index // 3)  # three exports share each creation time
+    seen: list[str] = []
+    cursor = None
+    while page := store.newest_ids(before=cursor, count=2):
+        seen += [export_id for _score, export_id in page]
+        cursor = page[-1]
+    assert seen == ["e6", "e5", "e4", "e3", "e2", "e1", "e0"]
+
+
+def test_newest_ids_and_count_keep_to_the_time_range(store: ExportStore) -> None:
+    for index in range(10):
+        stored(store, f"e{index}", 100.0 + index)
+    assert [i for _s, i in store.newest_ids(since=103, until=105, count=10)] == ["e5", "e4", "e3"]
+    assert [i for _s, i in store.newest_ids(before=(105.0, "e5"), since=103, count=10)] == ["e4", "e3"]
+    assert store.count_ids(since=103, until=105) == 3
+    assert store.count_ids() == 10
+
+
+def test_bulk_reads_cost_the_same_round_trips_for_one_export_or_fifty() -> None:
+    server = fakeredis.FakeServer()
+    trips = RoundTrips()
+    store = ExportStore(hooked_client(server, trips), prefix="q")
+
+    def cost(ids: list[str]) -> int:
+        before = trips.count
+        store.get_many(ids)
+        store.files_of(ids)
+        return trips.count - before
+
+    one_file = FileRecord(key="0-0", job_key="0", name="a", safe_name="a", url="u")
+    for index in range(50):
+        stored(store, f"e{index}", float(index))
+        store.transact(f"e{index}", lambda _r, w: w.put_file(one_file))
+    assert cost(["e0"]) == cost([f"e{index}" for index in range(50)]) == 3
+
+
+def test_get_many_keeps_order_and_marks_missing_or_corrupt_records(store: ExportStore, fake_redis: fakeredis.FakeRedis) -> None:
+    stored(store, "a", 1)
+    stored(store, "b", 2)
+    fake_redis.set("unit:export:b", "{not json")
+    records = store.get_many(["a", "gone", "b"])
+    assert [record.id if record else None for record in records] == ["a", None, None]
+
+
+def test_files_of_returns_each_exports_files(store: ExportStore) -> None:
+    stored(store, "a", 1)
+    stored(store, "b", 2)
+
+    def put(writes: Writes, *keys: str) -> None:
+        for key in keys:
+            writes.put_file(FileRecord(key=key, job_key="0", name=key, safe_name=key, url="u", status=FileStatus.DONE))
+
+    store.transact("a", lambda _r, w: put(w, "0-0", "0-1"))
+    files = store.files_of(["a", "b"])
+    assert [file.key for file in files["a"]] == ["0-0", "0-1"] and files["b"] == []
+
+
+def test_every_event_also_lands_on_its_exports_own_stream_in_order(store: ExportStore) -> None:
+    stored(store, "a", 1)
+    stored(store, "b", 2)
+    store.transact("a", lambda _r, w: w.event("status", status="RUNNING"))
+    own = store.export_events("a")
+    assert [event["type"] for _id, event in own] == ["created", "status"]
+    assert all(event["export_id"] == "a" for _id, event in own)
+    assert [event["type"] for _id, event in store.export_events("a", after=own[0][0])] == ["status"]
+    assert [event["type"] for _id, event in store.read_export_events("b", "0")] == ["created"]
+
+
+def test_an_exports_own_stream_is_capped(store: ExportStore, fake_redis: fakeredis.FakeRedis) -> None:
+    stored(store, "a", 1)
+    for _ in range(EXPORT_EVENTS_MAXLEN // 100 + 1):
+        store.transact("a", lambda _r, w: [w.event("polled") for _ in range(150)])
+    assert EXPORT_EVENTS_MAXLEN <= fake_redis.xlen("unit:export:a:events") < EXPORT_EVENTS_MAXLEN + 300
+
+
+def test_holds_and_leases_in_bulk(store: ExportStore) -> None:
+    store.hold("samsara:default", 30)
+    store.acquire_lease("a", "0-0", "w1", 10)
+    holds = store.holds_left(["samsara:default", "impact:impact", "samsara:default"])
+    assert 29 < holds["samsara:default"] <= 30 and holds["impact:impact"] == 0
+    assert store.leases_held([("a", "0-0"), ("a", "0-1")]) == {("a", "0-0")}
+
+
+def test_a_schedule_keeps_its_latest_success(store: ExportStore) -> None:
+    store.record_schedule_success("nightly", 200.0)
+    store.record_schedule_success("nightly", 150.0)  # a late report of an older export
+    store.record_schedule_success("hourly", 10.0)
+    assert store.schedule_successes() == {"nightly": 200.0, "hourly": 10.0}
