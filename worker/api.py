@@ -135,13 +135,14 @@ class ExportClient:
                 continue
         return records
 
-    def cancel(self, export_id: str) -> ExportRecord:
-        commands.cancel(self.rt, export_id)
+    def cancel(self, export_id: str, actor: str | None = None) -> ExportRecord:
+        """Stop the export; ``actor`` (who asked) goes on the events stream with the change."""
+        commands.cancel(self.rt, export_id, actor)
         return self.rt.store.get(export_id)
 
-    def retry(self, export_id: str) -> ExportRecord:
+    def retry(self, export_id: str, actor: str | None = None) -> ExportRecord:
         """Re-download failed files, or replay a failed provider job where the provider allows it."""
-        commands.retry(self.rt, export_id)
+        commands.retry(self.rt, export_id, actor)
         return self.rt.store.get(export_id)
 
     def wait(self, export_id: str, timeout: float = 600, interval: float = 0.5) -> ExportView:
