@@ -97,7 +97,7 @@ def stuck_reasons(
             found.append(("stuck", f"download of {file.name} was due {late} ago and no worker holds it"))
     left = record.deadline_at - now
     if left < 0:
-        found.append(("deadline", f"deadline passed {_ago(-left)} ago and the export was not failed (is beat running?)"))
+        found.append(("stuck", f"deadline passed {_ago(-left)} ago and the export was not failed (is beat running?)"))
     elif left < DEADLINE_NEAR_FRACTION * (record.deadline_at - record.created_at):
         found.append(("deadline", f"deadline in {_ago(left)}, still {record.status.value}"))
     if hold_left > 0:
