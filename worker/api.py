@@ -210,6 +210,12 @@ class ExportClient:
         events = self.rt.store.read_export_events(export_id, since, block_ms=block_ms)
         return [{"id": entry_id, **event} for entry_id, event in events]
 
+    def status_counts(self) -> dict[str, int]:
+        return self.rt.store.status_counts()
+
+    def latest_event_id(self, export_id: str | None = None) -> str:
+        return self.rt.store.latest_event_id(export_id)
+
     def stream_sample(self, key: str, count: int) -> list[dict[str, Any]]:
         """The first rows of a ``redis_stream`` sink stream (a quarantine sample)."""
         return self.rt.store.stream_sample(key, count)

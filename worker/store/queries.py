@@ -122,6 +122,13 @@ class QueriesMixin(StoreBase):
         answer: Any = self.redis.xread({self.export_events_key(export_id): last_id}, count=count, block=block_ms)
         return [decode_event(entry_id, fields) for _stream, entries in answer or [] for entry_id, fields in entries]
 
+    def latest_event_id(self, export_id: str | None = None) -> str:
+        """Id of the newest entry of the events stream (or of one export's), "0" when empty: where a live
+        page that was just rendered starts following, so nothing between the render and the follow is lost."""
+        key = self.export_events_key(export_id) if export_id else self.events_key
+        newest: Any = self.redis.xrevrange(key, "+", "-", count=1)
+        return text(newest[0][0]) if newest else "0"
+
     def stream_sample(self, key: str, count: int) -> list[dict[str, Any]]:
         """The first ``count`` rows of a ``redis_stream`` sink stream (its ``row`` fields, decoded)."""
         entries: Any = self.redis.xrange(key, "-", "+", count=count)
