@@ -520,7 +520,7 @@ def test_failed_file_keeps_its_error_and_reports_it() -> None:
     assert (file.status, file.error, file.finished_at) == (FileStatus.FAILED, "header lacks vehicleId", 9)
     assert file.error_stage == "parse"
     assert writes.events == [
-        {"type": "file_failed", "file": "0-0000", "error": "header lacks vehicleId", "stage": "parse", "attempts": 1}
+        {"type": "file_failed", "file": "0-0000", "error": "header lacks vehicleId", "stage": "parse", "attempt": 1}
     ]
     with pytest.raises(StaleTask):
         tr.finish_file(rec, file, 0, None, "twice", now=10, writes=Writes())

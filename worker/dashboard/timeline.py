@@ -54,7 +54,8 @@ def describe(event: dict[str, Any]) -> str:
     if kind == "file_retry":
         return f"file {event.get('file')} attempt {event.get('attempt')} failed at {event.get('stage')}: {event.get('error')}"
     if kind == "file_failed":
-        return f"file {event.get('file')} failed at {event.get('stage')}: {event.get('error')}"
+        attempt = event.get("attempt")
+        return f"file {event.get('file')} failed at {event.get('stage')} on attempt {attempt}, given up: {event.get('error')}"
     if kind == "url_refreshed":
         return f"file {event.get('file')}: download URL refreshed"
     if kind == "revived":
@@ -83,10 +84,13 @@ def entries(events: list[dict[str, Any]]) -> list[TimelineEntry]:
 
 
 def attempt_errors(events: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """Each file's failed attempts, oldest first, as ``attempt N (stage): error``."""
+    """Each file's failed attempts, oldest first, as ``attempt N (stage): error``; the last one of a file
+    that failed says it was given up (a user's retry starts counting again)."""
     errors: dict[str, list[str]] = {}
     for event in events:
-        if event.get("type") in ("file_retry", "file_failed"):
-            label = f"attempt {event['attempt']}" if "attempt" in event else "final"
-            errors.setdefault(str(event.get("file")), []).append(f"{label} ({event.get('stage')}): {event.get('error')}")
+        kind = event.get("type")
+        if kind in ("file_retry", "file_failed"):
+            given_up = ", given up" if kind == "file_failed" else ""
+            line = f"attempt {event.get('attempt', '?')} ({event.get('stage')}{given_up}): {event.get('error')}"
+            errors.setdefault(str(event.get("file")), []).append(line)
     return errors

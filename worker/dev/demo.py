@@ -72,7 +72,8 @@ def _keep_up(console: Console, stack: LocalStack, export_id: str) -> None:
     console.print("\n[bold]The stack stays up until Ctrl-C.[/] In another shell, point the CLI or a worker at it:")
     console.print(lines, soft_wrap=True, highlight=False, markup=False)
     console.print(
-        f"export-worker status {export_id}\nexport-worker list\ncelery -A worker.app worker -Q {stack.settings.queue} -l INFO",
+        f"export-worker status {export_id}\nexport-worker list\ncelery -A worker.app worker -Q {stack.settings.queue} -l INFO\n"
+        "export-worker dashboard --allow-actions   # then open http://127.0.0.1:8808/",
         soft_wrap=True,
         highlight=False,
         markup=False,

@@ -218,7 +218,7 @@ def finish_file(
         file.status = FileStatus.FAILED
         file.error = error
         file.error_stage = stage
-        writes.event("file_failed", file=file.key, error=error, stage=stage, attempts=file.attempts + 1)
+        writes.event("file_failed", file=file.key, error=error, stage=stage, attempt=file.attempts + 1)
     return file
 
 
