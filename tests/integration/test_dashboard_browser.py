@@ -117,6 +117,11 @@ def _stop(dashboard: Dashboard) -> None:
 
 @pytest.fixture(scope="module")
 def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Board]:
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run installs it)"
+        if REQUIRE_REAL_REDIS:
+            pytest.fail(message)
+        pytest.skip(message)
     tmp = tmp_path_factory.mktemp("dashboard")
     shots = Path(os.environ.get("EXPORT_WORKER_SCREENSHOTS") or tmp)
     config = SimulatorConfig(samsara_behaviours=BEHAVIOURS)
