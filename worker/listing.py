@@ -8,15 +8,18 @@ stops after ``scan_limit`` records and says so, rather than reading a whole larg
 
 from __future__ import annotations
 
+import json
+
 from pydantic import BaseModel, Field
 
 from worker.attention import Concern, concern, failure_stage, hold_bucket
 from worker.models import ExportRecord, ExportStatus, FailureStage, FileStatus, JobStatus
 from worker.store import ExportStore
-from worker.store.queries import Cursor
+from worker.store.queries import SCAN_BATCH, Cursor, parse_record
 
-SCAN_BATCH = 500
 DEFAULT_SCAN_LIMIT = 20_000
+FAILED_SHOWN = 100
+"""Failures on the Needs-attention list, newest first; the rest are one click away (All exports, status FAILED)."""
 
 
 class ExportFilter(BaseModel):
@@ -31,6 +34,21 @@ class ExportFilter(BaseModel):
     """Created at or before (Unix time)."""
     text: str | None = Field(None, max_length=200)
     """Case-insensitive text in the error or a warning."""
+
+    @property
+    def needles(self) -> list[str]:
+        """Text every matching record's stored JSON contains: its own ``"field":"value"`` pairs as pydantic
+        writes them (no spaces). A necessary condition only, so Redis can drop most records unparsed."""
+        pairs = [("status", self.status.value if self.status else None), ("provider", self.provider), ("schedule", self.schedule)]
+        return [f'"{name}":{json.dumps(value, ensure_ascii=False)}' for name, value in pairs if value]
+
+    @property
+    def folded(self) -> list[str]:
+        """The error text, lower-cased, when the stored JSON spells it as typed (plain ASCII, nothing JSON escapes):
+        then a record whose JSON lacks it cannot match, and Redis drops it unparsed."""
+        text = (self.text or "").lower()
+        plain = text.isascii() and text.isprintable() and not any(char in text for char in '"\\')
+        return [text] if text and plain else []
 
     def matches(self, record: ExportRecord) -> bool:
         if self.status is not None and record.status is not self.status:
@@ -125,7 +143,10 @@ def rows_of(store: ExportStore, records: list[ExportRecord]) -> list[ExportRow]:
 def scan(
     store: ExportStore, where: ExportFilter, *, before: Cursor | None, wanted: int, scan_limit: int
 ) -> tuple[list[tuple[Cursor, ExportRecord]], int, bool]:
-    """Up to ``wanted`` matching records newest first after ``before``: (matches, records read, limit hit)."""
+    """Up to ``wanted`` matching records newest first after ``before``: (matches, records read, limit hit).
+
+    Redis keeps only records whose JSON contains the filter's ``"field":"value"`` pairs; the rest of the
+    filter (error text, and the exact fields) is checked here on the parsed records."""
     matches: list[tuple[Cursor, ExportRecord]] = []
     scanned = 0
     cursor = before
@@ -133,17 +154,18 @@ def scan(
         batch = min(SCAN_BATCH, scan_limit - scanned)
         if batch <= 0:
             return matches, scanned, True
-        entries = store.newest_ids(before=cursor, since=where.since, until=where.until, count=batch)
-        if not entries:
-            break
-        for entry, record in zip(entries, store.get_many([export_id for _score, export_id in entries]), strict=True):
-            scanned += 1
-            cursor = entry
+        step = store.scan_exports(
+            before=cursor, since=where.since, until=where.until, needles=where.needles, folded=where.folded, batch=batch
+        )
+        scanned += step.scanned
+        cursor = step.last
+        for score, export_id, raw in step.matches:
+            record = parse_record(raw)
             if record is not None and where.matches(record):
-                matches.append((entry, record))
+                matches.append(((score, export_id), record))
                 if len(matches) == wanted:
-                    break
-        if len(entries) < batch:
+                    return matches, scanned, False
+        if step.exhausted:
             break
     return matches, scanned, False
 
@@ -175,6 +197,8 @@ class Attention(BaseModel):
     items: list[Concern]
     active: int
     failed_scanned: int
+    failed_more: bool
+    """More failures than shown (``FAILED_SHOWN``) matched the window."""
     scan_limited: bool
 
 
@@ -209,10 +233,12 @@ def attention(
     moves an export out of FAILED, so these are the failures not since retried)."""
     active, items = active_concerns(store, now=now, stale_after=stale_after)
     only_failed = ExportFilter(status=ExportStatus.FAILED, since=failed_since)
-    failed, scanned, limited = scan(store, only_failed, before=None, wanted=scan_limit, scan_limit=scan_limit)
+    failed, scanned, limited = scan(store, only_failed, before=None, wanted=FAILED_SHOWN + 1, scan_limit=scan_limit)
+    more = len(failed) > FAILED_SHOWN
+    failed = failed[:FAILED_SHOWN]
     files = store.files_of([record.id for _cursor, record in failed if _needs_files(record)])
     for _cursor, record in failed:
         item = concern(record, files.get(record.id, []), now=now, stale_after=stale_after)
         if item is not None:
             items.append(item)
-    return Attention(items=items, active=len(active), failed_scanned=scanned, scan_limited=limited)
+    return Attention(items=items, active=len(active), failed_scanned=scanned, failed_more=more, scan_limited=limited)

@@ -66,11 +66,15 @@ def test_filters_select_by_status_provider_schedule_text_and_time(store: ExportS
         return [row.id for row in page(store, ExportFilter.model_validate(where)).rows]
 
     assert ids() == ["d", "c", "b", "a"]
+    assert ids(status="COMPLETED", since=NOW - 45) == ["b"]
     assert ids(status="FAILED") == ["c", "a"]
     assert ids(provider="impact") == ["c"]
     assert ids(schedule="nightly") == ["a"]
     assert ids(text="http 503") == ["a"]
-    assert ids(since=NOW - 35, until=NOW - 5) == ["d", "c"]
+    assert ids(text="HTTP 503 FROM") == ["a"], "case does not matter"
+    put(store, "q", age=1, status=ExportStatus.FAILED, error='column "distance" is not a number')
+    assert ids(text='"DISTANCE"') == ["q"], "text that JSON escapes is matched on the parsed record"
+    assert ids(since=NOW - 35, until=NOW - 5) == ["d", "c"], "q (1 s old) is after the range"
 
 
 def test_keyset_pages_visit_every_match_once(store: ExportStore) -> None:

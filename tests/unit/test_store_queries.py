@@ -18,24 +18,51 @@ def stored(store: ExportStore, export_id: str, created_at: float) -> ExportRecor
     return record
 
 
-def test_newest_ids_pages_through_every_export_once_newest_first_ties_included(store: ExportStore) -> None:
-    for index in range(7):
-        stored(store, f"e{index}", 100.0 + index // 3)  # three exports share each creation time
+def walk(store: ExportStore, batch: int, **where: object) -> list[str]:
     seen: list[str] = []
     cursor = None
-    while page := store.newest_ids(before=cursor, count=2):
-        seen += [export_id for _score, export_id in page]
-        cursor = page[-1]
-    assert seen == ["e6", "e5", "e4", "e3", "e2", "e1", "e0"]
+    while True:
+        step = store.scan_exports(before=cursor, batch=batch, **where)  # type: ignore[arg-type]
+        seen += [export_id for _score, export_id, _raw in step.matches]
+        cursor = step.last
+        if step.exhausted:
+            return seen
 
 
-def test_newest_ids_and_count_keep_to_the_time_range(store: ExportStore) -> None:
+def test_a_scan_walks_every_export_once_newest_first_ties_included(store: ExportStore) -> None:
+    for index in range(7):
+        stored(store, f"e{index}", 100.0 + index // 3)  # three exports share each creation time
+    assert walk(store, batch=2) == ["e6", "e5", "e4", "e3", "e2", "e1", "e0"]
+    assert walk(store, batch=100) == ["e6", "e5", "e4", "e3", "e2", "e1", "e0"]
+
+
+def test_a_scan_keeps_to_the_time_range_and_returns_only_records_with_every_needle(store: ExportStore) -> None:
     for index in range(10):
         stored(store, f"e{index}", 100.0 + index)
-    assert [i for _s, i in store.newest_ids(since=103, until=105, count=10)] == ["e5", "e4", "e3"]
-    assert [i for _s, i in store.newest_ids(before=(105.0, "e5"), since=103, count=10)] == ["e4", "e3"]
+    store.transact("e4", lambda record, _w: setattr(record, "schedule", "nightly"))
+    assert walk(store, batch=3, since=103, until=105) == ["e5", "e4", "e3"]
+    assert walk(store, batch=3, needles=['"schedule":"nightly"', '"provider":"samsara"']) == ["e4"]
+    assert walk(store, batch=3, needles=['"schedule":"nightly"', '"provider":"impact"']) == []
+    assert walk(store, batch=3, folded=["nightly"]) == ["e4"] and walk(
+        store, batch=3, folded=['"Schedule":"NIGHTLY"'.lower()]
+    ) == ["e4"]
+    step = store.scan_exports(before=(105.0, "e5"), since=103, batch=10)
+    assert ([i for _s, i, _r in step.matches], step.scanned, step.exhausted) == (["e4", "e3"], 2, True)
     assert store.count_ids(since=103, until=105) == 3
     assert store.count_ids() == 10
+
+
+def test_a_scan_step_reads_at_most_its_batch_in_one_round_trip() -> None:
+    server = fakeredis.FakeServer()
+    trips = RoundTrips()
+    store = ExportStore(hooked_client(server, trips), prefix="q")
+    for index in range(30):
+        stored(store, f"e{index:02d}", float(index))
+    store.scan_exports(batch=1)  # loads the script
+    before = trips.count
+    step = store.scan_exports(batch=12, needles=['"status":"PENDING"'])
+    assert (trips.count - before, step.scanned, len(step.matches), step.exhausted) == (1, 12, 12, False)
+    assert step.last == (18.0, "e18")
 
 
 def test_bulk_reads_cost_the_same_round_trips_for_one_export_or_fifty() -> None:
