@@ -209,3 +209,18 @@ def test_listening_beyond_loopback_needs_users(client: ExportClient, monkeypatch
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and not is_loopback("0.0.0.0")
     with pytest.raises(InvalidRequest, match="without authentication"):
         serve(client, host="0.0.0.0", port=1, allow_actions=False)
+
+
+def test_every_dashboard_setting_is_documented_in_env_example() -> None:
+    documented = (Path(__file__).parents[2] / "config" / ".env.example").read_text()
+    missing = [name for name in DashboardSettings.model_fields if f"EXPORT_WORKER_DASHBOARD_{name.upper()}=" not in documented]
+    assert missing == []
+
+
+def test_users_come_from_the_environment_and_bad_hashes_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    good = hash_password("a-long-password")
+    monkeypatch.setenv("EXPORT_WORKER_DASHBOARD_USERS", json.dumps({"alice": {"password_hash": good, "role": "operator"}}))
+    assert DashboardSettings(_env_file=None).users["alice"].role == "operator"  # type: ignore[call-arg]
+    monkeypatch.setenv("EXPORT_WORKER_DASHBOARD_USERS", json.dumps({"bob": {"password_hash": "plain-text"}}))
+    with pytest.raises(ValueError, match="argon2id"):
+        DashboardSettings(_env_file=None)  # type: ignore[call-arg]

@@ -43,6 +43,8 @@ BLOCK_MS = 5000
 """How long one events read waits in Redis; a closed page's reader thread ends within this."""
 EVENT_ID = re.compile(r"^(\$|0|\d+-\d+)$")
 EXPORT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
+NOT_LISTED = frozenset({"polled", "url_refreshed"})
+"""Events that change nothing a listing shows: the all-exports stream skips them (one export's stream keeps them)."""
 
 
 def _ts(value: float | None) -> str:
@@ -176,7 +178,12 @@ class Dashboard:
 
     async def events(self, request: Request) -> Response:
         start = await anyio.to_thread.run_sync(self._start, request, None)
-        return self._stream(request, lambda last: self.client.read_events(None, since=last, block_ms=BLOCK_MS), start)
+
+        def read(last: str) -> tuple[str, list[dict[str, Any]]]:
+            last, batch = self.client.read_events(None, since=last, block_ms=BLOCK_MS)
+            return last, [event for event in batch if event.get("type") not in NOT_LISTED]
+
+        return self._stream(request, read, start)
 
     async def export_events(self, request: Request) -> Response:
         export_id = request.path_params["export_id"]

@@ -1,5 +1,7 @@
 // Keeps a page current: every event on the server-sent events stream makes the page fetch its own
-// fragment again. When SSE is blocked (a proxy that buffers or refuses it), the page polls instead.
+// fragment again, at most once per second or per two render times, whichever is longer, so a busy
+// stream never keeps the server rendering. When SSE is blocked (a proxy that buffers or refuses it),
+// the page polls instead.
 (function () {
   "use strict";
   var POLL_MS = 5000;
@@ -17,18 +19,23 @@
 
   var pending = null;
   var inFlight = false;
+  var gap = 1000;
+  var lastStart = 0;
   function refresh() {
     if (inFlight) { schedule(); return; }
     inFlight = true;
+    var started = Date.now();
+    lastStart = started;
     fetch(root.dataset.fragment, { credentials: "same-origin", headers: { "Accept": "text/html" } })
       .then(function (response) { return response.ok ? response.text() : Promise.reject(response.status); })
       .then(function (html) { root.innerHTML = html; root.dataset.refreshed = String(Date.now()); })
-      .catch(function () { say("refresh failed, retrying", "error"); })
-      .then(function () { inFlight = false; });
+      .catch(function (status) { say("refresh failed (" + status + "), retrying", "error"); })
+      .then(function () { inFlight = false; gap = Math.max(1000, 2 * (Date.now() - started)); });
   }
   function schedule() {
     if (pending) return;
-    pending = setTimeout(function () { pending = null; refresh(); }, 250);
+    var wait = Math.max(250, lastStart + gap - Date.now());
+    pending = setTimeout(function () { pending = null; refresh(); }, wait);
   }
 
   var polling = null;
