@@ -224,3 +224,21 @@ def test_users_come_from_the_environment_and_bad_hashes_are_refused(monkeypatch:
     monkeypatch.setenv("EXPORT_WORKER_DASHBOARD_USERS", json.dumps({"bob": {"password_hash": "plain-text"}}))
     with pytest.raises(ValueError, match="argon2id"):
         DashboardSettings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_hash_password_prints_a_hash_the_dashboard_accepts(client: ExportClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from worker.cli import app as cli
+
+    answers = iter(["a-long-password", "a-long-password"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+    result = CliRunner().invoke(cli, ["dashboard", "--hash-password"])
+    assert result.exit_code == 0, result.output
+    printed = result.output.strip()
+    assert printed.startswith("$argon2id$") and "a-long-password" not in printed
+    user = DashboardUser(password_hash=printed, role="viewer")
+    web = TestClient(create_app(client, DashboardSettings(_env_file=None, users={"u": user})))  # type: ignore[call-arg]
+    header = {"Authorization": "Basic " + base64.b64encode(b"u:a-long-password").decode()}
+    assert web.get("/static/live.js", headers=header).status_code == 200
+    assert web.get("/static/live.js").status_code == 401
