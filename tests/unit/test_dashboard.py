@@ -191,8 +191,10 @@ def test_a_bulk_action_shows_how_many_before_confirming(client: ExportClient, st
     for index in range(3):
         put(store, f"f{index}", ExportStatus.FAILED, error="quota spent")
     put(store, "c1", ExportStatus.COMPLETED)
-    page = app(client, actions=True).get("/actions/retry?status=FAILED&text=quota").text
+    web = app(client, actions=True)
+    page = web.get("/actions/retry?status=FAILED&text=quota").text
     assert "Retry 3 export(s)?" in page and "c1" not in page
+    assert web.get("/actions/cancel").status_code == 400, "no id and no filter selects nothing"
 
 
 def test_no_cors_and_strict_headers_on_every_answer(client: ExportClient, store: ExportStore) -> None:

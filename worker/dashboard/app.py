@@ -120,7 +120,7 @@ class Dashboard:
 
     def exports(self, request: Request) -> Response:
         page = pages.list_page(self.client, dict(request.query_params))
-        base = [(key, value) for key, value in page.form.values.items()]
+        base = list(page.form.values.items())
         return self.render(
             request,
             "exports.html",
@@ -212,6 +212,8 @@ class Dashboard:
             return self._refuse(request, 403, "actions are off: start the dashboard with --allow-actions, as an operator")
         ids = [export_id for export_id in request.query_params.getlist("id") if EXPORT_ID.match(export_id)]
         form = pages.filter_form(dict(request.query_params))
+        if not ids and not form.values:
+            return self._refuse(request, 400, f"name the exports to {action}: an id, or a filter of All exports")
         if not ids:
             ids = self.client.matching_ids(form.where, limit=MAX_BULK)
         return self.render(request, "confirm.html", action=action, ids=ids, form=form, limit=MAX_BULK)
