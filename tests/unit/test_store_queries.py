@@ -46,6 +46,7 @@ def test_a_scan_keeps_to_the_time_range_and_returns_only_records_with_every_need
     assert walk(store, batch=3, folded=["nightly"]) == ["e4"] and walk(
         store, batch=3, folded=['"Schedule":"NIGHTLY"'.lower()]
     ) == ["e4"]
+    assert [i for _s, i, _r in store.scan_exports(before=(108.0, "e8"), until=104.5, batch=10).matches][:1] == ["e4"]
     step = store.scan_exports(before=(105.0, "e5"), since=103, batch=10)
     assert ([i for _s, i, _r in step.matches], step.scanned, step.exhausted) == (["e4", "e3"], 2, True)
     assert store.count_ids(since=103, until=105) == 3

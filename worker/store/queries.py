@@ -30,7 +30,6 @@ SCAN_BATCH = 500
 _SCAN_SCRIPT = """
 local prefix, top, bottom = ARGV[1], ARGV[2], ARGV[3]
 local skip_score, skip_id, batch = ARGV[4], ARGV[5], tonumber(ARGV[6])
-if skip_score ~= '' then top = skip_score end
 local exact, folded = {}, {}
 local count = tonumber(ARGV[7])
 for i = 8, #ARGV do
@@ -108,9 +107,10 @@ class QueriesMixin(StoreBase):
         one batch only. The script reads the records by their documented key names, derived from the ids
         in the index (a single-node or Sentinel Redis, as this project uses; not Redis Cluster).
         """
+        top = min(before[0], until) if before and until is not None else before[0] if before else until
         args: list[Any] = [
             self.key("export", ""),
-            until if until is not None else "+inf",
+            repr(top) if top is not None else "+inf",
             since if since is not None else "-inf",
             repr(before[0]) if before else "",
             before[1] if before else "",
