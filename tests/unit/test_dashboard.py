@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,14 @@ def test_hash_password_prints_a_hash_the_dashboard_accepts(client: ExportClient,
     header = {"Authorization": "Basic " + base64.b64encode(b"u:a-long-password").decode()}
     assert web.get("/static/live.js", headers=header).status_code == 200
     assert web.get("/static/live.js").status_code == 401
+
+
+def test_every_event_the_engine_writes_reads_as_a_sentence() -> None:
+    from worker.dashboard.timeline import describe
+
+    engine = Path(__file__).parents[2] / "worker" / "engine"
+    written = {kind for path in engine.glob("*.py") for kind in re.findall(r'writes\.event\(\s*"(\w+)"', path.read_text())}
+    written |= {"created", "status"}  # the store writes "created"; _set_status writes "status"
+    assert {"polled", "file_retry", "file_failed", "action", "submitted", "split"} <= written
+    unnamed = sorted(kind for kind in written if describe({"type": kind}) == kind)
+    assert unnamed == [], f"add a sentence to worker/dashboard/timeline.py for {unnamed}"

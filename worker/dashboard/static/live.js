@@ -5,6 +5,7 @@
 (function () {
   "use strict";
   var POLL_MS = 5000;
+  var AGE_MS = 30000;  // a stuck export sends no event: ages and "stuck" verdicts are refreshed anyway
   var OPEN_TIMEOUT_MS = 8000;
   var root = document.getElementById("live");
   var badge = document.getElementById("live-status");
@@ -53,6 +54,7 @@
     if (!opened) { source.close(); poll("live updates blocked"); }
   }, OPEN_TIMEOUT_MS);
   source.addEventListener("open", function () { opened = true; clearTimeout(timer); say("live", "live"); });
+  setInterval(function () { if (!polling) schedule(); }, AGE_MS);
   source.addEventListener("change", schedule);
   source.addEventListener("error", function () {
     // The browser reconnects by itself, sending Last-Event-ID; give up only if it never got through.
