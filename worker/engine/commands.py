@@ -86,7 +86,8 @@ def retry(rt: Runtime, export_id: str) -> None:
 
 def replay(rt: Runtime, record: ExportRecord, job: JobRecord) -> None:
     if job.provider_job_id is None:
-        raise InvalidRequest(f"export {record.id} failed before its provider job existed; submit it again")
+        resubmit(rt, record, job)
+        return
     gateway = rt.gateway(record.provider, record.credential)
     snapshot = gateway.replay(job.provider_job_id, job.params)
     delay = rt.policy.delay(0, rt.rng)
@@ -96,3 +97,13 @@ def replay(rt: Runtime, record: ExportRecord, job: JobRecord) -> None:
 
     token = rt.store.transact(record.id, mutate)
     rt.dispatcher.poll(JobTaskArgs(export_id=record.id, job_key=job.key, token=token), delay)
+
+
+def resubmit(rt: Runtime, record: ExportRecord, job: JobRecord) -> None:
+    """A job refused before the provider created it runs its submit step again (checks included)."""
+
+    def mutate(state: ExportRecord, writes: Writes) -> int:
+        return tr.reopen_unsubmitted_job(state, job.key, rt.clock(), writes)
+
+    token = rt.store.transact(record.id, mutate)
+    rt.dispatcher.submit(JobTaskArgs(export_id=record.id, job_key=job.key, token=token), 0)
