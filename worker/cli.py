@@ -298,7 +298,9 @@ def reports(
     console.print(table)
     if detail.columns:
         console.print(Text("columns: " + ", ".join(detail.columns)))
-    example = {"report_id": detail.id, "report_params": {name: "…" for name in detail.required}}
+    formats = {parameter.name: parameter.format or parameter.data_type for parameter in detail.parameters}
+    placeholders = {name: f"<{formats.get(name) or 'value'}>" for name in detail.required}
+    example: dict[str, Any] = {"report_id": detail.id, "report_params": placeholders}
     if api_root:
         example["api_root"] = api_root
     console.print(

@@ -90,4 +90,6 @@ def follow(console: Console, client: ExportClient, export_id: str) -> ExportView
             if not noticed and waited >= NO_WORKER_NOTICE_SECONDS and not_picked_up(view.record):
                 live.console.print(no_worker_notice(client, export_id, waited))
                 noticed = True
+    if not console.is_terminal:  # Live ends its last render with a newline on a terminal only
+        console.line()
     return view
