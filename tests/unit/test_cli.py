@@ -237,3 +237,19 @@ def test_a_malformed_redis_url_exits_2_with_one_line_from_the_real_command() -> 
     assert done.returncode == 2
     assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1
     assert "EXPORT_WORKER_REDIS_URL: 'localhost:6379' is not a Redis URL" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_readme_s_cli_reference_names_every_command_and_option() -> None:
+    import typer.main
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    reference = readme.split("## CLI reference", 1)[1].split("\n## ", 1)[0]
+    group = typer.main.get_command(app)
+    missing = []
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        if f"export-worker {name}" not in reference:
+            missing.append(name)
+        missing += [
+            f"{name} {opt}" for param in command.params for opt in param.opts if opt.startswith("-") and opt not in reference
+        ]
+    assert "--version" in reference and missing == []
