@@ -149,8 +149,8 @@ class ExportClient:
         if credential not in configured:
             names = ", ".join(sorted(configured)) or "none"
             raise InvalidRequest(
-                f"credential {credential!r} is not configured in this process (configured: {names}); run this where "
-                f"EXPORT_WORKER_CREDENTIALS__{credential.upper()}__... is set (the worker's environment) or pass --credential"
+                f"credential {credential!r} is not configured in this process (configured: {names}); run where "
+                f"EXPORT_WORKER_CREDENTIALS__{credential.upper()}__... is set (the worker's environment), or use a configured one"
             )
         return self.rt.gateway(provider, credential)
 
