@@ -325,8 +325,10 @@ def test_the_dashboard_opens_on_the_kept_demo_stack(tmp_path: Path) -> None:
         printed = "".join(lines)
         assert "http://127.0.0.1:8808/" in printed, printed
         export_id = re.search(r"submitted export (\w+)", printed).group(1)  # type: ignore[union-attr]
+        env_file = Path(re.search(r"^\. (\S+)$", printed, flags=re.MULTILINE).group(1))  # type: ignore[union-attr]
         env = dict(base)
-        for name, value in re.findall(r"^export (EXPORT_WORKER_\w+)=(.*)$", printed, flags=re.MULTILINE):
+        for line in env_file.read_text().splitlines():
+            name, _, value = line.removeprefix("export ").partition("=")
             env[name] = shlex.split(value)[0] if value else ""
         port = free_port()
         log = tmp_path / "dashboard.log"

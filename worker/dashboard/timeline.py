@@ -33,6 +33,8 @@ def describe(event: dict[str, Any]) -> str:
             return f"every provider job done: {event['files']} file(s) found, downloading"
         if event.get("retried_files") is not None:
             return f"{event['retried_files']} file(s) reopened for download"
+        if event.get("resubmitted_job") is not None:
+            return f"{_job({'job': event['resubmitted_job']})} submitted again (it failed before the provider had it)"
         if event.get("replayed_job") is not None:
             return f"{_job({'job': event['replayed_job']})} replayed at the provider; polling again"
         if status == "COMPLETED":
