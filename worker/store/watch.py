@@ -2,11 +2,13 @@
 
 ``watch`` scores each live export by the moment its earliest chain (a job's next step, a pending
 download) was due, as last seen; the watchdog looks at it once that moment is ``stale_after`` old,
-so a run's work follows the exports that may need it, not every active one. Chains only ever move
-their due moment later (a task runs at or after its countdown), so a score written from any view
-of the export stays a lower bound and no silent chain is looked at late; the EXECs that create or
-reopen an export, or end one of its chains, bring the look forward themselves. ``deadlines``
-scores each live export by its deadline. The EXEC that ends an export removes it from both.
+so a run's work follows the exports that may need it, not every active one. A step runs at or
+after its countdown and only ever gives its chain (or the chains it starts) a later due moment, so
+a score written from any earlier view of the export stays a lower bound: no silent chain is looked
+at late (a task run early, on a host whose clock is ahead, makes it late by as much). The EXECs
+that create or reopen an export, or end one of its chains, bring the look forward themselves.
+``deadlines`` scores each live export by its deadline. The EXEC that ends an export removes it
+from both.
 """
 
 from __future__ import annotations
