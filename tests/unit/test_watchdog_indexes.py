@@ -180,6 +180,7 @@ def test_ids_left_in_the_live_indexes_by_an_ended_or_gone_export_are_dropped_and
     assert sorted(member.decode() for member in store.redis.zrange("wd:watch", 0, -1)) == ["live"]
     assert sorted(member.decode() for member in store.redis.zrange("wd:deadlines", 0, -1)) == ["live"]
     assert store.active_ids() == ["live"]
+    assert store.list_ids() == ["live", "ended"], "a gone record leaves every index; an ended one stays listed"
     assert store.stop_watching("live") is False and world.watch_score("live") is not None
 
 

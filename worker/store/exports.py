@@ -44,8 +44,8 @@ class ExportsMixin(RetentionMixin):
                         pipe.set(idem, record.id)
                     pipe.set(export_key, record.model_dump_json())
                     pipe.zadd(self.key("exports"), {record.id: record.created_at})
-                    self._stage_status_change(pipe, record, None, [])
                     self._stage_events(pipe, record.id, [{"type": "created", "status": record.status}])
+                    self._stage_status_change(pipe, record, None, [])
                     pipe.execute()
                     return record, True
                 except redis.WatchError:
@@ -96,10 +96,10 @@ class ExportsMixin(RetentionMixin):
                     jobs_ended = {key for key, job in record.jobs.items() if job.status.terminal} - jobs_ended_before
                     if jobs_ended and not writes.files and not record.status.terminal:
                         self._stage_look_now(pipe, export_id)  # a job ended with no file: the completion check is due
-                    if record.status != status_before:
+                    self._stage_events(pipe, export_id, writes.events)
+                    if record.status != status_before:  # last: its TTLs cover every key written before it
                         written = [file_record.key for file_record in writes.files]
                         self._stage_status_change(pipe, record, status_before, sorted({*(file_keys or []), *written}))
-                    self._stage_events(pipe, export_id, writes.events)
                     pipe.execute()
                     return result
                 except redis.WatchError:

@@ -68,7 +68,8 @@ class WatchMixin(StoreBase):
             self.redis.zadd(self.key("watch"), looks, xx=True)  # type: ignore[arg-type]
 
     def stop_watching(self, export_id: str) -> bool:
-        """Drop an export from the live indexes if its record is gone or ended; False if it is live (left alone).
+        """Drop an export from the live indexes if it ended, from every index if its record is gone (deleted
+        by hand, or evicted); False if it is live, and left alone.
 
         Decided under WATCH of the record, so an export reopened meanwhile keeps its entries.
         """
@@ -82,8 +83,11 @@ class WatchMixin(StoreBase):
                         pipe.reset()
                         return False
                     pipe.multi()
-                    pipe.zrem(self.key("watch"), export_id)
-                    pipe.zrem(self.key("deadlines"), export_id)
+                    indexes = (
+                        ["watch", "deadlines"] if raw is not None else ["watch", "deadlines", "exports", "ended", "unannounced"]
+                    )
+                    for index in indexes:
+                        pipe.zrem(self.key(index), export_id)
                     pipe.srem(self.key("active"), export_id)
                     pipe.execute()
                     return True
