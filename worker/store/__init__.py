@@ -36,6 +36,8 @@ key                                        type    content                      
                                                    is the budget name
 ``hold:<provider>:<credential>``           string  set after a provider 429                       expires when it asked us
                                                                                                   to wait
+``cache:<provider>:<what>``                string  a provider answer kept for a while             expires (impact.com: a
+                                                   (impact.com: a report's MetaData per account)  report's MetaData, 1 h)
 ``stats:status``                           hash    number of exports in each status (metrics)     one field per status
 ``staging:<attempt>:records|quarantine``   stream  an uncommitted ``redis_stream`` attempt        sink TTL, ≤ R
 =========================================  ======  =============================================  ===========================
