@@ -15,9 +15,11 @@ from pydantic import BaseModel, Field
 from worker.attention import Concern, concern, failure_stage, hold_bucket
 from worker.models import ExportRecord, ExportStatus, FailureStage, FileStatus, JobStatus
 from worker.store import ExportStore
-from worker.store.queries import SCAN_BATCH, Cursor, parse_record
+from worker.store.queries import SCAN_BATCH, Cursor
 
 DEFAULT_SCAN_LIMIT = 20_000
+FILES_CHUNK = 1_000
+"""File records per MGET when a page needs files (failed exports' stages, downloads that may be stuck)."""
 FAILED_SHOWN = 100
 """Failures on the Needs-attention list, newest first; the rest are one click away (All exports, status FAILED)."""
 
@@ -119,7 +121,7 @@ def _needs_files(record: ExportRecord) -> bool:
 
 
 def rows_of(store: ExportStore, records: list[ExportRecord]) -> list[ExportRow]:
-    files = store.files_of([record.id for record in records if _needs_files(record)])
+    files = store.files_of(chunk=FILES_CHUNK, export_ids=[record.id for record in records if _needs_files(record)])
     return [
         ExportRow(
             id=record.id,
@@ -160,8 +162,8 @@ def scan(
         scanned += step.scanned
         cursor = step.last
         for score, export_id, raw in step.matches:
-            record = parse_record(raw)
-            if record is not None and where.matches(record):
+            record = store.parse_scanned(raw, export_id)
+            if where.matches(record):
                 matches.append(((score, export_id), record))
                 if len(matches) == wanted:
                     return matches, scanned, False
@@ -210,7 +212,7 @@ def active_concerns(store: ExportStore, *, now: float, stale_after: float) -> tu
     """
     active = store.active_records()
     downloading = [record.id for record in active if record.status is ExportStatus.DOWNLOADING]
-    files = store.files_of(downloading)
+    files = store.files_of(chunk=FILES_CHUNK, export_ids=downloading)
     pending = [
         (export_id, file.key) for export_id in downloading for file in files[export_id] if file.status is FileStatus.PENDING
     ]
@@ -236,7 +238,7 @@ def attention(
     failed, scanned, limited = scan(store, only_failed, before=None, wanted=FAILED_SHOWN + 1, scan_limit=scan_limit)
     more = len(failed) > FAILED_SHOWN
     failed = failed[:FAILED_SHOWN]
-    files = store.files_of([record.id for _cursor, record in failed if _needs_files(record)])
+    files = store.files_of(chunk=FILES_CHUNK, export_ids=[record.id for _cursor, record in failed if _needs_files(record)])
     for _cursor, record in failed:
         item = concern(record, files.get(record.id, []), now=now, stale_after=stale_after)
         if item is not None:

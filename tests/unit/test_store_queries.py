@@ -4,11 +4,12 @@ each export's own events stream, and the schedule-success stamp."""
 from __future__ import annotations
 
 import fakeredis
+import pytest
 
 from tests.interleaving import RoundTrips, hooked_client
 from tests.unit.test_store import new_record
-from worker.models import ExportRecord, FileRecord, FileStatus, Writes
-from worker.store import ExportStore
+from worker.models import ExportRecord
+from worker.store import CorruptRecord, ExportStore
 from worker.store.base import EXPORT_EVENTS_MAXLEN
 
 
@@ -66,43 +67,29 @@ def test_a_scan_step_reads_at_most_its_batch_in_one_round_trip() -> None:
     assert step.last == (18.0, "e18")
 
 
-def test_bulk_reads_cost_the_same_round_trips_for_one_export_or_fifty() -> None:
+def test_active_records_cost_two_round_trips_for_one_export_or_fifty() -> None:
     server = fakeredis.FakeServer()
     trips = RoundTrips()
     store = ExportStore(hooked_client(server, trips), prefix="q")
 
-    def cost(ids: list[str]) -> int:
+    def cost() -> tuple[int, int]:
         before = trips.count
-        store.get_many(ids)
-        store.files_of(ids)
-        return trips.count - before
+        found = len(store.active_records())
+        return found, trips.count - before
 
-    one_file = FileRecord(key="0-0", job_key="0", name="a", safe_name="a", url="u")
-    for index in range(50):
+    stored(store, "e0", 0.0)
+    assert cost() == (1, 2)
+    for index in range(1, 50):
         stored(store, f"e{index}", float(index))
-        store.transact(f"e{index}", lambda _r, w: w.put_file(one_file))
-    assert cost(["e0"]) == cost([f"e{index}" for index in range(50)]) == 3
+    assert cost() == (50, 2)
 
 
-def test_get_many_keeps_order_and_marks_missing_or_corrupt_records(store: ExportStore, fake_redis: fakeredis.FakeRedis) -> None:
+def test_a_scanned_record_that_does_not_validate_is_reported(store: ExportStore, fake_redis: fakeredis.FakeRedis) -> None:
     stored(store, "a", 1)
-    stored(store, "b", 2)
-    fake_redis.set("unit:export:b", "{not json")
-    records = store.get_many(["a", "gone", "b"])
-    assert [record.id if record else None for record in records] == ["a", None, None]
-
-
-def test_files_of_returns_each_exports_files(store: ExportStore) -> None:
-    stored(store, "a", 1)
-    stored(store, "b", 2)
-
-    def put(writes: Writes, *keys: str) -> None:
-        for key in keys:
-            writes.put_file(FileRecord(key=key, job_key="0", name=key, safe_name=key, url="u", status=FileStatus.DONE))
-
-    store.transact("a", lambda _r, w: put(w, "0-0", "0-1"))
-    files = store.files_of(["a", "b"])
-    assert [file.key for file in files["a"]] == ["0-0", "0-1"] and files["b"] == []
+    fake_redis.set("unit:export:a", "{not json")
+    step = store.scan_exports()
+    with pytest.raises(CorruptRecord, match="export a in Redis does not validate"):
+        store.parse_scanned(step.matches[0][2], "a")
 
 
 def test_every_event_also_lands_on_its_exports_own_stream_in_order(store: ExportStore) -> None:

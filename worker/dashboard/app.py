@@ -33,7 +33,7 @@ from worker.dashboard.auth import BasicAuth, Viewer
 from worker.dashboard.security import SecurityMiddleware, cross_origin_reason
 from worker.dashboard.settings import DashboardSettings
 from worker.errors import ExportWorkerError, UnknownExport
-from worker.store import STORE_UNAVAILABLE
+from worker.store import STORE_UNAVAILABLE, CorruptRecord
 
 HERE = Path(__file__).parent
 ACTIONS = ("retry", "cancel")
@@ -252,6 +252,9 @@ class Dashboard:
     async def unknown(self, request: Request, exc: Exception) -> Response:
         return self._refuse(request, 404, str(exc))
 
+    async def corrupt(self, request: Request, exc: Exception) -> Response:
+        return self._refuse(request, 500, str(exc))
+
     async def unavailable(self, request: Request, exc: Exception) -> Response:
         # The Redis URL may carry a password: the message names neither.
         return self._refuse(request, 503, "cannot reach Redis; is it running, and is EXPORT_WORKER_REDIS_URL right?")
@@ -273,7 +276,11 @@ def create_app(client: ExportClient, settings: DashboardSettings, *, allow_actio
         *(Route(f"/actions/{name}", board.act, methods=["POST"]) for name in ACTIONS),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    handlers: dict[Any, Any] = {UnknownExport: board.unknown, **{error: board.unavailable for error in STORE_UNAVAILABLE}}
+    handlers: dict[Any, Any] = {
+        UnknownExport: board.unknown,
+        CorruptRecord: board.corrupt,
+        **{error: board.unavailable for error in STORE_UNAVAILABLE},
+    }
     app = Starlette(
         routes=routes,
         middleware=[Middleware(SecurityMiddleware, auth=BasicAuth(settings.users))],

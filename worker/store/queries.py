@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-from pydantic import ValidationError
 
-from worker.models import ExportRecord, FileRecord
-from worker.store.base import StoreBase, decode_event, text
+from worker.models import ExportRecord
+from worker.store.base import decode_event, text
+from worker.store.watch import WatchMixin
 
-M = TypeVar("M", ExportRecord, FileRecord)
 Cursor = tuple[float, str]
 """A position in the ``exports`` index: (creation time, export id) of the last export already seen."""
 SCAN_BATCH = 500
@@ -84,7 +83,7 @@ class ScanStep:
     """(created_at, id, record JSON) of the exports whose JSON contains every needle."""
 
 
-class QueriesMixin(StoreBase):
+class QueriesMixin(WatchMixin):
     # -- the exports index -------------------------------------------------------------------------
 
     def scan_exports(
@@ -128,36 +127,14 @@ class QueriesMixin(StoreBase):
     def count_ids(self, *, since: float | None = None, until: float | None = None) -> int:
         return int(self.redis.zcount(self.key("exports"), since if since is not None else "-inf", until or "+inf"))
 
-    def get_many(self, export_ids: list[str]) -> list[ExportRecord | None]:
-        """Records in the order asked; None for an id whose record is gone or does not validate."""
-        if not export_ids:
-            return []
-        raws = self.redis.mget([self._export_key(export_id) for export_id in export_ids])
-        return [_parse(ExportRecord, raw) for raw in raws]
+    def parse_scanned(self, raw: bytes, export_id: str) -> ExportRecord:
+        """A record as a scan step returned it; one that does not validate raises :class:`CorruptRecord`."""
+        return self._load_export(raw, export_id)
 
     def active_records(self) -> list[ExportRecord]:
         """Every export not yet terminal (two round trips)."""
         ids = sorted(text(raw) for raw in self.redis.smembers(self.key("active")))
-        return [record for record in self.get_many(ids) if record is not None]
-
-    # -- files, leases, holds, in bulk -------------------------------------------------------------
-
-    def files_of(self, export_ids: list[str]) -> dict[str, list[FileRecord]]:
-        """Every file record of each export, in two round trips whatever the number of exports."""
-        if not export_ids:
-            return {}
-        with self.redis.pipeline(transaction=False) as pipe:
-            for export_id in export_ids:
-                pipe.smembers(self._files_index(export_id))
-            indexes = pipe.execute()
-        keys = [(export_id, sorted(text(raw) for raw in members)) for export_id, members in zip(export_ids, indexes, strict=True)]
-        wanted = [self._file_key(export_id, key) for export_id, file_keys in keys for key in file_keys]
-        raws = iter(self.redis.mget(wanted) if wanted else [])
-        files: dict[str, list[FileRecord]] = {}
-        for export_id, file_keys in keys:
-            parsed = (_parse(FileRecord, next(raws)) for _ in file_keys)
-            files[export_id] = [file for file in parsed if file is not None]
-        return files
+        return [record for record in self.records(ids).values() if record is not None]
 
     def leases_held(self, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which (export id, file key) have a live download lease."""
@@ -210,16 +187,3 @@ class QueriesMixin(StoreBase):
     def schedule_successes(self) -> dict[str, float]:
         """When each schedule last had an export complete (see ``record_schedule_success``)."""
         return {text(k): float(v) for k, v in self.redis.hgetall(self.key("stats", "schedule_success")).items()}
-
-
-def parse_record(raw: bytes | str) -> ExportRecord | None:
-    return _parse(ExportRecord, raw)
-
-
-def _parse(model: type[M], raw: bytes | str | None) -> M | None:
-    if raw is None:
-        return None
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError:
-        return None
