@@ -98,6 +98,8 @@ def _write(client: redis.Redis, store: ExportStore, records: list[tuple[ExportRe
             pipe.hincrby(key("stats", "status"), record.status.value, 1)
             if not record.status.terminal:
                 pipe.sadd(key("active"), record.id)
+            else:
+                pipe.zadd(key("ended"), {record.id: record.finished_at or record.updated_at})
             for file in files:
                 pipe.set(key("export", record.id, "file", file.key), file.model_dump_json())
                 pipe.sadd(key("export", record.id, "files"), file.key)

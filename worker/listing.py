@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from worker.attention import Concern, concern, failure_stage, hold_bucket
 from worker.models import ExportRecord, ExportStatus, FailureStage, FileStatus, JobStatus
 from worker.store import ExportStore
-from worker.store.queries import SCAN_BATCH, Cursor
+from worker.store.queries import SCAN_BATCH, Cursor, Index
 
 DEFAULT_SCAN_LIMIT = 20_000
 FILES_CHUNK = 1_000
@@ -143,9 +143,10 @@ def rows_of(store: ExportStore, records: list[ExportRecord]) -> list[ExportRow]:
 
 
 def scan(
-    store: ExportStore, where: ExportFilter, *, before: Cursor | None, wanted: int, scan_limit: int
+    store: ExportStore, where: ExportFilter, *, before: Cursor | None, wanted: int, scan_limit: int, index: Index = "exports"
 ) -> tuple[list[tuple[Cursor, ExportRecord]], int, bool]:
     """Up to ``wanted`` matching records newest first after ``before``: (matches, records read, limit hit).
+    On the ``ended`` index, ``since`` and ``until`` bound the end time instead of the creation time.
 
     Redis keeps only records whose JSON contains the filter's ``"field":"value"`` pairs; the rest of the
     filter (error text, and the exact fields) is checked here on the parsed records."""
@@ -157,7 +158,13 @@ def scan(
         if batch <= 0:
             return matches, scanned, True
         step = store.scan_exports(
-            before=cursor, since=where.since, until=where.until, needles=where.needles, folded=where.folded, batch=batch
+            before=cursor,
+            since=where.since,
+            until=where.until,
+            needles=where.needles,
+            folded=where.folded,
+            batch=batch,
+            index=index,
         )
         scanned += step.scanned
         cursor = step.last
@@ -231,11 +238,13 @@ def active_concerns(store: ExportStore, *, now: float, stale_after: float) -> tu
 def attention(
     store: ExportStore, *, now: float, stale_after: float, failed_since: float, scan_limit: int = DEFAULT_SCAN_LIMIT
 ) -> Attention:
-    """Active exports that need a look, and exports created since ``failed_since`` that are FAILED (a retry
-    moves an export out of FAILED, so these are the failures not since retried)."""
+    """Active exports that need a look, and exports that ended FAILED since ``failed_since``, newest end
+    first. They are read off the index of ended exports, which a retry leaves: these are the failures
+    not since retried."""
     active, items = active_concerns(store, now=now, stale_after=stale_after)
     only_failed = ExportFilter(status=ExportStatus.FAILED, since=failed_since)
-    failed, scanned, limited = scan(store, only_failed, before=None, wanted=FAILED_SHOWN + 1, scan_limit=scan_limit)
+    wanted = FAILED_SHOWN + 1
+    failed, scanned, limited = scan(store, only_failed, before=None, wanted=wanted, scan_limit=scan_limit, index="ended")
     more = len(failed) > FAILED_SHOWN
     failed = failed[:FAILED_SHOWN]
     files = store.files_of(chunk=FILES_CHUNK, export_ids=[record.id for _cursor, record in failed if _needs_files(record)])

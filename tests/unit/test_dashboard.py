@@ -60,6 +60,7 @@ def put(
 
     def change(state: ExportRecord, writes: Writes) -> None:
         state.status, state.error = status, error
+        state.finished_at = NOW - 300 if status.terminal else None  # the ended index is scored by it
         state.files_total = 1
         file = FileRecord(
             key="0-0000",

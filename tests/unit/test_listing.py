@@ -25,6 +25,7 @@ def put(
     due_in: float = 5,
     error: str | None = None,
     files: list[FileRecord] | None = None,
+    ended_age: float | None = None,
     **fields: object,
 ) -> ExportRecord:
     created = NOW - age
@@ -43,6 +44,8 @@ def put(
 
     def finish(state: ExportRecord, writes) -> None:  # type: ignore[no-untyped-def]
         state.status, state.error = status, error
+        # the ended index is scored by the end
+        state.finished_at = (NOW - ended_age if ended_age is not None else created + 10) if status.terminal else None
         for file in files or []:
             writes.put_file(file)
 
@@ -121,11 +124,14 @@ def test_needs_attention_lists_failures_and_stuck_exports_with_why(store: Export
     broken_file = failed_file("0-0", "sink")
     put(store, "broken", age=50, status=ExportStatus.FAILED, job=JobStatus.SUCCEEDED, error="1 file failed", files=[broken_file])
     put(store, "old-failure", age=10 * 86400, status=ExportStatus.FAILED, error="long ago")
+    put(store, "late-failure", age=5 * 86400, status=ExportStatus.FAILED, error="ended an hour ago", ended_age=3600)
     put(store, "downloading", age=60, status=ExportStatus.DOWNLOADING, job=JobStatus.SUCCEEDED)
 
     result = attention(store, now=NOW, stale_after=STALE, failed_since=NOW - 86400)
     found = {item.export_id: item for item in result.items}
-    assert list(found) == ["late", "silent", "held", "broken"], "stuck ones oldest first, then failures"
+    assert list(found) == ["late", "silent", "held", "broken", "late-failure"], (
+        "stuck oldest first, then failures newest end first"
+    )
     assert found["silent"].kinds == ["stuck"] and "was due 90s ago" in found["silent"].reasons[0]
     assert found["late"].kinds == ["deadline"] and found["late"].reasons == ["deadline in 5 min, still RUNNING"]
     assert found["held"].kinds == ["hold"] and "every worker waits 45s more" in found["held"].reasons[0]
@@ -156,3 +162,16 @@ def test_operator_gauges_read_the_same_rules(tmp_path: Path, store: ExportStore)
     assert value["aew_provider_hold_seconds"][0][0] == {"provider": "samsara", "credential": "default"}
     assert 9 < value["aew_provider_hold_seconds"][0][1] <= 10
     assert value["aew_schedule_last_success_age_seconds"] == [({"schedule": "nightly"}, 3600)]
+
+
+def test_a_retried_failure_leaves_needs_attention(store: ExportStore) -> None:
+    put(
+        store, "f", age=50, status=ExportStatus.FAILED, job=JobStatus.SUCCEEDED, error="1 file failed", files=[failed_file("0-0")]
+    )
+    assert [item.export_id for item in attention(store, now=NOW, stale_after=STALE, failed_since=NOW - 86400).items] == ["f"]
+
+    def reopen(state: ExportRecord, _writes) -> None:  # type: ignore[no-untyped-def]
+        state.status, state.finished_at = ExportStatus.DOWNLOADING, None
+
+    store.transact("f", reopen)
+    assert attention(store, now=NOW, stale_after=STALE, failed_since=NOW - 86400).items == []

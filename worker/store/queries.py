@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -19,7 +19,8 @@ from worker.store.base import decode_event, text
 from worker.store.watch import WatchMixin
 
 Cursor = tuple[float, str]
-"""A position in the ``exports`` index: (creation time, export id) of the last export already seen."""
+"""A position in an index of exports: (score, export id) of the last export already seen."""
+Index = Literal["exports", "ended"]
 SCAN_BATCH = 500
 """Exports one scan step reads inside Redis: a step blocks Redis about 10-20 ms on a loaded 2-core machine."""
 
@@ -95,11 +96,13 @@ class QueriesMixin(WatchMixin):
         needles: list[str] | None = None,
         folded: list[str] | None = None,
         batch: int = SCAN_BATCH,
+        index: Index = "exports",
     ) -> ScanStep:
-        """One step of a newest-first walk of the ``exports`` index, filtered inside Redis (one round trip).
+        """One step of a newest-first walk of an index, filtered inside Redis (one round trip).
 
-        Reads at most ``batch`` exports created in [since, until] strictly after ``before`` in walk order
-        (ties of creation time in descending id order, as Redis orders equal scores) and returns the
+        ``index`` is ``exports`` (scored by creation time) or ``ended`` (ended exports, by end time). Reads
+        at most ``batch`` exports scored in [since, until] strictly after ``before`` in walk order
+        (ties of score in descending id order, as Redis orders equal scores) and returns the
         records whose stored JSON contains every one of ``needles``: a cheap necessary condition the
         caller narrows further after parsing; ``folded`` needles (lower case ASCII) are looked for in the
         lower-cased JSON. Only matches cross the wire, and a step blocks Redis for
@@ -118,7 +121,7 @@ class QueriesMixin(WatchMixin):
             *(needles or []),
             *(folded or []),
         ]
-        reply: Any = self._eval(_SCAN_SCRIPT, [self.key("exports")], args)
+        reply: Any = self._eval(_SCAN_SCRIPT, [self.key(index)], args)
         scanned, last_score, last_id, exhausted, *found = reply
         matches = [(float(found[index + 1]), text(found[index]), found[index + 2]) for index in range(0, len(found), 3)]
         last = (float(last_score), text(last_id)) if int(scanned) else before
