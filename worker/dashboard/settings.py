@@ -29,4 +29,4 @@ class DashboardSettings(BaseSettings):
         None,
         description="scheme://host[:port] the browser uses, when a reverse proxy rewrites Host (checked against Origin on POST).",
     )
-    failed_window_hours: float = Field(48.0, gt=0, description="Needs attention lists failures of exports created this recently.")
+    failed_window_hours: float = Field(48.0, gt=0, description="Needs attention lists exports that failed this recently.")
