@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from worker import listing
 from worker.engine import commands
 from worker.engine.context import Runtime
 from worker.errors import InvalidRequest, PermanentError, RetryLater, TransientError, UnknownExport
@@ -168,13 +169,14 @@ class ExportClient:
                 continue
         return records
 
-    def cancel(self, export_id: str) -> ExportRecord:
-        commands.cancel(self.rt, export_id)
+    def cancel(self, export_id: str, actor: str | None = None) -> ExportRecord:
+        """Stop the export; ``actor`` (who asked) goes on the events stream with the change."""
+        commands.cancel(self.rt, export_id, actor)
         return self.rt.store.get(export_id)
 
-    def retry(self, export_id: str) -> ExportRecord:
+    def retry(self, export_id: str, actor: str | None = None) -> ExportRecord:
         """Re-download failed files, or replay a failed provider job where the provider allows it."""
-        commands.retry(self.rt, export_id)
+        commands.retry(self.rt, export_id, actor)
         return self.rt.store.get(export_id)
 
     def wait(self, export_id: str, timeout: float = 600, interval: float = 0.5) -> ExportView:
@@ -224,6 +226,40 @@ class ExportClient:
             if export_id is None or event.get("export_id") == export_id:
                 matching.append({"id": entry_id, **event})
         return last, matching
+
+    # -- what the dashboard reads (bulk queries: a page costs a constant number of round trips) ---------
+
+    def page(self, where: listing.ExportFilter, before: str | None = None, size: int = 50) -> listing.ExportPage:
+        """One page of exports matching ``where``, newest first, after the cursor ``before``."""
+        return listing.page(self.rt.store, where, before=listing.parse_cursor(before), size=size)
+
+    def matching_ids(self, where: listing.ExportFilter, limit: int) -> list[str]:
+        return listing.matching_ids(self.rt.store, where, limit=limit)
+
+    def attention(self, failed_within_seconds: float) -> listing.Attention:
+        """Stuck active exports and the failures (not since retried) created within the window."""
+        now = self.rt.clock()
+        stale_after = self.rt.settings.stale_after_seconds
+        return listing.attention(self.rt.store, now=now, stale_after=stale_after, failed_since=now - failed_within_seconds)
+
+    def timeline(self, export_id: str, after: str = "-") -> list[dict[str, Any]]:
+        """The export's own events after entry id ``after``, oldest first, each with its ``id``."""
+        return [{"id": entry_id, **event} for entry_id, event in self.rt.store.export_events(export_id, after)]
+
+    def follow_export(self, export_id: str, since: str, block_ms: int | None = None) -> list[dict[str, Any]]:
+        """The export's events after ``since`` ("$" for only new ones), waiting up to ``block_ms`` for one."""
+        events = self.rt.store.read_export_events(export_id, since, block_ms=block_ms)
+        return [{"id": entry_id, **event} for entry_id, event in events]
+
+    def status_counts(self) -> dict[str, int]:
+        return self.rt.store.status_counts()
+
+    def latest_event_id(self, export_id: str | None = None) -> str:
+        return self.rt.store.latest_event_id(export_id)
+
+    def stream_sample(self, key: str, count: int) -> list[dict[str, Any]]:
+        """The first rows of a ``redis_stream`` sink stream (a quarantine sample)."""
+        return self.rt.store.stream_sample(key, count)
 
 
 def default_client() -> ExportClient:

@@ -321,5 +321,21 @@ def demo(
     raise typer.Exit(code=run_demo(console, vehicles=vehicles, files=files, rows=rows, keep=keep))
 
 
+@app.command()
+def dashboard(
+    host: Annotated[str, typer.Option(help="address to listen on; anything but loopback needs users")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8808,
+    allow_actions: Annotated[bool, typer.Option(help="let operators retry and cancel exports from the pages")] = False,
+    hash_password: Annotated[bool, typer.Option(help="print an Argon2id hash for DASHBOARD_USERS and exit")] = False,
+) -> None:
+    """Serve the exports dashboard: what needs attention, every export, one export's timeline, live."""
+    from worker.dashboard.serve import hash_from_prompt, serve
+
+    if hash_password:
+        console.print(hash_from_prompt(), highlight=False, markup=False, soft_wrap=True)
+        return
+    _run(lambda: serve(_client(), host=host, port=port, allow_actions=allow_actions, say=console.print))
+
+
 def main() -> None:
     app()

@@ -15,6 +15,7 @@ BYTES_DOWNLOADED = Counter("aew_bytes_downloaded_total", "Bytes of result files 
 ROWS_WRITTEN = Counter("aew_rows_written_total", "Rows written to the sink", ["provider"])
 ROWS_QUARANTINED = Counter("aew_rows_quarantined_total", "Malformed rows sent to quarantine", ["provider"])
 CHAINS_REVIVED = Counter("aew_chains_revived_total", "Dead task chains revived by the watchdog", ["kind"])
+EXPORT_FAILURES = Counter("aew_export_failures_total", "Exports that ended FAILED, by where they broke", ["provider", "stage"])
 EXPORT_SECONDS = Histogram(
     "aew_export_duration_seconds",
     "Time from submit to terminal state",

@@ -110,6 +110,10 @@ class JobStatus(StrEnum):
         return self in (JobStatus.SUCCEEDED, JobStatus.SPLIT, JobStatus.FAILED)
 
 
+FailureStage = Literal["provider", "download", "parse", "sink"]
+"""Where an export or a file failed: the provider's job, the transfer, the CSV, or writing the rows."""
+
+
 class FileStatus(StrEnum):
     PENDING = "PENDING"
     DONE = "DONE"
@@ -174,6 +178,8 @@ class FileRecord(BaseModel):
     path: str | None = None
     quarantine_path: str | None = None
     error: str | None = None
+    error_stage: FailureStage | None = None
+    """Where the last failed attempt broke (None on records written before stages were kept)."""
     dispatched_at: float = Field(default_factory=time.time)
     finished_at: float | None = None
 

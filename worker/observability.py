@@ -2,17 +2,23 @@
 
 Under the prefork pool each child counts on its own; with ``PROMETHEUS_MULTIPROC_DIR`` set (an
 empty directory), the children write to it and the endpoint, served by the parent, sums them.
+
+The gauges read from Redis at scrape time describe the whole cluster, so every worker node reports
+the same values: aggregate them with ``max`` across instances, never ``sum``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from worker.attention import hold_bucket
+from worker.listing import active_concerns
 from worker.models import ExportStatus
 from worker.settings import Settings
 from worker.store import ExportStore
@@ -30,6 +36,54 @@ class ExportsByStatus(Collector):
         for status in ExportStatus:
             gauge.add_metric([status.value], counts.get(status.value, 0))
         yield gauge
+
+
+class OperatorGauges(Collector):
+    """What operators alert on, read from Redis at scrape time: stuck exports, the oldest active export,
+    provider holds in force, and how long ago each schedule last delivered.
+
+    One scrape costs seven round trips whatever the number of active exports (see ``active_concerns``)."""
+
+    def __init__(self, store: ExportStore, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = self.clock()
+        active, concerns = active_concerns(self.store, now=now, stale_after=self.settings.stale_after_seconds)
+        yield GaugeMetricFamily(
+            "aew_exports_stuck",
+            "Active exports whose next step is overdue past the stale margin, or past their deadline, with nothing running it",
+            value=sum("stuck" in item.kinds for item in concerns),
+        )
+        yield GaugeMetricFamily(
+            "aew_exports_deadline_near",
+            "Active exports with less than a fifth of their deadline left",
+            value=sum("deadline" in item.kinds for item in concerns),
+        )
+        yield GaugeMetricFamily(
+            "aew_oldest_active_export_age_seconds",
+            "Age of the oldest export not yet COMPLETED, FAILED or CANCELLED (0 when none)",
+            value=max((now - record.created_at for record in active), default=0.0),
+        )
+        holds = GaugeMetricFamily(
+            "aew_provider_hold_seconds",
+            "Seconds left on a provider's 429 hold of a credential used by an active export",
+            labels=["provider", "credential"],
+        )
+        buckets = {hold_bucket(record): (record.provider, record.credential) for record in active}
+        for bucket, left in sorted(self.store.holds_left(buckets).items()):
+            holds.add_metric(list(buckets[bucket]), left)
+        yield holds
+        ages = GaugeMetricFamily(
+            "aew_schedule_last_success_age_seconds",
+            "Seconds since the last export of each beat schedule completed",
+            labels=["schedule"],
+        )
+        for schedule, finished_at in sorted(self.store.schedule_successes().items()):
+            ages.add_metric([schedule], max(0.0, now - finished_at))
+        yield ages
 
 
 class StoreMemory(Collector):
@@ -61,6 +115,7 @@ def serve_metrics(
         else:
             registry = REGISTRY
     registry.register(ExportsByStatus(store))
+    registry.register(OperatorGauges(store, settings))
     registry.register(StoreMemory(store))
     start_http_server(settings.metrics_port, addr=addr, registry=registry)
     return registry

@@ -51,6 +51,7 @@ def test_a_store_built_without_a_prefix_keeps_every_key_under_aew() -> None:
         "aew:deadlines",
         "aew:events",
         "aew:export:e1",
+        "aew:export:e1:events",
         "aew:exports",
         "aew:stats:status",
         "aew:watch",
@@ -72,6 +73,7 @@ def test_file_records_their_index_and_the_finished_set_are_where_the_layout_says
     assert members(fake_redis, "unit:export:e1:finished") == {"0-1"}
     assert sorted(key.decode() for key in fake_redis.keys("unit:export:e1*")) == [
         "unit:export:e1",
+        "unit:export:e1:events",
         "unit:export:e1:file:0-0",
         "unit:export:e1:file:0-1",
         "unit:export:e1:files",

@@ -290,6 +290,34 @@ def test_a_file_told_to_wait_says_why_without_counting_an_attempt() -> None:
     assert (file.attempts, file.error, file.dispatched_at) == (0, "HTTP 202: not ready yet", 130)
 
 
+def test_every_failed_attempt_of_a_file_goes_on_the_events_stream_with_its_stage() -> None:
+    rec = record()
+    file = file_record("0-0000", FileStatus.PENDING)
+    writes = Writes()
+    tr.retry_file(rec, file, 0, "HTTP 503", delay=5, now=100, failed=True, stage="download", writes=writes)
+    tr.retry_file(rec, file, 1, "HTTP 202: not ready yet", delay=30, now=110, failed=False, stage="download", writes=writes)
+    tr.retry_file(rec, file, 2, "database busy", delay=7, now=200, failed=True, stage="sink", writes=writes)
+    assert writes.events == [
+        {"type": "file_retry", "file": "0-0000", "attempt": 1, "error": "HTTP 503", "stage": "download", "next_at": 105},
+        {"type": "file_retry", "file": "0-0000", "attempt": 2, "error": "database busy", "stage": "sink", "next_at": 207},
+    ]
+    assert file.error_stage == "sink"
+
+
+def test_who_cancelled_or_retried_is_recorded_with_the_change() -> None:
+    cancelled, writes = record(), Writes()
+    assert tr.cancel(cancelled, writes, now=5, actor="alice")
+    assert writes.events[0] == {"type": "action", "action": "cancel", "actor": "alice"}
+    failed = record()
+    failed.status = ExportStatus.FAILED
+    reopened = Writes()
+    tr.reopen_failed_files(failed, [file_record("a", FileStatus.FAILED)], reopened, now=6, actor="bob")
+    assert reopened.events[0] == {"type": "action", "action": "retry", "actor": "bob"}
+    silent = Writes()
+    tr.cancel(record(), silent, now=5)
+    assert [event["type"] for event in silent.events] == ["status"]
+
+
 def test_refused_submit_goes_back_to_pending_and_says_why() -> None:
     rec = record(**{"0": JobRecord(key="0", params={}, status=JobStatus.SUBMITTING, token=2)})
     token = tr.retry_job_step(rec, "0", 2, submitting=True, error=None, delay=30, now=10, note="quota spent until 12:00")
@@ -394,8 +422,23 @@ def test_job_status_event_only_when_the_provider_status_changes() -> None:
     rec = record()
     _, first = apply(rec, snapshot(JobState.RUNNING, "Processing", message="started"))
     _, same = apply(rec, snapshot(JobState.RUNNING, "Processing"), token=6)
-    assert first.events == [{"type": "job_status", "job": "0", "provider_status": "Processing", "message": "started"}]
-    assert same.events == []
+    assert [e for e in first.events if e["type"] == "job_status"] == [
+        {"type": "job_status", "job": "0", "provider_status": "Processing", "message": "started"}
+    ]
+    assert [e for e in same.events if e["type"] == "job_status"] == []
+
+
+def test_every_poll_that_goes_on_says_when_the_next_one_is_due() -> None:
+    rec = record()
+    first, writes = apply(rec, snapshot(JobState.RUNNING, "Processing"))
+    second, again = apply(rec, snapshot(JobState.RUNNING, "Processing"), token=6)
+    polled = [e for w in (writes, again) for e in w.events if e["type"] == "polled"]
+    due = [round(100 + outcome.poll_delay, 3) for outcome in (first, second)]
+    assert polled == [
+        {"type": "polled", "job": "0", "provider_status": "Processing", "polls": 1, "next_poll_at": due[0]},
+        {"type": "polled", "job": "0", "provider_status": "Processing", "polls": 2, "next_poll_at": due[1]},
+    ]
+    assert rec.jobs["0"].next_action_at == 100 + second.poll_delay
 
 
 def test_a_finished_job_refuses_every_earlier_task() -> None:
@@ -473,9 +516,12 @@ def test_failed_file_keeps_its_error_and_reports_it() -> None:
     rec = record()
     file = file_record("0-0000", FileStatus.PENDING)
     writes = Writes()
-    tr.finish_file(rec, file, 0, None, "header lacks vehicleId", now=9, writes=writes)
+    tr.finish_file(rec, file, 0, None, "header lacks vehicleId", now=9, writes=writes, stage="parse")
     assert (file.status, file.error, file.finished_at) == (FileStatus.FAILED, "header lacks vehicleId", 9)
-    assert writes.events == [{"type": "file_failed", "file": "0-0000", "error": "header lacks vehicleId"}]
+    assert file.error_stage == "parse"
+    assert writes.events == [
+        {"type": "file_failed", "file": "0-0000", "error": "header lacks vehicleId", "stage": "parse", "attempt": 1}
+    ]
     with pytest.raises(StaleTask):
         tr.finish_file(rec, file, 0, None, "twice", now=10, writes=Writes())
 

@@ -104,7 +104,8 @@ def _keep_up(console: Console, stack: LocalStack, export_id: str) -> None:
     )
     worker = f"celery -A worker.app worker -Q {stack.settings.queue} -l INFO"
     console.print(
-        f"then: export-worker status {export_id}\nexport-worker list\n{worker}",
+        f"then: export-worker status {export_id}\nexport-worker list\n{worker}\n"
+        "export-worker dashboard --allow-actions   # then open http://127.0.0.1:8808/",
         soft_wrap=True,
         highlight=False,
         markup=False,

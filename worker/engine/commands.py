@@ -59,51 +59,51 @@ def differences(stored: ExportRequest, request: ExportRequest) -> list[str]:
     return fields
 
 
-def cancel(rt: Runtime, export_id: str) -> None:
-    if not lifecycle.cancel_export(rt, export_id):
+def cancel(rt: Runtime, export_id: str, actor: str | None = None) -> None:
+    if not lifecycle.cancel_export(rt, export_id, actor):
         record = rt.store.get(export_id)
         raise InvalidRequest(f"export {export_id} already ended as {record.status.value}; nothing to cancel")
 
 
-def retry(rt: Runtime, export_id: str) -> None:
+def retry(rt: Runtime, export_id: str, actor: str | None = None) -> None:
     """Re-download unfinished files, or replay a failed (or, to refresh it, a completed) provider job
     where the provider allows it."""
     record = rt.store.get(export_id)
     failed_jobs = [job for job in record.jobs.values() if job.status is JobStatus.FAILED]
     if record.status is ExportStatus.FAILED and failed_jobs:
-        replay(rt, record, failed_jobs[0])
+        replay(rt, record, failed_jobs[0], actor)
         return
     if record.status is ExportStatus.COMPLETED and len(record.jobs) == 1:
-        replay(rt, record, record.jobs["0"])
+        replay(rt, record, record.jobs["0"], actor)
         return
 
     def reopen(state: ExportRecord, files: list[FileRecord], writes: Writes) -> list[FileRecord]:
-        return tr.reopen_failed_files(state, files, writes, rt.clock())
+        return tr.reopen_failed_files(state, files, writes, rt.clock(), actor)
 
     for file in rt.store.transact_with_files(export_id, reopen):
         rt.dispatcher.download(FileTaskArgs(export_id=export_id, file_key=file.key, token=file.token), 0)
 
 
-def replay(rt: Runtime, record: ExportRecord, job: JobRecord) -> None:
+def replay(rt: Runtime, record: ExportRecord, job: JobRecord, actor: str | None = None) -> None:
     if job.provider_job_id is None:
-        resubmit(rt, record, job)
+        resubmit(rt, record, job, actor)
         return
     gateway = rt.gateway(record.provider, record.credential)
     snapshot = gateway.replay(job.provider_job_id, job.params)
     delay = rt.policy.delay(0, rt.rng)
 
     def mutate(state: ExportRecord, writes: Writes) -> int:
-        return tr.reopen_replayed_job(state, job.key, snapshot, delay, rt.clock(), writes)
+        return tr.reopen_replayed_job(state, job.key, snapshot, delay, rt.clock(), writes, actor)
 
     token = rt.store.transact(record.id, mutate)
     rt.dispatcher.poll(JobTaskArgs(export_id=record.id, job_key=job.key, token=token), delay)
 
 
-def resubmit(rt: Runtime, record: ExportRecord, job: JobRecord) -> None:
+def resubmit(rt: Runtime, record: ExportRecord, job: JobRecord, actor: str | None = None) -> None:
     """A job refused before the provider created it runs its submit step again (checks included)."""
 
     def mutate(state: ExportRecord, writes: Writes) -> int:
-        return tr.reopen_unsubmitted_job(state, job.key, rt.clock(), writes)
+        return tr.reopen_unsubmitted_job(state, job.key, rt.clock(), writes, actor)
 
     token = rt.store.transact(record.id, mutate)
     rt.dispatcher.submit(JobTaskArgs(export_id=record.id, job_key=job.key, token=token), 0)

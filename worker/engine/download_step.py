@@ -13,10 +13,11 @@ from worker import metrics
 from worker.engine import transitions as tr
 from worker.engine.context import Runtime, export_log
 from worker.engine.lifecycle import enforce_deadline, finish_if_complete
+from worker.engine.stages import failure_stage
 from worker.errors import DownloadUrlExpired, PermanentError, RetryLater, StaleTask, TransientError
 from worker.file_transfer import TransferResult, transfer_file
 from worker.http_download import open_download
-from worker.models import ExportRecord, FileOutput, FileRecord, FileStatus, FileTaskArgs, Writes
+from worker.models import ExportRecord, FailureStage, FileOutput, FileRecord, FileStatus, FileTaskArgs, Writes
 from worker.providers.gateway import ProviderGateway
 from worker.sinks.base import SinkResult
 
@@ -83,11 +84,14 @@ def _finish_file(
     *,
     output: FileOutput | None,
     error: str | None,
+    stage: FailureStage | None = None,
 ) -> None:
     now = rt.clock()
     try:
         done = rt.store.transact_file(
-            record.id, file.key, lambda state, current, w: tr.finish_file(state, current, file.token, output, error, now, w)
+            record.id,
+            file.key,
+            lambda state, current, w: tr.finish_file(state, current, file.token, output, error, now, w, stage),
         )
     except StaleTask:
         metrics.STALE_TASKS.labels("download").inc()
@@ -99,13 +103,15 @@ def _finish_file(
     finish_if_complete(rt, record.id)
 
 
-def _retry_file(rt: Runtime, record: ExportRecord, file: FileRecord, exc: RetryLater | TransientError) -> None:
+def _retry_file(
+    rt: Runtime, record: ExportRecord, file: FileRecord, exc: RetryLater | TransientError, stage: FailureStage
+) -> None:
     """Reschedule the download; as for submits and polls, only a failure counts towards giving up, not the
     provider asking us to wait (429, or 202 while the file is being prepared), which the deadline bounds."""
     if isinstance(exc, RetryLater):
         failed, delay = False, rt.policy.after_retry_after(exc.retry_after, rt.rng)
     elif file.attempts + 1 > rt.settings.max_transient_retries:
-        _finish_file(rt, record, file, output=None, error=f"gave up after {file.attempts + 1} attempts: {exc}")
+        _finish_file(rt, record, file, output=None, error=f"gave up after {file.attempts + 1} attempts: {exc}", stage=stage)
         return
     else:
         failed, delay = True, rt.policy.delay(file.attempts, rt.rng)
@@ -114,7 +120,9 @@ def _retry_file(rt: Runtime, record: ExportRecord, file: FileRecord, exc: RetryL
         token = rt.store.transact_file(
             record.id,
             file.key,
-            lambda state, current, _writes: tr.retry_file(state, current, file.token, str(exc), delay, now, failed=failed),
+            lambda state, current, writes: tr.retry_file(
+                state, current, file.token, str(exc), delay, now, failed=failed, stage=stage, writes=writes
+            ),
         )
     except StaleTask:
         metrics.STALE_TASKS.labels("download").inc()
@@ -163,11 +171,11 @@ def run_download(rt: Runtime, args: FileTaskArgs, owner: str) -> None:
     except StaleTask:
         metrics.STALE_TASKS.labels("download").inc()
     except (RetryLater, TransientError) as exc:
-        _retry_file(rt, record, file, exc)
+        _retry_file(rt, record, file, exc, failure_stage(exc))
     except PermanentError as exc:
-        _finish_file(rt, record, file, output=None, error=str(exc))
+        _finish_file(rt, record, file, output=None, error=str(exc), stage=failure_stage(exc))
     except OSError as exc:
         problem = f"writing {file.name!r} to the {record.sink} sink failed ({exc}); free disk space or fix permissions there"
-        _retry_file(rt, record, file, TransientError(problem))
+        _retry_file(rt, record, file, TransientError(problem), "sink")
     finally:
         rt.store.release_lease(args.export_id, args.file_key, owner)

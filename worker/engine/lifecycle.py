@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from worker import metrics
+from worker.attention import failure_stage
 from worker.engine import transitions as tr
 from worker.engine.context import Runtime, export_log
-from worker.models import ExportRecord, FileRecord, Writes
+from worker.models import ExportRecord, ExportStatus, FileRecord, JobStatus, Writes
 
 
 def on_terminal(rt: Runtime, record: ExportRecord) -> None:
@@ -19,6 +20,12 @@ def on_terminal(rt: Runtime, record: ExportRecord) -> None:
     """
     rt.sink(record).discard_attempts(record.id)
     metrics.EXPORTS_FINISHED.labels(record.provider, record.status.value).inc()
+    if record.status is ExportStatus.FAILED:
+        failed_at_provider = any(job.status is JobStatus.FAILED for job in record.jobs.values())
+        files = [] if failed_at_provider else rt.store.files(record.id)
+        metrics.EXPORT_FAILURES.labels(record.provider, failure_stage(record, files) or "provider").inc()
+    elif record.status is ExportStatus.COMPLETED and record.schedule is not None:
+        rt.store.record_schedule_success(record.schedule, record.finished_at or rt.clock())
     metrics.EXPORT_SECONDS.labels(record.provider, record.status.value).observe(
         (record.finished_at or rt.clock()) - record.created_at
     )
@@ -53,9 +60,9 @@ def fail_export(rt: Runtime, export_id: str, reason: str, *, job_key: str | None
     )
 
 
-def cancel_export(rt: Runtime, export_id: str) -> bool:
+def cancel_export(rt: Runtime, export_id: str, actor: str | None = None) -> bool:
     """Stop an export: its chains exit at their next step, downloads at the next file boundary."""
-    return _end(rt, export_id, lambda record, _files, writes: tr.cancel(record, writes, rt.clock()), files=False)
+    return _end(rt, export_id, lambda record, _files, writes: tr.cancel(record, writes, rt.clock(), actor), files=False)
 
 
 def enforce_deadline(rt: Runtime, record: ExportRecord) -> bool:

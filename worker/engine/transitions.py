@@ -17,6 +17,7 @@ from worker.errors import InvalidRequest, StaleTask
 from worker.models import (
     ExportRecord,
     ExportStatus,
+    FailureStage,
     FileOutput,
     FileRecord,
     FileStatus,
@@ -48,9 +49,16 @@ def fail(record: ExportRecord, writes: Writes, reason: str, now: float, *, job_k
     return True
 
 
-def cancel(record: ExportRecord, writes: Writes, now: float) -> bool:
+def record_action(writes: Writes, action: str, actor: str | None) -> None:
+    """Who asked for a cancel or retry, on the events stream in the same EXEC as the change it made."""
+    if actor is not None:
+        writes.event("action", action=action, actor=actor)
+
+
+def cancel(record: ExportRecord, writes: Writes, now: float, actor: str | None = None) -> bool:
     if record.status.terminal:
         return False
+    record_action(writes, "cancel", actor)
     record.error = "cancelled by user"
     record.finished_at = now
     _set_status(record, ExportStatus.CANCELLED, writes)
@@ -188,9 +196,16 @@ def revive_job(record: ExportRecord, job_key: str, token: int, now: float, write
 
 
 def finish_file(
-    record: ExportRecord, file: FileRecord, token: int, output: FileOutput | None, error: str | None, now: float, writes: Writes
+    record: ExportRecord,
+    file: FileRecord,
+    token: int,
+    output: FileOutput | None,
+    error: str | None,
+    now: float,
+    writes: Writes,
+    stage: FailureStage | None = None,
 ) -> FileRecord:
-    """Mark the file DONE with what its sink committed, or FAILED with ``error``."""
+    """Mark the file DONE with what its sink committed, or FAILED with ``error`` at ``stage``."""
     current_file(record, file, token)
     file.finished_at = now
     if output is not None:
@@ -205,16 +220,33 @@ def finish_file(
     else:
         file.status = FileStatus.FAILED
         file.error = error
-        writes.event("file_failed", file=file.key, error=error)
+        file.error_stage = stage
+        writes.event("file_failed", file=file.key, error=error, stage=stage, attempt=file.attempts + 1)
     return file
 
 
-def retry_file(record: ExportRecord, file: FileRecord, token: int, error: str, delay: float, now: float, *, failed: bool) -> int:
+def retry_file(
+    record: ExportRecord,
+    file: FileRecord,
+    token: int,
+    error: str,
+    delay: float,
+    now: float,
+    *,
+    failed: bool,
+    stage: FailureStage | None = None,
+    writes: Writes | None = None,
+) -> int:
     """Hand the file to a new download task after ``delay``; the old token goes stale. ``error`` tells the
-    user why it waits; only a ``failed`` attempt counts towards giving up."""
+    user why it waits; only a ``failed`` attempt counts towards giving up. A failed attempt goes on the
+    events stream, so every attempt's error stays visible after the next one overwrites ``error``."""
     current_file(record, file, token)
     if failed:
         file.attempts += 1
+        file.error_stage = stage
+        if writes is not None:
+            next_at = round(now + delay, 3)
+            writes.event("file_retry", file=file.key, attempt=file.attempts, error=error, stage=stage, next_at=next_at)
     file.error = error
     file.token += 1
     file.dispatched_at = now + delay
@@ -280,6 +312,8 @@ def apply_snapshot(
             delay = policy.slow_delay(rng)
         else:
             delay = policy.delay(job.polls, rng)
+        next_poll_at = round(now + delay, 3)
+        writes.event("polled", job=job_key, provider_status=snapshot.raw_status, polls=job.polls, next_poll_at=next_poll_at)
         return PollOutcome(poll_token=reschedule(job, delay, now), poll_delay=delay)
 
     job.next_action_at = None
@@ -374,7 +408,9 @@ def complete_if_done(record: ExportRecord, files: list[FileRecord], writes: Writ
     return True
 
 
-def reopen_failed_files(record: ExportRecord, files: list[FileRecord], writes: Writes, now: float) -> list[FileRecord]:
+def reopen_failed_files(
+    record: ExportRecord, files: list[FileRecord], writes: Writes, now: float, actor: str | None = None
+) -> list[FileRecord]:
     """Give every unfinished file of a FAILED export another go; files already written are left alone.
 
     PENDING files count too: a download in flight when the export failed is refused at its finish,
@@ -390,11 +426,13 @@ def reopen_failed_files(record: ExportRecord, files: list[FileRecord], writes: W
     failed = [file for file in files if file.status is not FileStatus.DONE]
     if not failed:
         raise InvalidRequest(f"export {record.id} has no failed files to retry ({record.error})")
+    record_action(writes, "retry", actor)
     for file in failed:
         file.status = FileStatus.PENDING
         file.token += 1
         file.attempts = 0
         file.error = None
+        file.error_stage = None
         file.dispatched_at = now
         writes.put_file(file)
     _reopen(record, now)
@@ -403,7 +441,7 @@ def reopen_failed_files(record: ExportRecord, files: list[FileRecord], writes: W
 
 
 def reopen_replayed_job(
-    record: ExportRecord, job_key: str, snapshot: JobSnapshot, delay: float, now: float, writes: Writes
+    record: ExportRecord, job_key: str, snapshot: JobSnapshot, delay: float, now: float, writes: Writes, actor: str | None = None
 ) -> int:
     """After the provider accepted a replay, poll the same job again (once: a concurrent replay is refused).
 
@@ -415,6 +453,7 @@ def reopen_replayed_job(
         raise InvalidRequest(f"export {record.id} is {record.status.value} again; it was replayed meanwhile")
     if refresh:
         record.files_total = 0
+    record_action(writes, "replay", actor)
     job.status = JobStatus.POLLING
     job.transient_errors = 0
     _copy_snapshot(job, snapshot)
@@ -423,12 +462,13 @@ def reopen_replayed_job(
     return reschedule(job, delay, now)
 
 
-def reopen_unsubmitted_job(record: ExportRecord, job_key: str, now: float, writes: Writes) -> int:
+def reopen_unsubmitted_job(record: ExportRecord, job_key: str, now: float, writes: Writes, actor: str | None = None) -> int:
     """Submit again a job that failed before its provider created it (a check refused it, a credential
     was missing): ``retry`` after the setting is fixed. Once: a concurrent retry finds it reopened."""
     job = record.jobs[job_key]
     if record.status is not ExportStatus.FAILED or job.status is not JobStatus.FAILED or job.provider_job_id is not None:
         raise InvalidRequest(f"export {record.id} is {record.status.value} again; it was retried meanwhile")
+    record_action(writes, "retry", actor)
     job.status = JobStatus.PENDING
     job.transient_errors = 0
     _reopen(record, now)

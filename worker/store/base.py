@@ -15,6 +15,8 @@ from worker.models import ExportRecord, FileRecord, FileStatus
 from worker.store.server import EvictionGuard, connect, location, server_memory
 
 EVENTS_MAXLEN = 100_000
+EXPORT_EVENTS_MAXLEN = 2_000
+"""Per-export events kept (approximately): a whole timeline of polls, files and retries fits."""
 
 DEFAULT_RETENTION_SECONDS = 30 * 86400
 """A store built without settings keeps ended exports as long as the settings' default."""
@@ -34,6 +36,13 @@ def now() -> float:
 
 def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def decode_event(entry_id: bytes | str, fields: dict[Any, Any]) -> tuple[str, dict[str, Any]]:
+    """One stream entry as (entry id, event): the envelope fields with the event's own JSON merged in."""
+    decoded = {text(k): text(v) for k, v in fields.items()}
+    detail = json.loads(decoded.pop("data"))
+    return text(entry_id), {**decoded, **detail}
 
 
 class StoreBase:
@@ -137,6 +146,7 @@ class StoreBase:
         for event in events:
             fields = {"export_id": export_id, "at": f"{now():.3f}", "data": json.dumps(event)}
             pipe.xadd(self.events_key, fields, maxlen=EVENTS_MAXLEN, approximate=True)
+            pipe.xadd(self.export_events_key(export_id), fields, maxlen=EXPORT_EVENTS_MAXLEN, approximate=True)
 
     def _stage_file(self, pipe: Any, export_id: str, record: FileRecord) -> None:
         """Write a file record and keep the finished set in step with its status.

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from worker.store.base import StoreBase, text
+from worker.store.base import StoreBase, decode_event
 
 
 class EventsMixin(StoreBase):
@@ -14,8 +13,5 @@ class EventsMixin(StoreBase):
         answer: Any = self.redis.xread({self.events_key: last_id}, count=count, block=block_ms)
         events: list[tuple[str, dict[str, Any]]] = []
         for _stream, entries in answer or []:
-            for entry_id, fields in entries:
-                decoded = {text(k): text(v) for k, v in fields.items()}
-                detail = json.loads(decoded.pop("data"))
-                events.append((text(entry_id), {**decoded, **detail}))
+            events.extend(decode_event(entry_id, fields) for entry_id, fields in entries)
         return events
