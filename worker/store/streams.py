@@ -5,16 +5,18 @@ from __future__ import annotations
 from worker.store.base import StoreBase
 
 # RENAME each staging stream onto its final key (or DEL the final key when there is no staging one)
-# and give it the sink's TTL, or what is left of the export's retention if that is shorter: a file
-# committed after its export ended (a download finishing late) is forgotten with the export.
+# and give it the sink's TTL, or the export's own expiry time if that comes sooner: a file committed
+# after its export ended (a download finishing late) is forgotten with the export. Absolute times
+# (PEXPIRETIME, PEXPIREAT) so the stream can never outlive the record by the time the script takes.
 _PUBLISH_SCRIPT = """
-local ms = tonumber(ARGV[1])
-local left = redis.call('PTTL', KEYS[1])
-if left > 0 and left < ms then ms = left end
+local clock = redis.call('TIME')
+local at = clock[1] * 1000 + math.floor(clock[2] / 1000) + tonumber(ARGV[1])
+local export_at = redis.call('PEXPIRETIME', KEYS[1])
+if export_at > 0 and export_at < at then at = export_at end
 for i = 2, #KEYS, 2 do
   if ARGV[i / 2 + 1] == '1' then
     redis.call('RENAME', KEYS[i + 1], KEYS[i])
-    redis.call('PEXPIRE', KEYS[i], ms)
+    redis.call('PEXPIREAT', KEYS[i], at)
   else
     redis.call('DEL', KEYS[i])
   end
