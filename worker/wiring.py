@@ -10,11 +10,24 @@ from celery import Celery
 from worker.dispatch import CeleryDispatcher
 from worker.engine.context import Runtime
 from worker.settings import Settings, get_settings
-from worker.store import ExportStore
+from worker.store import ExportStore, RedisTarget
+
+
+def redis_target(settings: Settings) -> RedisTarget:
+    """Where the store's Redis is, from the settings: a URL, or the primary the Sentinels name."""
+    return RedisTarget(
+        url=settings.redis_url,
+        sentinels=tuple(settings.sentinel_addresses),
+        master=settings.redis_sentinel_master,
+        sentinel_username=settings.redis_sentinel_username,
+        sentinel_password=settings.redis_sentinel_password,
+        sentinel_tls=settings.redis_sentinel_tls,
+        retry_seconds=settings.redis_retry_seconds,
+    )
 
 
 def make_store(settings: Settings) -> ExportStore:
-    return ExportStore.from_url(settings.redis_url, settings.key_prefix)
+    return ExportStore.connect(redis_target(settings), settings.key_prefix)
 
 
 def build_runtime(settings: Settings, app: Celery) -> Runtime:

@@ -34,6 +34,7 @@ runs again on the new state, so two workers can never both advance an export.
 from __future__ import annotations
 
 from worker.store.base import EVENTS_MAXLEN, STORE_UNAVAILABLE, CorruptRecord
+from worker.store.connection import RedisTarget, StoreUnavailable
 from worker.store.events import EventsMixin
 from worker.store.exports import ExportsMixin
 from worker.store.files import FilesMixin
@@ -45,4 +46,4 @@ class ExportStore(ExportsMixin, FilesMixin, LimitsMixin, EventsMixin, StreamsMix
     """The whole store: one Redis client, one key prefix, every concern's operations."""
 
 
-__all__ = ["EVENTS_MAXLEN", "STORE_UNAVAILABLE", "CorruptRecord", "ExportStore"]
+__all__ = ["EVENTS_MAXLEN", "STORE_UNAVAILABLE", "CorruptRecord", "ExportStore", "RedisTarget", "StoreUnavailable"]

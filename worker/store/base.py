@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from worker.errors import ExportWorkerError, UnknownExport
 from worker.models import ExportRecord, FileRecord, FileStatus
+from worker.store.connection import RedisTarget, connect
 
 EVENTS_MAXLEN = 100_000
 
@@ -40,7 +41,12 @@ class StoreBase:
 
     @classmethod
     def from_url(cls, url: str, prefix: str) -> Self:
-        return cls(redis.Redis.from_url(url, health_check_interval=30), prefix)
+        return cls.connect(RedisTarget(url=url), prefix)
+
+    @classmethod
+    def connect(cls, target: RedisTarget, prefix: str) -> Self:
+        """The store every process uses: through Sentinel when ``target`` names sentinels (see :mod:`worker.store.connection`)."""
+        return cls(connect(target), prefix)
 
     def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA, loading the script first rather than after a NOSCRIPT error.
