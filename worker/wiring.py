@@ -23,6 +23,8 @@ def redis_target(settings: Settings) -> RedisTarget:
         sentinel_password=settings.redis_sentinel_password,
         sentinel_tls=settings.redis_sentinel_tls,
         retry_seconds=settings.redis_retry_seconds,
+        wait_replicas=settings.effective_wait_replicas,
+        wait_timeout_ms=settings.redis_wait_timeout_ms,
     )
 
 

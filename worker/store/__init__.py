@@ -24,11 +24,15 @@ key                                    type    content
 ``export:<id>:records:<file_key>``     stream  rows of one file (``redis_stream`` sink), expires
 ``export:<id>:quarantine:<file_key>``  stream  bad rows of one file (``redis_stream`` sink)
 ``staging:<attempt>:records|quarantine``  stream  an uncommitted redis_stream attempt
+``write:<id>``                         string  attempt number of a transaction's EXEC (minutes):
+                                               settles an EXEC whose reply a failover lost
 =====================================  ======  ================================================
 
 Every change to a record goes through :meth:`ExportStore.transact`: WATCH the key, let a pure
 function mutate a fresh copy, then MULTI/EXEC. A concurrent change aborts the EXEC and the function
-runs again on the new state, so two workers can never both advance an export.
+runs again on the new state, so two workers can never both advance an export. A lost connection,
+a demoted primary or a Sentinel failover is ridden out there too, and the writes callers rely on
+wait for a replica: :mod:`worker.store.transactions`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Self
 
 import redis
@@ -38,6 +38,11 @@ class StoreBase:
         self.redis = client
         self.prefix = prefix
         self._shas: dict[str, str] = {}
+        self.retry_seconds = 30.0
+        """How long a transaction is retried while Redis is away (a failover)."""
+        self.wait_replicas = 0
+        """Replicas a write callers rely on waits for (WAIT); 0: none."""
+        self.wait_timeout_ms = 1000
 
     @classmethod
     def from_url(cls, url: str, prefix: str) -> Self:
@@ -46,7 +51,23 @@ class StoreBase:
     @classmethod
     def connect(cls, target: RedisTarget, prefix: str) -> Self:
         """The store every process uses: through Sentinel when ``target`` names sentinels (see :mod:`worker.store.connection`)."""
-        return cls(connect(target), prefix)
+        store = cls(connect(target), prefix)
+        store.retry_seconds = target.retry_seconds
+        store.wait_replicas = target.wait_replicas
+        store.wait_timeout_ms = target.wait_timeout_ms
+        return store
+
+    def _batch(self, fill: Callable[[Any], object]) -> list[Any]:
+        """Commands sent together without a transaction, retried as one while Redis is away (as every
+        single command is): for reads, and writes that are safe to repeat or checked later."""
+
+        def once() -> list[Any]:
+            with self.redis.pipeline(transaction=False) as pipe:
+                fill(pipe)
+                return pipe.execute()
+
+        ride_out = getattr(self.redis, "ride_out", None)
+        return ride_out(once) if ride_out else once()
 
     def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA, loading the script first rather than after a NOSCRIPT error.

@@ -44,7 +44,8 @@ class StoreUnavailable(redis.exceptions.ConnectionError):
 
 
 class RedisTarget(BaseModel):
-    """Where the store's Redis is: ``url`` alone, or the primary ``master`` that ``sentinels`` name."""
+    """Where the store's Redis is (``url`` alone, or the primary ``master`` that ``sentinels`` name), and how
+    long to wait for it and its replicas."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -55,6 +56,9 @@ class RedisTarget(BaseModel):
     sentinel_password: SecretStr | None = None
     sentinel_tls: bool = False
     retry_seconds: float = 30.0
+    wait_replicas: int = 0
+    """Replicas a write callers rely on waits for (see :mod:`worker.store.transactions`)."""
+    wait_timeout_ms: int = 1000
 
     def describe(self) -> str:
         """For messages: where the data is, never a user or password."""

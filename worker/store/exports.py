@@ -2,7 +2,9 @@
 
 Every change to a record goes through :meth:`ExportsMixin.transact`: WATCH the key, let a pure
 function mutate a fresh copy, then MULTI/EXEC. A concurrent change aborts the EXEC and the function
-runs again on the new state, so two workers can never both advance an export.
+runs again on the new state, so two workers can never both advance an export. How a transaction
+survives a lost connection or a failover, and which ones wait for a replica, is in
+:mod:`worker.store.transactions`.
 """
 
 from __future__ import annotations
@@ -10,41 +12,41 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import redis
-
-from worker.models import ExportRecord, FileRecord, Writes
+from worker.models import ExportRecord, ExportStatus, FileRecord, Writes
 from worker.store import base
-from worker.store.base import StoreBase, text
+from worker.store.base import text
+from worker.store.transactions import Confirm, Decision, TransactionsMixin
 
 T = TypeVar("T")
 
 
-class ExportsMixin(StoreBase):
+class ExportsMixin(TransactionsMixin):
     def create(self, record: ExportRecord) -> tuple[ExportRecord, bool]:
-        """Store a new export; with an idempotency key already used, return that export instead."""
+        """Store a new export; with an idempotency key already used, return that export instead.
+
+        The caller is given the export's id, so both answers wait for a replica (:attr:`Confirm.REQUIRED`).
+        """
         idem = self.key("idem", record.idempotency_key) if record.idempotency_key else None
         export_key = self._export_key(record.id)
-        with self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    if idem:
-                        pipe.watch(idem)
-                        existing = pipe.get(idem)
-                        if existing is not None:
-                            pipe.reset()
-                            return self.get(text(existing)), False
-                    pipe.multi()
-                    if idem:
-                        pipe.set(idem, record.id)
-                    pipe.set(export_key, record.model_dump_json())
-                    pipe.zadd(self.key("exports"), {record.id: record.created_at})
-                    pipe.sadd(self.key("active"), record.id)
-                    pipe.hincrby(self.key("stats", "status"), record.status.value, 1)
-                    self._stage_events(pipe, record.id, [{"type": "created", "status": record.status}])
-                    pipe.execute()
-                    return record, True
-                except redis.WatchError:
-                    continue
+
+        def body(pipe: Any) -> Decision[tuple[ExportRecord, bool]]:
+            pipe.watch(export_key, *([idem] if idem else []))
+            if idem:
+                existing = pipe.get(idem)
+                if existing is not None:
+                    found = self._load_export(pipe.get(self._export_key(text(existing))), text(existing))
+                    return Decision((found, False), write=False, confirm=Confirm.REQUIRED)
+            pipe.multi()
+            if idem:
+                pipe.set(idem, record.id)
+            pipe.set(export_key, record.model_dump_json())
+            pipe.zadd(self.key("exports"), {record.id: record.created_at})
+            pipe.sadd(self.key("active"), record.id)
+            pipe.hincrby(self.key("stats", "status"), record.status.value, 1)
+            self._stage_events(pipe, record.id, [{"type": "created", "status": record.status}])
+            return Decision((record, True), confirm=Confirm.REQUIRED)
+
+        return self._commit(body)
 
     def get(self, export_id: str) -> ExportRecord:
         return self._load_export(self.redis.get(self._export_key(export_id)), export_id)
@@ -64,38 +66,49 @@ class ExportsMixin(StoreBase):
 
     def _transact(self, export_id: str, mutate: Callable[[ExportRecord, list[FileRecord], Writes], T], *, with_files: bool) -> T:
         export_key = self._export_key(export_id)
-        with self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(export_key)
-                    record = self._load_export(pipe.get(export_key), export_id)
-                    files = self._watch_files(pipe, export_id) if with_files else []
-                    before = record.model_dump_json()
-                    status_before = record.status
-                    writes = Writes()
-                    result = mutate(record, files, writes)
-                    after = record.model_dump_json()
-                    if after == before and not writes.files and not writes.events:
-                        pipe.reset()
-                        return result
-                    record.updated_at = base.now()
-                    pipe.multi()
-                    pipe.set(export_key, record.model_dump_json())
-                    for file_record in writes.files:
-                        self._stage_file(pipe, export_id, file_record)
-                    if record.status != status_before:
-                        if record.status.terminal:
-                            pipe.srem(self.key("active"), export_id)
-                            pipe.zadd(self.key("unannounced"), {export_id: record.finished_at or record.updated_at})
-                        elif status_before.terminal:
-                            pipe.sadd(self.key("active"), export_id)
-                        pipe.hincrby(self.key("stats", "status"), status_before.value, -1)
-                        pipe.hincrby(self.key("stats", "status"), record.status.value, 1)
-                    self._stage_events(pipe, export_id, writes.events)
-                    pipe.execute()
-                    return result
-                except redis.WatchError:
-                    continue
+
+        def body(pipe: Any) -> Decision[T]:
+            pipe.watch(export_key)
+            record = self._load_export(pipe.get(export_key), export_id)
+            files = self._watch_files(pipe, export_id) if with_files else []
+            before = record.model_dump_json()
+            status_before = record.status
+            writes = Writes()
+            result = mutate(record, files, writes)
+            after = record.model_dump_json()
+            if after == before and not writes.files and not writes.events:
+                return Decision(result, write=False)
+            record.updated_at = base.now()
+            pipe.multi()
+            pipe.set(export_key, record.model_dump_json())
+            for file_record in writes.files:
+                self._stage_file(pipe, export_id, file_record)
+            if record.status != status_before:
+                if record.status.terminal:
+                    pipe.srem(self.key("active"), export_id)
+                    pipe.zadd(self.key("unannounced"), {export_id: record.finished_at or record.updated_at})
+                elif status_before.terminal:
+                    pipe.sadd(self.key("active"), export_id)
+                pipe.hincrby(self.key("stats", "status"), status_before.value, -1)
+                pipe.hincrby(self.key("stats", "status"), record.status.value, 1)
+            self._stage_events(pipe, export_id, writes.events)
+            return Decision(result, confirm=self._confirm_status_change(status_before, record.status))
+
+        return self._commit(body)
+
+    @staticmethod
+    def _confirm_status_change(before: ExportStatus, after: ExportStatus) -> Confirm:
+        """Which export changes wait for a replica: those someone is told about.
+
+        A cancel and a reopening (retry, replay) answer a caller: :attr:`Confirm.REQUIRED`. An end
+        (COMPLETED, FAILED) comes before its callback: :attr:`Confirm.BEST_EFFORT`. Anything else
+        is recovered if lost (fencing, the watchdog).
+        """
+        if after is before:
+            return Confirm.NONE
+        if after is ExportStatus.CANCELLED or before.terminal:
+            return Confirm.REQUIRED
+        return Confirm.BEST_EFFORT if after.terminal else Confirm.NONE
 
     def _watch_files(self, pipe: Any, export_id: str) -> list[FileRecord]:
         """Every file of the export, read while WATCHing the index, the finished set and each record."""
