@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from worker.store import base
-from worker.store.base import StoreBase
+from worker.store.base import StoreBase, text
 
 # The wait is rounded up to whole ms: Redis truncates a Lua number to an integer reply, and a
 # refusal shorter than 1 ms read as 0 would let the request go without being charged.
@@ -35,7 +36,10 @@ return 0
 
 class LimitsMixin(StoreBase):
     def acquire_lease(self, export_id: str, file_key: str, owner: str, seconds: float) -> bool:
-        return bool(self.redis.set(self._lease_key(export_id, file_key), owner, nx=True, px=int(seconds * 1000)))
+        """Take the lease unless someone else holds it. A lease already ours counts as taken: the SET sent
+        again after its reply was lost finds our own earlier one (a task retried keeps its owner id too)."""
+        held: Any = self.redis.set(self._lease_key(export_id, file_key), owner, nx=True, get=True, px=int(seconds * 1000))
+        return held is None or text(held) == owner
 
     def renew_lease(self, export_id: str, file_key: str, owner: str, seconds: float) -> bool:
         return bool(self._eval(_RENEW_SCRIPT, [self._lease_key(export_id, file_key)], [owner, int(seconds * 1000)]))
