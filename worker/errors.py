@@ -47,6 +47,10 @@ class AuthError(PermanentError):
         self.status_code = status_code
 
 
+class NotFound(PermanentError):
+    """The provider answered 404 for something other than a job (a report, say)."""
+
+
 class JobNotFound(PermanentError):
     def __init__(self, provider: str, job_id: str) -> None:
         super().__init__(f"{provider} job {job_id!r} was not found (HTTP 404); it may have expired or been deleted")

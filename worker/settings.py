@@ -6,6 +6,7 @@ carry a credential *name*, and the worker resolves it from ``credentials`` at ca
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
@@ -15,6 +16,26 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.parsing.schema import ColumnType
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_SCHEME = re.compile(r"^([a-z][a-z0-9.+-]*)://", re.IGNORECASE)
+_PASSWORD = re.compile(r"(?<=:)[^:@/]+(?=@)")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``: what messages and logs may show."""
+    return _PASSWORD.sub("***", url)
+
+
+def _scheme_problem(url: str, known: set[str], examples: str) -> str | None:
+    """Why a broker or result-backend URL cannot be used, or None; the names come from kombu and Celery."""
+    match = _SCHEME.match(url)
+    if match is None:
+        return f"{redact_url(url)!r} is not a URL: it must start with a scheme such as {examples}"
+    scheme = match.group(1).lower().split("+", 1)[0]
+    if scheme not in known:
+        return f"{redact_url(url)!r} has an unknown scheme {scheme!r}: use one such as {examples}"
+    return None
 
 
 class Credential(BaseModel):
@@ -38,6 +59,7 @@ class Settings(BaseSettings):
         env_file=".env",
         env_nested_delimiter="__",
         extra="ignore",
+        hide_input_in_errors=True,  # a refused value may hold a password
     )
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="State store; rediss:// and user:password@ work.")
@@ -114,6 +136,36 @@ class Settings(BaseSettings):
     log_json: bool = Field(False, description="Emit JSON log lines.")
     log_level: str = "INFO"
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port.")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_is_a_url(cls, value: str) -> str:
+        """redis-py would fail on first use with a traceback; say what is wrong where the setting is read."""
+        if not value.lower().startswith(REDIS_SCHEMES):
+            raise ValueError(
+                f"{redact_url(value)!r} is not a Redis URL: it must start with redis://, rediss:// (TLS) or "
+                "unix://, e.g. redis://127.0.0.1:6379/0"
+            )
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url_is_a_url(cls, value: str | None) -> str | None:
+        from kombu.transport import TRANSPORT_ALIASES
+
+        examples = "redis://127.0.0.1:6379/0 or amqp://user:password@127.0.0.1:5672//"
+        if value is not None and (problem := _scheme_problem(value, set(TRANSPORT_ALIASES), examples)):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("result_backend")
+    @classmethod
+    def _result_backend_is_a_url(cls, value: str | None) -> str | None:
+        from celery.app.backends import BACKEND_ALIASES
+
+        if value is not None and (problem := _scheme_problem(value, set(BACKEND_ALIASES), "redis://127.0.0.1:6379/0")):
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _countdowns_fit_the_visibility_timeout(self) -> Self:

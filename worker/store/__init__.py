@@ -20,6 +20,8 @@ key                                    type    content
 ``events``                             stream  one entry per state change
 ``rate:<provider>:<credential>:<op>``  string  GCRA theoretical arrival time (ms); ``<op>`` is the budget name
 ``hold:<provider>:<credential>``       string  set after a provider 429, expires when it asked us to wait
+``cache:<provider>:<what>``            string  a provider answer kept for a while, expires (impact.com: a
+                                               report's MetaData per account, 1 h)
 ``stats:status``                       hash    number of exports in each status (metrics)
 ``export:<id>:records:<file_key>``     stream  rows of one file (``redis_stream`` sink), expires
 ``export:<id>:quarantine:<file_key>``  stream  bad rows of one file (``redis_stream`` sink)

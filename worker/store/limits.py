@@ -1,4 +1,5 @@
-"""Download leases and the provider budgets every worker spends from (GCRA, holds after a 429)."""
+"""Download leases, the provider budgets every worker spends from (GCRA, holds after a 429), and
+provider answers kept for a while (a report's parameters)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,12 @@ class LimitsMixin(StoreBase):
         """Seconds left on a :meth:`hold` of ``bucket``; 0 when there is none."""
         remaining = int(self.redis.pttl(self.key("hold", bucket)))
         return remaining / 1000 if remaining > 0 else 0.0
+
+    def remember(self, name: str, value: str, seconds: float) -> None:
+        """Keep a provider answer for ``seconds`` under ``cache:<name>``, for every process to reuse."""
+        self.redis.set(self.key("cache", name), value, px=max(1, math.ceil(seconds * 1000)))
+
+    def recall(self, name: str) -> str | None:
+        """What :meth:`remember` kept under ``name``, or None once it expired."""
+        value = self.redis.get(self.key("cache", name))
+        return None if value is None else base.text(value)
