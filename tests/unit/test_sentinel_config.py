@@ -7,6 +7,7 @@ are separate settings. The failover itself is tested against real processes in
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,18 @@ def test_a_redis_that_never_answered_fails_at_once(monkeypatch: pytest.MonkeyPat
     with pytest.raises(StoreUnavailable, match="no answer from Redis: Connection refused"):
         client.ride_out(Flaky(1, redis.ConnectionError("Connection refused")))
     assert slept == [], "a misconfigured URL is reported now, not after the failover budget"
+
+
+def test_the_compose_override_runs_a_replica_and_three_sentinels_and_points_every_process_at_them(tmp_path: Path) -> None:
+    """Read as text, like tests/unit/test_containers.py: no Docker engine or PyYAML needed."""
+    text = (Path(__file__).parents[2] / "docker-compose.sentinel.yml").read_text()
+    services = set(re.findall(r"^  ([a-z][a-z0-9-]*):$", text, flags=re.MULTILINE))
+    assert {"redis", "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3", "worker", "beat", "cli", "flower"} <= services
+    assert '"--replicaof", "redis", "6379"' in text and "sentinel monitor aew redis 6379 2" in text
+    env = dict(re.findall(r"^  (EXPORT_WORKER_[A-Z_]+): (\S+)$", text, flags=re.MULTILINE))
+    settings = make_settings(tmp_path, **{name.removeprefix("EXPORT_WORKER_").lower(): value for name, value in env.items()})
+    assert settings.sentinel_addresses == [("sentinel-1", 26379), ("sentinel-2", 26379), ("sentinel-3", 26379)]
+    assert settings.redis_sentinel_master == "aew" and settings.effective_wait_replicas == 1
+    for process in ("worker", "beat", "cli"):
+        assert re.search(rf"^  {process}:\n    environment: \*sentinel-store$", text, flags=re.MULTILINE), process
+    assert "ports:" not in text, "nothing more published on the host"
