@@ -18,7 +18,7 @@ import redis
 from tests.unit.test_store import new_record
 from worker.models import ExportRecord, ExportStatus, Writes
 from worker.store import ExportStore, StoreUnavailable
-from worker.store.transactions import Confirm, NotReplicated, Replication
+from worker.store.transactions import AcknowledgingPipeline, Confirm, NotReplicated, Replication
 
 
 class Replicas:
@@ -154,3 +154,38 @@ def test_redis_away_longer_than_the_budget_says_whether_the_change_may_have_been
     monkeypatch.setattr("worker.store.transactions.AcknowledgingPipeline.execute", unreachable)
     with pytest.raises(StoreUnavailable, match="for 2s: Connection refused; the change may or may not have been saved"):
         store.transact("e1", set_status(ExportStatus.CANCELLED))
+
+
+def test_a_transaction_refused_by_a_demoted_primary_runs_again_on_a_fresh_connection(
+    store: ExportStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A managed service's endpoint name moves to the new primary; the pooled connections still reach the old one
+    (now a replica, answering READONLY). They are dropped and the transaction decided again."""
+    replicas(monkeypatch)
+    store.create(new_record())
+    monkeypatch.setattr("worker.store.transactions.time.sleep", lambda _seconds: None)
+    dropped: list[bool] = []
+    monkeypatch.setattr(
+        store.redis.connection_pool, "disconnect", lambda inuse_connections=True: dropped.append(inuse_connections)
+    )
+    original = AcknowledgingPipeline.execute
+    refusals = iter([redis.exceptions.ReadOnlyError("You can't write against a read only replica.")])
+
+    def execute(pipe: AcknowledgingPipeline, raise_on_error: bool = True) -> Any:
+        refusal = next(refusals, None)
+        if refusal is not None:
+            pipe.reset()
+            raise refusal
+        return original(pipe, raise_on_error)
+
+    monkeypatch.setattr(AcknowledgingPipeline, "execute", execute)
+    decided: list[ExportStatus] = []
+
+    def cancel(record: ExportRecord, writes: Writes) -> None:
+        decided.append(record.status)
+        record.status = ExportStatus.CANCELLED
+
+    store.transact("e1", cancel)
+    assert store.get("e1").status is ExportStatus.CANCELLED
+    assert decided == [ExportStatus.PENDING, ExportStatus.PENDING], "decided again on the state there is"
+    assert dropped == [False], "the idle connections to the demoted primary are dropped"

@@ -185,12 +185,14 @@ class TransactionsMixin(StoreBase):
                 except ReplicationUnknown as exc:
                     error = exc
                 except redis.exceptions.ReadOnlyError as exc:
-                    self.redis.connection_pool.disconnect(inuse_connections=False)
                     error = exc
                 except UNREACHABLE as exc:
                     error = exc
                 unsure = unsure or sent or isinstance(error, ReplicationUnknown)
                 pipe.reset()
+                if isinstance(error, redis.exceptions.ReadOnlyError):
+                    # A demoted primary behind a name that now points elsewhere: reconnect, resolving it again.
+                    self.redis.connection_pool.disconnect(inuse_connections=False)
                 now = time.monotonic()
                 deadline = deadline or now + self.retry_seconds
                 if not self._has_answered() or now + delay > deadline:
