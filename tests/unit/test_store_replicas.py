@@ -189,3 +189,27 @@ def test_a_transaction_refused_by_a_demoted_primary_runs_again_on_a_fresh_connec
     assert store.get("e1").status is ExportStatus.CANCELLED
     assert decided == [ExportStatus.PENDING, ExportStatus.PENDING], "decided again on the state there is"
     assert dropped == [False], "the idle connections to the demoted primary are dropped"
+
+
+def test_a_new_export_is_started_before_its_replica_is_waited_for(store: ExportStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first submits go out once the export is saved: told to retry, the caller finds it running."""
+    replicas(monkeypatch, confirming=0)
+    started: list[str] = []
+    with pytest.raises(NotReplicated):
+        store.create(new_record(idempotency_key="k-2"), then=lambda record: started.append(record.id))
+    assert started == ["e1"]
+    replicas(monkeypatch, confirming=1)
+    found, created = store.create(new_record("e2", idempotency_key="k-2"), then=lambda record: started.append(record.id))
+    assert (found.id, created, started) == ("e1", False, ["e1"]), "the retry returns it and starts nothing twice"
+
+
+def test_what_a_saved_change_implies_failing_is_raised_as_it_is(store: ExportStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sending the first steps failed (the broker is away): the caller hears that, not a lost Redis connection."""
+    stand_in = replicas(monkeypatch)
+
+    def broker_away(_record: ExportRecord) -> None:
+        raise redis.ConnectionError("Error 111 connecting to the broker")
+
+    with pytest.raises(redis.ConnectionError, match="connecting to the broker"):
+        store.create(new_record(), then=broker_away)
+    assert store.get("e1").id == "e1" and stand_in.asked == [], "saved once, not sent again by redis-py's retry"

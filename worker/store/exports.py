@@ -21,10 +21,12 @@ T = TypeVar("T")
 
 
 class ExportsMixin(TransactionsMixin):
-    def create(self, record: ExportRecord) -> tuple[ExportRecord, bool]:
+    def create(self, record: ExportRecord, then: Callable[[ExportRecord], None] | None = None) -> tuple[ExportRecord, bool]:
         """Store a new export; with an idempotency key already used, return that export instead.
 
         The caller is given the export's id, so both answers wait for a replica (:attr:`Confirm.REQUIRED`).
+        ``then`` runs once the new export is saved, before that wait: its first steps are sent even if
+        the caller is then told to retry (the retry, with the same key, finds it running).
         """
         idem = self.key("idem", record.idempotency_key) if record.idempotency_key else None
         export_key = self._export_key(record.id)
@@ -44,7 +46,8 @@ class ExportsMixin(TransactionsMixin):
             pipe.sadd(self.key("active"), record.id)
             pipe.hincrby(self.key("stats", "status"), record.status.value, 1)
             self._stage_events(pipe, record.id, [{"type": "created", "status": record.status}])
-            return Decision((record, True), confirm=Confirm.REQUIRED)
+            follow = (lambda: then(record)) if then is not None else None
+            return Decision((record, True), confirm=Confirm.REQUIRED, then=follow)
 
         return self._commit(body)
 

@@ -83,6 +83,9 @@ class Decision(Generic[T]):
     result: T
     write: bool = True
     confirm: Confirm = Confirm.NONE
+    then: Callable[[], None] | None = None
+    """Run once the change is saved, before waiting for its replicas: the steps it implies are sent
+    even when the caller then hears that no replica confirmed it (and retries). Run once per change."""
 
 
 @dataclass(frozen=True)
@@ -125,13 +128,28 @@ def _confirm_on(connection: AbstractConnection, replicas: int, timeout_ms: int) 
 
 
 class AcknowledgingPipeline(Pipeline):
-    """A MULTI/EXEC pipeline that, when ``wait_for`` is set, WAITs on the very connection that ran the EXEC."""
+    """A MULTI/EXEC pipeline that, after its EXEC applied, runs ``after_exec`` and then, when ``wait_for``
+    is set, WAITs on the very connection that ran the EXEC.
+
+    This runs inside redis-py's retry of the transaction: whatever ``after_exec`` raises is kept in
+    ``after_exec_error`` for the store to raise afterwards (redis-py would send the transaction again
+    on a ConnectionError), and a lost WAIT reply is :class:`ReplicationUnknown` for the same reason.
+    """
 
     wait_for: tuple[int, int] | None = None
     replication: Replication | None = None
+    after_exec: Callable[[], None] | None = None
+    after_exec_error: Exception | None = None
 
     def _execute_transaction(self, connection: Any, commands: Any, raise_on_error: Any) -> Any:
         response = super()._execute_transaction(connection, commands, raise_on_error)
+        then, self.after_exec = self.after_exec, None
+        if then is not None:
+            try:
+                then()
+            except Exception as exc:  # noqa: BLE001 - raised again by the store, outside redis-py's retry
+                self.after_exec_error = exc
+                return response
         if self.wait_for is not None:
             self.replication = _confirm_on(connection, *self.wait_for)
         return response
@@ -145,6 +163,8 @@ class TransactionsMixin(StoreBase):
         """Run ``body`` until its EXEC commits once; see this module's docstring for the failure cases."""
         write_key = self.key("write", uuid.uuid4().hex)
         decided: dict[int, Decision[T]] = {}
+        followed: set[int] = set()
+        """Attempts whose ``then`` ran (it runs once, for the attempt that applied)."""
         unsure = False
         """Some EXEC of ours (or the WAIT after it) got no answer: read the write key before deciding again."""
         deadline: float | None = None
@@ -160,11 +180,17 @@ class TransactionsMixin(StoreBase):
                         pipe.watch(write_key)
                         applied = pipe.get(write_key)
                         if applied is not None:
-                            first = decided[int(applied)]
-                            replication = self._confirm_read(pipe, write_key, applied, first.confirm)
+                            number = int(applied)
+                            first = decided[number]
+                            if first.then is not None and number not in followed:
+                                followed.add(number)
+                                first.then()
+                            replication = self._confirm_read(pipe, write_key, number, first.confirm)
                             return self._settled(first, replication)
                     decision = body(pipe)
                     if not decision.write:
+                        if decision.then is not None:
+                            decision.then()
                         replication = self._confirm_read(pipe, f"{write_key}:read", 1, decision.confirm)
                         pipe.reset()
                         return self._settled(decision, replication)
@@ -172,10 +198,17 @@ class TransactionsMixin(StoreBase):
                     decided[attempt] = decision
                     pipe.wait_for = self._wait_for(decision.confirm)
                     pipe.replication = None
+                    pipe.after_exec, pipe.after_exec_error = decision.then, None
                     sent = True
-                    pipe.execute()
+                    try:
+                        pipe.execute()
+                    finally:
+                        if decision.then is not None and pipe.after_exec is None:
+                            followed.add(attempt)
+                        pipe.after_exec = None
                     self._answered()
-                    return self._settled(decision, pipe.replication)
+                    if pipe.after_exec_error is None:
+                        return self._settled(decision, pipe.replication)
                 except NotReplicated:
                     raise  # an answer for the caller, not a lost connection
                 except redis.WatchError as exc:
@@ -188,6 +221,8 @@ class TransactionsMixin(StoreBase):
                     error = exc
                 except UNREACHABLE as exc:
                     error = exc
+                else:
+                    raise pipe.after_exec_error  # saved, but what it implies failed: the caller hears it as it is
                 unsure = unsure or sent or isinstance(error, ReplicationUnknown)
                 pipe.reset()
                 if isinstance(error, redis.exceptions.ReadOnlyError):
