@@ -22,7 +22,8 @@ Redis replicates asynchronously: a failover loses what the old primary acknowled
 copied yet. The writes a caller or the next step relies on WAIT for replicas, on the connection that
 ran the EXEC (WAIT covers that connection's writes; it does nothing inside MULTI): see
 :class:`Confirm` for which, and what happens when no replica confirms in time. A primary with no
-replica connected is not waited on: no replica can be promoted without the write. Every other write
+replica in sync (ROLE lists only those; one still loading its first copy is not among them) is not
+waited on: no replica could be promoted with the write missing. Every other write
 is one the design recovers from when it is lost: fencing tokens make a step that sees older state
 act again (or exit as stale), the watchdog revives a chain whose next step is overdue, and each sink
 replaces a file's rows when the file is loaded again.
@@ -107,7 +108,7 @@ def _ask(connection: AbstractConnection, *command: Any) -> Any:
 
 
 def replication_of(connection: AbstractConnection, replicas: int, timeout_ms: int) -> Replication:
-    """WAIT for ``replicas`` on ``connection``, but only for as many as are connected (ROLE lists them)."""
+    """WAIT for ``replicas`` on ``connection``, but only for as many as are in sync (those ROLE lists)."""
     try:
         role = _ask(connection, "ROLE")
         connected = len(role[2]) if text(role[0]) == "master" else 0
