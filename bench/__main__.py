@@ -25,11 +25,11 @@ from types import ModuleType
 from rich.console import Console
 from rich.table import Table
 
-from bench import fanout, inflight, pollstep, replicas, throughput, waiting
+from bench import fanout, inflight, pollstep, replicas, soak, throughput, waiting, watchdog
 from bench.common import PrivateRedis, Result
 
 BENCHMARKS: dict[str, ModuleType] = {
-    module.NAME: module for module in (pollstep, throughput, fanout, inflight, waiting, replicas)
+    module.NAME: module for module in (pollstep, throughput, fanout, inflight, waiting, watchdog, soak, replicas)
 }
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 

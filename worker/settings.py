@@ -129,8 +129,21 @@ class Settings(BaseSettings):
     split_min_vehicles: int = Field(1, ge=1, description="Smallest vehicle batch an auto-split produces.")
 
     watchdog_interval_seconds: float = Field(60.0, gt=0, description="How often beat runs the watchdog.")
+    watchdog_page_size: int = Field(200, ge=1, description="Exports (or ids) the watchdog reads per Redis reply.")
+    watchdog_max_exports: int = Field(
+        10_000, ge=1, description="Most exports one watchdog run looks at per pass; the next run goes on from there."
+    )
     stale_factor: float = Field(3.0, gt=1, description="A chain is dead after stale_factor x poll_max_seconds silent.")
     lease_seconds: float = Field(60.0, gt=0, description="Download lease; renewed while a file streams.")
+
+    retention_seconds: int = Field(
+        30 * 86400,
+        gt=0,
+        description="How long an ended export is kept in Redis; after it, its id is unknown and its idempotency key free.",
+    )
+    allow_evicting_store: bool = Field(
+        False, description="Start on a Redis whose maxmemory-policy may evict keys (with a warning) instead of refusing."
+    )
 
     schedule_file: Path | None = Field(None, description="JSON file of recurring exports for celery beat.")
     log_json: bool = Field(False, description="Emit JSON log lines.")
@@ -210,6 +223,18 @@ class Settings(BaseSettings):
         if self.redis_wait_replicas is not None:
             return self.redis_wait_replicas
         return 1 if self.redis_sentinels else 0
+
+    @model_validator(mode="after")
+    def _ends_are_reported_before_they_are_forgotten(self) -> Self:
+        """The watchdog reports an end whose worker died once it is stale; the record must still be there."""
+        needed = self.stale_after_seconds + self.watchdog_interval_seconds
+        if self.retention_seconds <= needed:
+            raise ValueError(
+                f"EXPORT_WORKER_RETENTION_SECONDS ({self.retention_seconds}) must exceed stale_factor x poll_max_seconds "
+                f"+ watchdog_interval_seconds ({needed:.0f}s): the watchdog reports an end its worker did not live to "
+                "report only after that long, and needs the export's record to do it"
+            )
+        return self
 
     @property
     def broker_transport(self) -> Literal["amqp", "redis"]:

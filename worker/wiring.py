@@ -29,7 +29,12 @@ def redis_target(settings: Settings) -> RedisTarget:
 
 
 def make_store(settings: Settings) -> ExportStore:
-    return ExportStore.connect(redis_target(settings), settings.key_prefix)
+    return ExportStore.connect(
+        redis_target(settings),
+        settings.key_prefix,
+        retention_seconds=settings.retention_seconds,
+        allow_evicting=settings.allow_evicting_store,
+    )
 
 
 def build_runtime(settings: Settings, app: Celery) -> Runtime:

@@ -56,7 +56,8 @@ def test_submit_wait_exits_0_when_completed_and_1_when_failed(stack: LocalStack,
     assert cli(stack, "status", failed_id).returncode == 0
 
     unknown = cli(stack, "status", "0000000000000000")
-    assert unknown.returncode == 2 and unknown.stdout == "" and "no export with id '0000000000000000'" in unknown.stderr
+    assert unknown.returncode == 2 and unknown.stdout == "" and len(unknown.stderr.strip().splitlines()) == 1
+    assert "no export '0000000000000000' in Redis at " in unknown.stderr and "EXPORT_WORKER_RETENTION_SECONDS" in unknown.stderr
 
 
 def test_reports_impact_lists_what_can_be_exported_and_a_report_s_parameters(stack: LocalStack) -> None:

@@ -15,7 +15,9 @@ import redis
 from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
 
 from tests.conftest import make_settings
+from tests.unit.test_store_server import CONFIG, ScriptedConnection
 from worker.app import create_app
+from worker.errors import EvictingStore
 from worker.store.connection import FailoverRedis, StoreUnavailable
 from worker.wiring import make_store
 
@@ -201,3 +203,25 @@ def test_the_compose_override_runs_a_replica_and_three_sentinels_and_points_ever
     for process in ("worker", "beat", "cli"):
         assert re.search(rf"^  {process}:\n    environment: \*sentinel-store$", text, flags=re.MULTILINE), process
     assert "ports:" not in text, "nothing more published on the host"
+
+
+class PrimaryConnection(ScriptedConnection):
+    """A connection to one primary (host and port), answering the eviction check from a table."""
+
+    def __init__(self, port: int, policy: bytes) -> None:
+        super().__init__({CONFIG: [b"maxmemory-policy", policy]})
+        self.host, self.port = "10.0.0.9", port
+
+
+def test_the_eviction_check_runs_again_on_each_new_primary_sentinel_names(tmp_path: Path) -> None:
+    store = make_store(sentinel_settings(tmp_path))
+    guard = store.redis.connection_pool.connection_kwargs["redis_connect_func"]
+    first = PrimaryConnection(6379, b"noeviction")
+    guard(first)
+    again = PrimaryConnection(6379, b"allkeys-lru")
+    guard(again)
+    assert again.sent == [], "the primary already checked is not asked again"
+    promoted = PrimaryConnection(6380, b"allkeys-lru")
+    with pytest.raises(EvictingStore, match=r"the Redis primary of 'aew', db 4 \(Sentinels .*\), now 10.0.0.9:6380, has"):
+        guard(promoted)
+    assert promoted.sent == [CONFIG]

@@ -50,10 +50,12 @@ def test_a_store_built_without_a_prefix_keeps_every_key_under_aew() -> None:
     writes = [key for key in keys if key.startswith("aew:write:")]
     assert [key for key in keys if key not in writes] == [
         "aew:active",
+        "aew:deadlines",
         "aew:events",
         "aew:export:e1",
         "aew:exports",
         "aew:stats:status",
+        "aew:watch",
     ]
     assert len(writes) == 1 and 110_000 < client.pttl(writes[0]) <= 120_000, "the create's write key, kept 2 minutes"
 

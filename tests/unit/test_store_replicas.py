@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from tests.unit.test_store import new_record
+from worker.errors import TransientError
 from worker.models import ExportRecord, ExportStatus, Writes
 from worker.store import ExportStore, StoreUnavailable
 from worker.store.transactions import AcknowledgingPipeline, Confirm, NotReplicated, Replication
@@ -213,3 +214,24 @@ def test_what_a_saved_change_implies_failing_is_raised_as_it_is(store: ExportSto
     with pytest.raises(redis.ConnectionError, match="connecting to the broker"):
         store.create(new_record(), then=broker_away)
     assert store.get("e1").id == "e1" and stand_in.asked == [], "saved once, not sent again by redis-py's retry"
+
+
+def test_a_staging_stream_that_lost_or_repeated_entries_publishes_nothing(store: ExportStore) -> None:
+    """Across a failover appends can be lost with the old primary, or sent twice after a lost reply: counted first."""
+    store.wait_replicas = 0
+    store.create(new_record())
+    final, staging = store.records_key("e1", "0-0"), store.key("staging", "a", "records")
+    store.append_stream(staging, [b"1", b"2", b"2"], 60)
+    with pytest.raises(TransientError, match="holds 3 entries, not the ones this attempt wrote"):
+        store.publish_streams("e1", [(final, staging, 2)], 60)
+    assert not store.redis.exists(final) and store.redis.xlen(staging) == 3, "nothing published"
+
+
+def test_a_publish_sent_again_after_its_reply_was_lost_finds_it_done(store: ExportStore) -> None:
+    store.wait_replicas = 0
+    store.create(new_record())
+    final, staging = store.records_key("e1", "0-0"), store.key("staging", "a", "records")
+    store.append_stream(staging, [b"1", b"2"], 60)
+    for _ in range(2):
+        store.publish_streams("e1", [(final, staging, 2)], 60)
+    assert [fields[b"row"] for _id, fields in store.redis.xrange(final)] == [b"1", b"2"]

@@ -66,10 +66,10 @@ class RedisTarget(BaseModel):
         db = options.get("db", 0)
         if self.sentinels:
             listed = ",".join(f"{host}:{port}" for host, port in self.sentinels)
-            return f"the Redis primary of {self.master!r} (Sentinels {listed}), db {db}"
+            return f"the Redis primary of {self.master!r}, db {db} (Sentinels {listed})"
         if "path" in options:
-            return f"Redis at {options['path']}, db {db}"
-        return f"Redis at {options.get('host', 'localhost')}:{options.get('port', 6379)}, db {db}"
+            return f"Redis at {options['path']}/{db}"
+        return f"Redis at {options.get('host', 'localhost')}:{options.get('port', 6379)}/{db}"
 
 
 class FailoverRedis(redis.Redis):

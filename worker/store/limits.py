@@ -1,13 +1,12 @@
-"""Download leases, the provider budgets every worker spends from (GCRA, holds after a 429), and
-provider answers kept for a while (a report's parameters)."""
+"""Download leases (never outliving their export), the provider budgets every worker spends from (GCRA,
+holds after a 429), and provider answers kept for a while (a report's parameters)."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from worker.store import base
-from worker.store.base import StoreBase, text
+from worker.store.base import StoreBase
 
 # The wait is rounded up to whole ms: Redis truncates a Lua number to an integer reply, and a
 # refusal shorter than 1 ms read as 0 would let the request go without being charged.
@@ -24,10 +23,30 @@ redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now + 1000))
 return 0
 """
 
-_RENEW_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+# A lease never outlives its export's record: once the export ended, its record expires with the
+# retention, and a lease taken or renewed after that (a download still finishing) expires no later.
+_BOUND_BY_EXPORT = """
+local ms = tonumber(ARGV[2])
+local left = redis.call('PTTL', KEYS[2])
+if left > 0 and left < ms then ms = left end
+"""
+
+_ACQUIRE_SCRIPT = (
+    _BOUND_BY_EXPORT
+    + """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ms) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
 return 0
 """
+)
+
+_RENEW_SCRIPT = (
+    _BOUND_BY_EXPORT
+    + """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ms) end
+return 0
+"""
+)
 
 _RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -37,13 +56,14 @@ return 0
 
 class LimitsMixin(StoreBase):
     def acquire_lease(self, export_id: str, file_key: str, owner: str, seconds: float) -> bool:
-        """Take the lease unless someone else holds it. A lease already ours counts as taken: the SET sent
+        """Take the lease unless someone else holds it. A lease already ours counts as taken: the call sent
         again after its reply was lost finds our own earlier one (a task retried keeps its owner id too)."""
-        held: Any = self.redis.set(self._lease_key(export_id, file_key), owner, nx=True, get=True, px=int(seconds * 1000))
-        return held is None or text(held) == owner
+        keys = [self._lease_key(export_id, file_key), self._export_key(export_id)]
+        return bool(self._eval(_ACQUIRE_SCRIPT, keys, [owner, int(seconds * 1000)]))
 
     def renew_lease(self, export_id: str, file_key: str, owner: str, seconds: float) -> bool:
-        return bool(self._eval(_RENEW_SCRIPT, [self._lease_key(export_id, file_key)], [owner, int(seconds * 1000)]))
+        keys = [self._lease_key(export_id, file_key), self._export_key(export_id)]
+        return bool(self._eval(_RENEW_SCRIPT, keys, [owner, int(seconds * 1000)]))
 
     def release_lease(self, export_id: str, file_key: str, owner: str) -> None:
         self._eval(_RELEASE_SCRIPT, [self._lease_key(export_id, file_key)], [owner])

@@ -265,7 +265,7 @@ class TransactionsMixin(StoreBase):
         if replication is None or replication.enough:
             return decision.result
         problem = (
-            f"{self._where()} saved the change, but {replication.confirmed} of its {replication.connected} "
+            f"{self.where} saved the change, but {replication.confirmed} of its {replication.connected} "
             f"replica(s) confirmed it within {self.wait_timeout_ms} ms; if the primary fails before they catch up, "
             "the change is lost"
         )
@@ -275,9 +275,6 @@ class TransactionsMixin(StoreBase):
         return decision.result
 
     # -- giving up ---------------------------------------------------------------------------------
-
-    def _where(self) -> str:
-        return str(getattr(self.redis, "where", "Redis"))
 
     def _has_answered(self) -> bool:
         return bool(getattr(self.redis, "answered", True))
@@ -289,4 +286,4 @@ class TransactionsMixin(StoreBase):
     def _gave_up(self, error: Exception, unsure: bool) -> StoreUnavailable:
         waited = f" for {self.retry_seconds:.0f}s" if self._has_answered() else ""
         outcome = "; the change may or may not have been saved" if unsure else ""
-        return StoreUnavailable(f"no answer from {self._where()}{waited}: {error}{outcome}")
+        return StoreUnavailable(f"no answer from {self.where}{waited}: {error}{outcome}")
