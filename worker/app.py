@@ -3,13 +3,13 @@
 Why these options: ``task_acks_late`` + ``task_reject_on_worker_lost`` put a task back on the
 queue when its worker dies mid-step; prefetch 1 keeps a long download from hoarding messages.
 
-Two brokers. On Redis (directly or through Sentinel) the worker holds every countdown task (a waiting export's next poll) in its
-own memory until it is due, and the visibility timeout must exceed every countdown (checked by
-:class:`~worker.settings.Settings`). On RabbitMQ (``amqp://``) the queue is a quorum queue (durable,
-replicated) on a *topic* exchange, which is what Celery's native delayed delivery needs: a countdown
-task waits in the broker's delay queues, not in the worker. Celery turns global QoS off for quorum
-queues by itself (they do not support it); publisher confirms make ``send_task`` return only once
-the broker has the message.
+Two brokers. On Redis (directly or through Sentinel) the worker holds every countdown task (a
+waiting export's next poll) in its own memory until it is due, and the visibility timeout must
+exceed every countdown (checked by :class:`~worker.settings.Settings`). On RabbitMQ (``amqp://``)
+the queue is a quorum queue (durable, replicated) on a *topic* exchange, which is what Celery's
+native delayed delivery needs: a countdown task waits in the broker's delay queues, not in the
+worker. Celery turns global QoS off for quorum queues by itself (they do not support it); publisher
+confirms make ``send_task`` return only once the broker has the message.
 """
 
 from __future__ import annotations
