@@ -176,42 +176,40 @@ class TransactionsMixin(StoreBase):
             while True:
                 attempt += 1
                 sent = False
+                follow: Callable[[], None] | None = None
+                pipe.after_exec_error = None
                 try:
                     if unsure:
                         pipe.watch(write_key)
                         applied = pipe.get(write_key)
                         if applied is not None:
                             number = int(applied)
-                            first = decided[number]
-                            if first.then is not None and number not in followed:
+                            decision = decided[number]
+                            if number not in followed:
+                                follow = decision.then
                                 followed.add(number)
-                                first.then()
-                            replication = self._confirm_read(pipe, write_key, number, first.confirm)
-                            return self._settled(first, replication)
+                            replication = self._confirm_read(pipe, write_key, number, decision.confirm)
+                            break
                     decision = body(pipe)
                     if not decision.write:
-                        if decision.then is not None:
-                            decision.then()
+                        follow = decision.then
                         replication = self._confirm_read(pipe, f"{write_key}:read", 1, decision.confirm)
-                        pipe.reset()
-                        return self._settled(decision, replication)
+                        break
                     pipe.set(write_key, attempt, px=self._write_key_ms)
                     decided[attempt] = decision
                     pipe.wait_for = self._wait_for(decision.confirm)
                     pipe.replication = None
-                    pipe.after_exec, pipe.after_exec_error = decision.then, None
+                    pipe.after_exec = decision.then
                     sent = True
                     try:
                         pipe.execute()
                     finally:
-                        if decision.then is not None and pipe.after_exec is None:
+                        if pipe.after_exec is None:
                             followed.add(attempt)
                         pipe.after_exec = None
                     self._answered()
-                    if pipe.after_exec_error is None:
-                        return self._settled(decision, pipe.replication)
-                except NotReplicated:
-                    raise  # an answer for the caller, not a lost connection
+                    replication = pipe.replication
+                    break
                 except redis.WatchError as exc:
                     if not isinstance(exc.__context__, UNREACHABLE):
                         continue  # a concurrent change: decide again, now
@@ -222,8 +220,6 @@ class TransactionsMixin(StoreBase):
                     error = exc
                 except UNREACHABLE as exc:
                     error = exc
-                else:
-                    raise pipe.after_exec_error  # saved, but what it implies failed: the caller hears it as it is
                 unsure = unsure or sent or isinstance(error, ReplicationUnknown)
                 pipe.reset()
                 if isinstance(error, redis.exceptions.ReadOnlyError):
@@ -235,6 +231,13 @@ class TransactionsMixin(StoreBase):
                     raise self._gave_up(error, unsure) from error
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+        # Outside the retry above, what the change implies raises to the caller as it is (even a
+        # ConnectionError, of a Redis broker say): the change itself is saved.
+        if pipe.after_exec_error is not None:
+            raise pipe.after_exec_error
+        if follow is not None:
+            follow()
+        return self._settled(decision, replication)
 
     @property
     def _write_key_ms(self) -> int:
