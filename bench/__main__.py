@@ -25,11 +25,11 @@ from types import ModuleType
 from rich.console import Console
 from rich.table import Table
 
-from bench import dashboard, fanout, inflight, pollstep, soak, throughput, waiting, watchdog
+from bench import dashboard, fanout, inflight, pollstep, replicas, soak, throughput, waiting, watchdog
 from bench.common import PrivateRedis, Result
 
 BENCHMARKS: dict[str, ModuleType] = {
-    module.NAME: module for module in (pollstep, throughput, fanout, inflight, waiting, watchdog, soak, dashboard)
+    module.NAME: module for module in (pollstep, throughput, fanout, inflight, waiting, watchdog, soak, dashboard, replicas)
 }
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 

@@ -10,6 +10,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,6 +67,26 @@ class Settings(BaseSettings):
         None, description="Celery broker; defaults to redis_url. amqp://... is RabbitMQ with quorum queues."
     )
     result_backend: str | None = Field(None, description="Celery result backend; defaults to redis_url.")
+    redis_sentinels: str | None = Field(
+        None,
+        description="Comma-separated host:port of the Redis Sentinels; with them the store, and the broker and result "
+        "backend that default to redis_url, connect to the primary Sentinel names (redis_url keeps the db and password).",
+    )
+    redis_sentinel_master: str | None = Field(None, description="The service name the Sentinels monitor.")
+    redis_sentinel_username: str | None = Field(None, description="ACL user on the Sentinels themselves.")
+    redis_sentinel_password: SecretStr | None = Field(None, description="Password of the Sentinels themselves (secret).")
+    redis_sentinel_tls: bool = Field(
+        False, description="Talk TLS to the Sentinels, with the ssl_* options of a rediss:// redis_url."
+    )
+    redis_wait_replicas: int | None = Field(
+        None,
+        ge=0,
+        description="Replicas that must confirm a write callers rely on (WAIT); default 1 with Sentinels, else 0 (off).",
+    )
+    redis_wait_timeout_ms: int = Field(1000, gt=0, description="How long such a write waits for its replicas.")
+    redis_retry_seconds: float = Field(
+        30.0, gt=0, description="How long a store call keeps retrying while Redis is away (a failover takes seconds)."
+    )
     key_prefix: str = Field("aew", description="Prefix of every Redis key this project writes.")
     queue: str = Field("exports", description="Celery queue the tasks are routed to.")
 
@@ -170,6 +191,39 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_are_host_port(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        for item in value.split(","):
+            host, _, port = item.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"EXPORT_WORKER_REDIS_SENTINELS entry {item.strip()!r} is not host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _sentinels_come_with_their_master(self) -> Self:
+        if bool(self.redis_sentinels) != bool(self.redis_sentinel_master):
+            raise ValueError(
+                "EXPORT_WORKER_REDIS_SENTINELS and EXPORT_WORKER_REDIS_SENTINEL_MASTER go together: set both "
+                "(the sentinels' host:port list and the service name they monitor) or neither"
+            )
+        return self
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """``redis_sentinels`` as (host, port) pairs; empty without Sentinel."""
+        items = self.redis_sentinels.split(",") if self.redis_sentinels else []
+        return [(host.strip("[]"), int(port)) for host, _, port in (item.strip().rpartition(":") for item in items)]
+
+    @property
+    def effective_wait_replicas(self) -> int:
+        """Replicas a write callers rely on waits for: 1 behind Sentinel unless set, else none."""
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return 1 if self.redis_sentinels else 0
+
     @model_validator(mode="after")
     def _ends_are_reported_before_they_are_forgotten(self) -> Self:
         """The watchdog reports an end whose worker died once it is stale; the record must still be there."""
@@ -184,17 +238,28 @@ class Settings(BaseSettings):
 
     @property
     def broker_transport(self) -> Literal["amqp", "redis"]:
-        """RabbitMQ keeps countdowns in the broker (quorum queues); Redis makes the worker hold them."""
+        """RabbitMQ keeps countdowns in the broker (quorum queues); Redis (also through Sentinel) makes the worker hold them."""
         scheme = self.effective_broker_url.partition("://")[0].lower()
         return "amqp" if scheme in ("amqp", "amqps", "pyamqp") else "redis"
 
     @property
     def effective_broker_url(self) -> str:
-        return self.broker_url or self.redis_url
+        return self.broker_url or self._redis_for_celery()
 
     @property
     def effective_result_backend(self) -> str:
-        return self.result_backend or self.redis_url
+        return self.result_backend or self._redis_for_celery()
+
+    def _redis_for_celery(self) -> str:
+        """``redis_url`` as Celery takes it: with Sentinels, ``sentinel://`` URLs that carry its user, password and db."""
+        if not self.redis_sentinels:
+            return self.redis_url
+        parts = urlsplit(self.redis_url)
+        auth = ""
+        if parts.username or parts.password:
+            auth = f"{parts.username or ''}{':' + parts.password if parts.password else ''}@"
+        db = parts.path.strip("/") or "0"
+        return ";".join(f"sentinel://{auth}{host}:{port}/{db}" for host, port in self.sentinel_addresses)
 
     @property
     def stale_after_seconds(self) -> float:

@@ -10,12 +10,27 @@ from celery import Celery
 from worker.dispatch import CeleryDispatcher
 from worker.engine.context import Runtime
 from worker.settings import Settings, get_settings
-from worker.store import ExportStore
+from worker.store import ExportStore, RedisTarget
+
+
+def redis_target(settings: Settings) -> RedisTarget:
+    """Where the store's Redis is, from the settings: a URL, or the primary the Sentinels name."""
+    return RedisTarget(
+        url=settings.redis_url,
+        sentinels=tuple(settings.sentinel_addresses),
+        master=settings.redis_sentinel_master,
+        sentinel_username=settings.redis_sentinel_username,
+        sentinel_password=settings.redis_sentinel_password,
+        sentinel_tls=settings.redis_sentinel_tls,
+        retry_seconds=settings.redis_retry_seconds,
+        wait_replicas=settings.effective_wait_replicas,
+        wait_timeout_ms=settings.redis_wait_timeout_ms,
+    )
 
 
 def make_store(settings: Settings) -> ExportStore:
-    return ExportStore.from_url(
-        settings.redis_url,
+    return ExportStore.connect(
+        redis_target(settings),
         settings.key_prefix,
         retention_seconds=settings.retention_seconds,
         allow_evicting=settings.allow_evicting_store,

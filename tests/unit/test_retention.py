@@ -57,7 +57,7 @@ def with_everything(store: ExportStore) -> None:
     store.transact_file("e1", "0-1", lambda record, current, writes: setattr(current, "status", FileStatus.DONE))
     assert store.acquire_lease("e1", "0-0", "worker-a", LEASE_MS / 1000)
     store.append_stream(store.key("staging", "a", "records"), [b"{}"], SINK_TTL)
-    store.publish_streams("e1", [(store.records_key("e1", "0-0"), store.key("staging", "a", "records"))], SINK_TTL)
+    store.publish_streams("e1", [(store.records_key("e1", "0-0"), store.key("staging", "a", "records"), 1)], SINK_TTL)
     store.redis.xadd(store.export_events_key("e1"), {"data": "{}"})
 
 
@@ -183,7 +183,7 @@ def test_a_stream_published_after_the_end_expires_with_the_export(store: ExportS
     staging = store.key("staging", "late", "records")
     store.append_stream(staging, [b"{}"], SINK_TTL)
     assert 0 < store.redis.ttl(staging) <= RETENTION, "a staging stream never outlives the retention"
-    store.publish_streams("e1", [(store.records_key("e1", "0-1"), staging)], SINK_TTL)
+    store.publish_streams("e1", [(store.records_key("e1", "0-1"), staging, 1)], SINK_TTL)
     expires_at = store.redis.pexpiretime(store.records_key("e1", "0-1"))
     assert 0 < expires_at <= store.redis.pexpiretime("ret:export:e1"), (
         "absolute expiry times: two PTTL reads differ by the ms between them"
@@ -196,7 +196,7 @@ def test_publishing_renames_each_staging_stream_and_deletes_a_final_one_without(
     store.redis.xadd(other, {"row": b"old"})
     staging = store.key("staging", "s", "records")
     store.append_stream(staging, [b"a", b"b"], 60)
-    store.publish_streams("e1", [(final, staging), (other, None)], 60)
+    store.publish_streams("e1", [(final, staging, 2), (other, None, 0)], 60)
     assert [fields[b"row"] for _id, fields in store.redis.xrange(final)] == [b"a", b"b"]
     assert not store.redis.exists(staging) and not store.redis.exists(other)
     assert 55 < store.redis.ttl(final) <= 60

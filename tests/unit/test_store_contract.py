@@ -46,7 +46,9 @@ def test_a_store_built_without_a_prefix_keeps_every_key_under_aew() -> None:
     store = ExportStore(client)
     store.create(new_record())
     assert client.get("aew:export:e1") is not None
-    assert sorted(key.decode() for key in client.keys("*")) == [
+    keys = sorted(key.decode() for key in client.keys("*"))
+    writes = [key for key in keys if key.startswith("aew:write:")]
+    assert [key for key in keys if key not in writes] == [
         "aew:active",
         "aew:deadlines",
         "aew:events",
@@ -56,6 +58,7 @@ def test_a_store_built_without_a_prefix_keeps_every_key_under_aew() -> None:
         "aew:stats:status",
         "aew:watch",
     ]
+    assert len(writes) == 1 and 110_000 < client.pttl(writes[0]) <= 120_000, "the create's write key, kept 2 minutes"
 
 
 def test_file_records_their_index_and_the_finished_set_are_where_the_layout_says(fake_redis: fakeredis.FakeRedis) -> None:

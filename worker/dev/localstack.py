@@ -5,7 +5,10 @@ real Celery worker processes talking to Redis (the real one when reachable, othe
 fake) and to the simulator over loopback HTTP. The broker is that Redis or, with
 ``broker="rabbitmq"``, the RabbitMQ at ``EXPORT_WORKER_TEST_RABBITMQ_URL`` (no fallback: a missing
 RabbitMQ is an error). Each run has its own key prefix and queue name, and ``stop()`` removes the
-keys, queues and exchanges it created, so runs can share one Redis and one RabbitMQ.
+keys, queues and exchanges it created, so runs can share one Redis and one RabbitMQ. With
+``sentinel=SentinelCluster()`` the stack runs on a private primary, replica and three Sentinels
+instead (started here unless already running, stopped here if started here): the store, the broker
+(when Redis) and the result backend all go through the Sentinels.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pydantic import SecretStr
 from worker.api import ExportClient
 from worker.app import create_app
 from worker.dev.embedded import EmbeddedRedis, redis_reachable
+from worker.dev.sentinel_cluster import SentinelCluster
 from worker.dev.simulator import SimulatorConfig, SimulatorThread
 from worker.settings import Credential, Settings
 from worker.wiring import build_runtime
@@ -71,8 +75,11 @@ class LocalStack:
         settings_overrides: dict[str, Any] | None = None,
         broker: Broker = "redis",
         rabbitmq_url: str = RABBITMQ_URL,
+        sentinel: SentinelCluster | None = None,
     ) -> None:
         self.broker = broker
+        self.sentinel = sentinel
+        self._owns_sentinel = False
         self.rabbitmq_url = rabbitmq_url
         self.simulator_config = simulator_config or SimulatorConfig()
         self.requested_redis_url = redis_url or os.environ.get("EXPORT_WORKER_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -98,7 +105,12 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         redis_url = self.requested_redis_url
-        if not redis_reachable(redis_url):
+        if self.sentinel is not None:
+            if not self.sentinel.nodes:
+                self.sentinel.start()
+                self._owns_sentinel = True
+            redis_url = self.sentinel.data_url()
+        elif not redis_reachable(redis_url):
             if self.require_real_redis:
                 raise RuntimeError(
                     f"no Redis reachable at {redis_url}; start one (docker compose up redis) or unset CI/require_real_redis"
@@ -129,6 +141,7 @@ class LocalStack:
             "watchdog_interval_seconds": 2.0,
             "stale_factor": 3.0,
             "lease_seconds": 10.0,
+            **(self.sentinel.settings() if self.sentinel is not None else {}),
         }
         values.update(self.settings_overrides)
         self.settings = Settings(_env_file=None, **values)
@@ -239,12 +252,14 @@ class LocalStack:
             self.kill(self.beat, signal.SIGTERM)
         if self.settings is not None and self.broker == "rabbitmq":
             self._forget_rabbitmq_queues()
-        if self.settings is not None and self.using_real_redis:
+        if self.settings is not None and self.using_real_redis and self.sentinel is None:
             self._forget_keys()
         if self.simulator is not None:
             self.simulator.stop()
         if self.embedded is not None:
             self.embedded.stop()
+        if self.sentinel is not None and self._owns_sentinel:
+            self.sentinel.stop()
         self._tmp.cleanup()
 
     def _forget_keys(self) -> None:

@@ -30,11 +30,14 @@ IDEMPOTENT_FIELDS = ("provider", "params", "credential", "sink", "sink_options",
 def create_export(rt: Runtime, request: NewExport) -> str:
     """Store the export and send its first submits; an idempotency key already used returns that export,
     when the request is the same one (as Stripe does, a different request under a used key is refused)."""
-    stored, created = rt.store.create(tr.new_export(request, rt.clock()))
-    if created:
-        for job in stored.jobs.values():
+
+    def start(saved: ExportRecord) -> None:
+        for job in saved.jobs.values():
             if job.status is JobStatus.PENDING:
-                rt.dispatcher.submit(JobTaskArgs(export_id=stored.id, job_key=job.key, token=job.token), 0)
+                rt.dispatcher.submit(JobTaskArgs(export_id=saved.id, job_key=job.key, token=job.token), 0)
+
+    stored, created = rt.store.create(tr.new_export(request, rt.clock()), then=start)
+    if created:
         return stored.id
     differing = differences(stored, request)
     if differing:

@@ -72,8 +72,8 @@ class RedisStreamFileWriter:
         self.sink.store.publish_streams(
             self.export_id,
             [
-                (self.records_key, self._staging if self._rows else None),
-                (self.quarantine_key, self._staging_quarantine if self._bad else None),
+                (self.records_key, self._staging if self._rows else None, self._rows),
+                (self.quarantine_key, self._staging_quarantine if self._bad else None, self._bad),
             ],
             self.sink.ttl_seconds,
         )

@@ -1,8 +1,8 @@
 """Everything that touches Redis, behind :class:`ExportStore`; the only package that imports ``redis``.
 
-One module per concern (connection and server checks, exports, files, leases and rate limits,
-events, sink streams, retention, the watchdog's indexes); this docstring is the one place the key
-map lives.
+One module per concern (connection and server checks, transactions through a failover, exports,
+files, leases and rate limits, events, sink streams, retention, the watchdog's indexes); this
+docstring is the one place the key map lives.
 
 Keys (all under ``<prefix>:``, default prefix ``aew``). *Retention* is what bounds each key: ``R``
 is ``EXPORT_WORKER_RETENTION_SECONDS``, set on every key of an export by the EXEC that ends it and
@@ -66,16 +66,21 @@ key                                        type    content                      
 ``stats:schedule_success``                 hash    schedule name -> when its last export          one field per schedule
                                                    completed (metrics)
 ``staging:<attempt>:records|quarantine``   stream  an uncommitted ``redis_stream`` attempt        sink TTL, ≤ R
+``write:<id>``                             string  attempt number of a transaction's EXEC: it     a few minutes
+                                                   settles an EXEC whose reply a failover lost
 =========================================  ======  =============================================  ===========================
 
 Every change to a record goes through :meth:`ExportStore.transact`: WATCH the key, let a pure
 function mutate a fresh copy, then MULTI/EXEC. A concurrent change aborts the EXEC and the function
-runs again on the new state, so two workers can never both advance an export.
+runs again on the new state, so two workers can never both advance an export. A lost connection,
+a demoted primary or a Sentinel failover is ridden out there too, and the writes callers rely on
+wait for a replica: :mod:`worker.store.transactions`.
 """
 
 from __future__ import annotations
 
 from worker.store.base import DEFAULT_RETENTION_SECONDS, EVENTS_MAXLEN, STORE_UNAVAILABLE, CorruptRecord
+from worker.store.connection import RedisTarget, StoreUnavailable
 from worker.store.events import EventsMixin
 from worker.store.exports import ExportsMixin
 from worker.store.files import FilesMixin
@@ -91,4 +96,13 @@ class ExportStore(ExportsMixin, FilesMixin, LimitsMixin, EventsMixin, StreamsMix
     """The whole store: one Redis client, one key prefix, every concern's operations."""
 
 
-__all__ = ["DEFAULT_RETENTION_SECONDS", "EVENTS_MAXLEN", "STORE_UNAVAILABLE", "CorruptRecord", "ExportStore", "SweepReport"]
+__all__ = [
+    "DEFAULT_RETENTION_SECONDS",
+    "EVENTS_MAXLEN",
+    "STORE_UNAVAILABLE",
+    "CorruptRecord",
+    "ExportStore",
+    "RedisTarget",
+    "StoreUnavailable",
+    "SweepReport",
+]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Self
 
 import redis
@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from worker.errors import ExportWorkerError, UnknownExport
 from worker.models import ExportRecord, FileRecord, FileStatus
+from worker.store.connection import RedisTarget
 from worker.store.server import EvictionGuard, connect, location, server_memory
 
 EVENTS_MAXLEN = 100_000
@@ -53,21 +54,41 @@ class StoreBase:
         """How long every key of an ended export is kept (EXPORT_WORKER_RETENTION_SECONDS)."""
         self._shas: dict[str, str] = {}
         self._guard: EvictionGuard | None = None
+        self.retry_seconds = 30.0
+        """How long a transaction is retried while Redis is away (a failover)."""
+        self.wait_replicas = 0
+        """Replicas a write callers rely on waits for (WAIT); 0: none."""
+        self.wait_timeout_ms = 1000
 
     @classmethod
     def from_url(
         cls, url: str, prefix: str, *, retention_seconds: int = DEFAULT_RETENTION_SECONDS, allow_evicting: bool = False
     ) -> Self:
-        """The store every process uses; its first connection refuses a Redis that may evict (see :mod:`worker.store.server`)."""
-        client, guard = connect(url, allow_evicting=allow_evicting)
+        return cls.connect(RedisTarget(url=url), prefix, retention_seconds=retention_seconds, allow_evicting=allow_evicting)
+
+    @classmethod
+    def connect(
+        cls,
+        target: RedisTarget,
+        prefix: str,
+        *,
+        retention_seconds: int = DEFAULT_RETENTION_SECONDS,
+        allow_evicting: bool = False,
+    ) -> Self:
+        """The store every process uses, on a URL or on the primary Sentinels name (:mod:`worker.store.connection`);
+        the first connection to each primary refuses a Redis that may evict (:mod:`worker.store.server`)."""
+        client, guard = connect(target, allow_evicting=allow_evicting)
         store = cls(client, prefix, retention_seconds=retention_seconds)
         store._guard = guard
+        store.retry_seconds = target.retry_seconds
+        store.wait_replicas = target.wait_replicas
+        store.wait_timeout_ms = target.wait_timeout_ms
         return store
 
     @property
     def where(self) -> str:
         """Where this store looks, for messages: the Redis and the key prefix, never a password."""
-        return f"Redis at {location(self.redis)} under key prefix {self.prefix!r}"
+        return f"{getattr(self.redis, 'where', None) or 'Redis at ' + location(self.redis)} under key prefix {self.prefix!r}"
 
     def check_server(self) -> str | None:
         """Connect now, so an evicting Redis is refused at once; returns its maxmemory-policy, None when it would not say."""
@@ -77,6 +98,18 @@ class StoreBase:
     def memory(self) -> tuple[int, int] | None:
         """Redis ``(used_memory, maxmemory)`` in bytes, read now; None when the server has no INFO."""
         return server_memory(self.redis)
+
+    def _batch(self, fill: Callable[[Any], object]) -> list[Any]:
+        """Commands sent together without a transaction, retried as one while Redis is away (as every
+        single command is): for reads, and writes that are safe to repeat or checked later."""
+
+        def once() -> list[Any]:
+            with self.redis.pipeline(transaction=False) as pipe:
+                fill(pipe)
+                return pipe.execute()
+
+        ride_out = getattr(self.redis, "ride_out", None)
+        return ride_out(once) if ride_out else once()
 
     def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA, loading the script first rather than after a NOSCRIPT error.

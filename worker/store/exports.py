@@ -2,7 +2,9 @@
 
 Every change to a record goes through :meth:`ExportsMixin.transact`: WATCH the key, let a pure
 function mutate a fresh copy, then MULTI/EXEC. A concurrent change aborts the EXEC and the function
-runs again on the new state, so two workers can never both advance an export.
+runs again on the new state, so two workers can never both advance an export. How a transaction
+survives a lost connection or a failover, and which ones wait for a replica, is in
+:mod:`worker.store.transactions`.
 """
 
 from __future__ import annotations
@@ -10,46 +12,47 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import redis
-
-from worker.models import ExportRecord, FileRecord, Writes
+from worker.models import ExportRecord, ExportStatus, FileRecord, Writes
 from worker.store import base
 from worker.store.base import text
 from worker.store.retention import RetentionMixin
+from worker.store.transactions import Confirm, Decision, TransactionsMixin
 
 T = TypeVar("T")
 
 
-class ExportsMixin(RetentionMixin):
-    def create(self, record: ExportRecord) -> tuple[ExportRecord, bool]:
+class ExportsMixin(RetentionMixin, TransactionsMixin):
+    def create(self, record: ExportRecord, then: Callable[[ExportRecord], None] | None = None) -> tuple[ExportRecord, bool]:
         """Store a new export; with an idempotency key already used, return that export instead.
 
         A key whose export is gone (forgotten after the retention) is free again: the new export takes it.
+        The caller is given the export's id, so both answers wait for a replica (:attr:`Confirm.REQUIRED`).
+        ``then`` runs once the new export is saved, before that wait: its first steps are sent even if
+        the caller is then told to retry (the retry, with the same key, finds it running).
         """
         idem = self._idem_key(record.idempotency_key) if record.idempotency_key else None
         export_key = self._export_key(record.id)
-        with self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    if idem:
-                        pipe.watch(idem)
-                        existing = pipe.get(idem)
-                        if existing is not None:
-                            kept = pipe.get(self._export_key(text(existing)))
-                            if kept is not None:
-                                pipe.reset()
-                                return self._load_export(kept, text(existing)), False
-                    pipe.multi()
-                    if idem:
-                        pipe.set(idem, record.id)
-                    pipe.set(export_key, record.model_dump_json())
-                    pipe.zadd(self.key("exports"), {record.id: record.created_at})
-                    self._stage_events(pipe, record.id, [{"type": "created", "status": record.status}])
-                    self._stage_status_change(pipe, record, None, [])
-                    pipe.execute()
-                    return record, True
-                except redis.WatchError:
-                    continue
+
+        def body(pipe: Any) -> Decision[tuple[ExportRecord, bool]]:
+            pipe.watch(export_key, *([idem] if idem else []))
+            if idem:
+                existing = pipe.get(idem)
+                if existing is not None:
+                    kept = pipe.get(self._export_key(text(existing)))
+                    if kept is not None:
+                        found = self._load_export(kept, text(existing))
+                        return Decision((found, False), write=False, confirm=Confirm.REQUIRED)
+            pipe.multi()
+            if idem:
+                pipe.set(idem, record.id)
+            pipe.set(export_key, record.model_dump_json())
+            pipe.zadd(self.key("exports"), {record.id: record.created_at})
+            self._stage_events(pipe, record.id, [{"type": "created", "status": record.status}])
+            self._stage_status_change(pipe, record, None, [])
+            follow = (lambda: then(record)) if then is not None else None
+            return Decision((record, True), confirm=Confirm.REQUIRED, then=follow)
+
+        return self._commit(body)
 
     def get(self, export_id: str) -> ExportRecord:
         return self._load_export(self.redis.get(self._export_key(export_id)), export_id)
@@ -69,41 +72,52 @@ class ExportsMixin(RetentionMixin):
 
     def _transact(self, export_id: str, mutate: Callable[[ExportRecord, list[FileRecord], Writes], T], *, with_files: bool) -> T:
         export_key = self._export_key(export_id)
-        with self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(export_key)
-                    record = self._load_export(pipe.get(export_key), export_id)
-                    file_keys = self._watch_file_keys(pipe, export_id) if with_files else None
-                    files = self._read_files(pipe, export_id, file_keys) if file_keys else []
-                    before = record.model_dump_json()
-                    status_before = record.status
-                    jobs_ended_before = {key for key, job in record.jobs.items() if job.status.terminal}
-                    writes = Writes()
-                    result = mutate(record, files, writes)
-                    after = record.model_dump_json()
-                    if after == before and not writes.files and not writes.events:
-                        pipe.reset()
-                        return result
-                    record.updated_at = base.now()
-                    ends_or_reopens = record.status != status_before and (record.status.terminal or status_before.terminal)
-                    if ends_or_reopens and file_keys is None:
-                        file_keys = self._watch_file_keys(pipe, export_id)
-                    pipe.multi()
-                    pipe.set(export_key, record.model_dump_json(), keepttl=True)
-                    for file_record in writes.files:
-                        self._stage_file(pipe, export_id, file_record)
-                    jobs_ended = {key for key, job in record.jobs.items() if job.status.terminal} - jobs_ended_before
-                    if jobs_ended and not writes.files and not record.status.terminal:
-                        self._stage_look_now(pipe, export_id)  # a job ended with no file: the completion check is due
-                    self._stage_events(pipe, export_id, writes.events)
-                    if record.status != status_before:  # last: its TTLs cover every key written before it
-                        written = [file_record.key for file_record in writes.files]
-                        self._stage_status_change(pipe, record, status_before, sorted({*(file_keys or []), *written}))
-                    pipe.execute()
-                    return result
-                except redis.WatchError:
-                    continue
+
+        def body(pipe: Any) -> Decision[T]:
+            pipe.watch(export_key)
+            record = self._load_export(pipe.get(export_key), export_id)
+            file_keys = self._watch_file_keys(pipe, export_id) if with_files else None
+            files = self._read_files(pipe, export_id, file_keys) if file_keys else []
+            before = record.model_dump_json()
+            status_before = record.status
+            jobs_ended_before = {key for key, job in record.jobs.items() if job.status.terminal}
+            writes = Writes()
+            result = mutate(record, files, writes)
+            after = record.model_dump_json()
+            if after == before and not writes.files and not writes.events:
+                return Decision(result, write=False)
+            record.updated_at = base.now()
+            ends_or_reopens = record.status != status_before and (record.status.terminal or status_before.terminal)
+            if ends_or_reopens and file_keys is None:
+                file_keys = self._watch_file_keys(pipe, export_id)
+            pipe.multi()
+            pipe.set(export_key, record.model_dump_json(), keepttl=True)
+            for file_record in writes.files:
+                self._stage_file(pipe, export_id, file_record)
+            jobs_ended = {key for key, job in record.jobs.items() if job.status.terminal} - jobs_ended_before
+            if jobs_ended and not writes.files and not record.status.terminal:
+                self._stage_look_now(pipe, export_id)  # a job ended with no file: the completion check is due
+            self._stage_events(pipe, export_id, writes.events)
+            if record.status != status_before:  # last: its TTLs cover every key written before it
+                written = [file_record.key for file_record in writes.files]
+                self._stage_status_change(pipe, record, status_before, sorted({*(file_keys or []), *written}))
+            return Decision(result, confirm=self._confirm_status_change(status_before, record.status))
+
+        return self._commit(body)
+
+    @staticmethod
+    def _confirm_status_change(before: ExportStatus, after: ExportStatus) -> Confirm:
+        """Which export changes wait for a replica: those someone is told about.
+
+        A cancel and a reopening (retry, replay) answer a caller: :attr:`Confirm.REQUIRED`. An end
+        (COMPLETED, FAILED) comes before its callback: :attr:`Confirm.BEST_EFFORT`. Anything else
+        is recovered if lost (fencing, the watchdog).
+        """
+        if after is before:
+            return Confirm.NONE
+        if after is ExportStatus.CANCELLED or before.terminal:
+            return Confirm.REQUIRED
+        return Confirm.BEST_EFFORT if after.terminal else Confirm.NONE
 
     def _watch_file_keys(self, pipe: Any, export_id: str) -> list[str]:
         """The file keys of the export, read while WATCHing its files index and finished set."""

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
-
-import redis
+from typing import Any, TypeVar
 
 from worker.errors import StaleTask
 from worker.models import ExportRecord, FileRecord, Writes
-from worker.store.base import StoreBase, text
+from worker.store.base import text
+from worker.store.transactions import Decision, TransactionsMixin
 
 T = TypeVar("T")
 
 
-class FilesMixin(StoreBase):
+class FilesMixin(TransactionsMixin):
     def get_file(self, export_id: str, file_key: str) -> FileRecord:
         raw = self.redis.get(self._file_key(export_id, file_key))
         if raw is None:
@@ -30,10 +29,9 @@ class FilesMixin(StoreBase):
 
     def finished_count(self, export_id: str) -> tuple[int, int]:
         """(files finished, files known) in one round trip."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.scard(self._finished_set(export_id))
-            pipe.scard(self._files_index(export_id))
-            finished, total = pipe.execute()
+        finished, total = self._batch(
+            lambda pipe: (pipe.scard(self._finished_set(export_id)), pipe.scard(self._files_index(export_id)))
+        )
         return int(finished), int(total)
 
     def transact_file(
@@ -55,23 +53,21 @@ class FilesMixin(StoreBase):
         key = self._file_key(export_id, file_key)
         lease_key = self._lease_key(export_id, file_key)
         watched = [export_key, key, lease_key] if unleased else [export_key, key]
-        with self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(*watched)
-                    record = self._load_export(pipe.get(export_key), export_id)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        raise self._missing(export_id, file_key)
-                    if unleased and pipe.exists(lease_key):
-                        raise StaleTask(f"file {file_key} of export {export_id} is being downloaded")
-                    current = FileRecord.model_validate_json(raw)
-                    writes = Writes()
-                    result = mutate(record, current, writes)
-                    pipe.multi()
-                    self._stage_file(pipe, export_id, current)
-                    self._stage_events(pipe, export_id, writes.events)
-                    pipe.execute()
-                    return result
-                except redis.WatchError:
-                    continue
+
+        def body(pipe: Any) -> Decision[T]:
+            pipe.watch(*watched)
+            record = self._load_export(pipe.get(export_key), export_id)
+            raw = pipe.get(key)
+            if raw is None:
+                raise self._missing(export_id, file_key)
+            if unleased and pipe.exists(lease_key):
+                raise StaleTask(f"file {file_key} of export {export_id} is being downloaded")
+            current = FileRecord.model_validate_json(raw)
+            writes = Writes()
+            result = mutate(record, current, writes)
+            pipe.multi()
+            self._stage_file(pipe, export_id, current)
+            self._stage_events(pipe, export_id, writes.events)
+            return Decision(result)
+
+        return self._commit(body)

@@ -35,6 +35,7 @@ _ACQUIRE_SCRIPT = (
     _BOUND_BY_EXPORT
     + """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ms) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
 return 0
 """
 )
@@ -55,6 +56,8 @@ return 0
 
 class LimitsMixin(StoreBase):
     def acquire_lease(self, export_id: str, file_key: str, owner: str, seconds: float) -> bool:
+        """Take the lease unless someone else holds it. A lease already ours counts as taken: the call sent
+        again after its reply was lost finds our own earlier one (a task retried keeps its owner id too)."""
         keys = [self._lease_key(export_id, file_key), self._export_key(export_id)]
         return bool(self._eval(_ACQUIRE_SCRIPT, keys, [owner, int(seconds * 1000)]))
 

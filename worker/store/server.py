@@ -1,11 +1,13 @@
-"""The Redis server behind the store: the one place that connects to it, says where it is, and checks it never evicts.
+"""The Redis server behind the store: the one place that connects to it (a URL, or through Sentinel: see
+:mod:`worker.store.connection`), says where it is, and checks it never evicts.
 
 A Redis whose ``maxmemory-policy`` is anything but ``noeviction`` drops keys under memory pressure,
 export and file records included, without a word. Every new connection of a store's client runs
 :class:`EvictionGuard` (redis-py's ``redis_connect_func``) until one check has passed: it reads the
 policy with ``CONFIG GET`` or, where a managed service disables CONFIG, from ``INFO memory``, and
 refuses an evicting one with :class:`~worker.errors.EvictingStore` unless the operator accepted the
-risk. So the worker, the API and the CLI all check on their first connection, with no call to forget.
+risk. So the worker, the API and the CLI all check on their first connection, with no call to forget;
+behind Sentinel, also on their first connection to each new primary.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import redis
 from redis.connection import AbstractConnection
 
 from worker.errors import EvictingStore
+from worker.store.connection import FailoverRedis, RedisTarget
+from worker.store.connection import connect as connect_to
 
 log = logging.getLogger("worker.store")
 
@@ -62,37 +66,48 @@ def read_policy(connection: AbstractConnection) -> str | None:
 
 
 class EvictionGuard:
-    """Runs on each new connection of one client until a check has passed; a refusal is raised again each time."""
+    """Runs on each new connection of one client until a check of its server has passed; a refusal is raised
+    again each time. Behind Sentinel the server changes with a failover: a connection to another primary than
+    the one checked is checked again (its policy may differ)."""
 
     def __init__(self, allow_evicting: bool) -> None:
         self.allow_evicting = allow_evicting
         self.where = "Redis"
         self.checked = False
+        self.per_primary = False
+        """Behind Sentinel: say which primary a refusal is about."""
+        self.server: tuple[object, object] | None = None
+        """The address the check passed for."""
         self.policy: str | None = None
         """What the check read; None until it ran, or when the server would not say."""
 
     def __call__(self, connection: AbstractConnection) -> None:
         connection.on_connect()
-        if self.checked:
+        server = (getattr(connection, "host", None), getattr(connection, "port", None))
+        if self.checked and server == self.server:
             return
+        self.checked = False
         self.policy = read_policy(connection)
         if self.policy is not None and self.policy != SAFE_POLICY:
+            where = f"{self.where}, now {server[0]}:{server[1]}," if self.per_primary else self.where
             if not self.allow_evicting:
-                raise EvictingStore(self.where, self.policy)
+                raise EvictingStore(where, self.policy)
             log.warning(
                 "%s has maxmemory-policy %r and may evict export records under memory pressure; going on because "
                 "EXPORT_WORKER_ALLOW_EVICTING_STORE=true",
-                self.where,
+                where,
                 self.policy,
             )
         self.checked = True
+        self.server = server
 
 
-def connect(url: str, *, allow_evicting: bool) -> tuple[redis.Redis, EvictionGuard]:
-    """A client for ``url`` whose connections pass the eviction guard (returned too, for what it read)."""
+def connect(target: RedisTarget, *, allow_evicting: bool) -> tuple[FailoverRedis, EvictionGuard]:
+    """A client for ``target`` whose connections pass the eviction guard (returned too, for what it read)."""
     guard = EvictionGuard(allow_evicting)
-    client = redis.Redis.from_url(url, health_check_interval=30, redis_connect_func=guard)
-    guard.where = f"Redis at {location(client)}"
+    client = connect_to(target, redis_connect_func=guard)
+    guard.where = client.where
+    guard.per_primary = bool(target.sentinels)
     return client, guard
 
 
