@@ -67,6 +67,12 @@ def test_samsara_payload_mutations_never_crash(data: st.DataObject) -> None:
         assert snapshot.provider_job_id
 
 
+def test_a_result_uri_that_is_no_url_is_a_payload_error_naming_the_field() -> None:
+    document = {**fixture_json("impact_job_completed.json"), "ResultUri": "/Mediapartners/IR1/Jobs/x/Download\x00"}
+    with pytest.raises(PayloadError, match="field 'ResultUri'"):
+        fetch(ImpactJobs(), json.dumps(document).encode(), ImpactParams(job_id="job"))
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_impact_payload_mutations_never_crash(data: st.DataObject) -> None:

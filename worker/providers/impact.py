@@ -184,6 +184,17 @@ class ImpactJob(_Wire):
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
+    @field_validator("ResultUri")
+    @classmethod
+    def _a_url(cls, value: str | None) -> str | None:
+        """Refused here, where it names the field, rather than when the download URL is built from it."""
+        if value is not None:
+            try:
+                httpx.URL(value)
+            except httpx.InvalidURL as exc:
+                raise ValueError(f"not a URL ({exc})") from None
+        return value
+
 
 class ImpactJobReference(_Wire):
     """What a report export (and other job-creating endpoints) answer: where the job lives."""
