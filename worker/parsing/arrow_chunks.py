@@ -52,6 +52,7 @@ class ArrowBatch:
     names: Sequence[str]
     types: Sequence[ColumnType]
     table: pa.Table
+    """One chunk per column."""
     lines: range
     """The file line of each row (one line a row)."""
     bad: list[BadRow] = field(default_factory=list)
@@ -112,7 +113,7 @@ class ChunkReader:
             return None
         if checked is None:
             return None
-        checked = checked.rename_columns(list(self.plan.header))
+        checked = checked.rename_columns(list(self.plan.header)).combine_chunks()
         return ArrowBatch(self.plan.header, self.plan.types, checked, range(first_line, first_line + lines))
 
     def _checked(self, table: pa.Table, oversize_possible: bool) -> pa.Table | None:

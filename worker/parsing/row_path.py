@@ -3,11 +3,12 @@
 One :class:`~worker.parsing.csv_stream.ExactStream` reads the header and every stretch Arrow may not
 take; it is fed the download's own pieces, in order, so its answer (rows, bad rows, their lines,
 raw text and reasons) is what :func:`~worker.parsing.csv_stream.parse_csv` gives for the whole file.
-Whenever it stands at the start of a record, the pieces that follow are collected into a chunk of
-about :data:`CHUNK_BYTES` ending at a line feed, and :class:`~worker.parsing.arrow_chunks.ChunkReader`
-either converts the chunk (the exact parser then only counts its lines) or declines it, and the exact
-parser parses it. A piece is only ever split just after its last line break when that is a ``\\n``,
-which leaves the exact parser's segments as they were.
+Whenever it stands at the start of a record, the pieces that follow are collected into a chunk
+ending at a line feed, at the end of each download chunk or after :data:`CHUNK_BYTES`, and
+:class:`~worker.parsing.arrow_chunks.ChunkReader` either converts the chunk (the exact parser then
+only counts its lines) or declines it, and the exact parser parses it. A piece is only ever split
+just after its last line break when that is a ``\\n``, which leaves the exact parser's segments as
+they were.
 
 Without pyarrow the whole file goes the exact way.
 """
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from worker.parsing.arrow_chunks import ArrowBatch, ChunkReader
 
 CHUNK_BYTES = 4 << 20
-"""Bytes per Arrow chunk: big enough for Arrow's threads and per-call costs, small enough for memory."""
+"""Most bytes per Arrow chunk; a download chunk (1 MiB) that ends sooner ends the chunk too."""
 
 
 def parse_rows(
@@ -60,9 +61,12 @@ class _RowPath:
         self.held_bytes = 0
 
     def run(self, chunks: Iterable[bytes]) -> Iterator[ParsedBatch | ArrowBatch]:
-        for piece in pieces(chunks):
-            yield from self._take(piece)
-            if self.held_bytes >= self.chunk_bytes:
+        for chunk in chunks:
+            for piece in pieces((chunk,)):
+                yield from self._take(piece)
+                if self.held_bytes >= self.chunk_bytes:
+                    yield from self._chunk(final=False)
+            if self.held:  # what came so far goes on now: a writer sees rows as the download arrives
                 yield from self._chunk(final=False)
         if self.held:
             yield from self._chunk(final=True)
