@@ -32,6 +32,7 @@ _CREDENTIAL_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie")
 _HOP_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
 GZIP_MAGIC = b"\x1f\x8b"
 
+
 def _inflate_library() -> ModuleType:
     """ISA-L's inflate (python-isal, a drop-in for :mod:`zlib`): ~1.5x zlib's speed here; zlib where it is missing."""
     try:

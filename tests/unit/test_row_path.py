@@ -247,7 +247,7 @@ def files(draw: st.DrawFn) -> bytes:
     return data
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(
     data=files(),
     sizes=st.lists(st.integers(1, 300), min_size=1, max_size=4),
