@@ -35,10 +35,14 @@ _COPY_NULL = "\\N"
 def jsonl(batch: ArrowBatch) -> list[pa.Buffer]:
     """The batch's rows as JSON Lines, one buffer per chunk of the table."""
     parts: list[_Part] = []
+    closing = ""
     for index, (name, kind) in enumerate(zip(batch.names, batch.types, strict=True)):
-        parts.append(("{" if index == 0 else ",") + orjson.dumps(name).decode() + ":")
-        parts.append(_json_values(batch.table.column(index), kind))
-    parts.append("}\n")
+        column = batch.table.column(index)
+        quoted = kind is ColumnType.STR  # never null: its quotes go into the fixed fragments
+        parts.append(closing + ("{" if index == 0 else ",") + orjson.dumps(name).decode() + (':"' if quoted else ":"))
+        parts.append(_json_text(column) if quoted else _json_values(column, kind))
+        closing = '"' if quoted else ""
+    parts.append(closing + "}\n")
     return _joined(parts)
 
 
@@ -84,20 +88,27 @@ def _json_values(column: pa.ChunkedArray, kind: ColumnType) -> pa.ChunkedArray |
         return pc.fill_null(column.cast(pa.string()), "null")
     if kind is ColumnType.FLOAT:
         return _json_floats(column)
-    if kind is ColumnType.STR and pc.any(pc.match_substring_regex(column, _CONTROL)).as_py():
-        column = _json_escaped(column)
-    return pc.fill_null(pc.binary_join_element_wise('"', column, '"', ""), "null")
+    return pc.fill_null(pc.binary_join_element_wise('"', column, '"', ""), "null")  # datetimes: checked text
+
+
+def _json_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return _json_escaped(column) if pc.any(pc.match_substring_regex(column, _CONTROL)).as_py() else column
 
 
 def _json_floats(column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
-    magnitude = pc.abs(column)
-    plain = pc.or_(pc.equal(magnitude, 0.0), pc.and_(pc.greater_equal(magnitude, _PLAIN_LOW), pc.less(magnitude, _PLAIN_HIGH)))
-    if pc.all(plain).as_py() is False:  # exact, slower: orjson writes the column, cut at its commas
-        values = orjson.dumps(column.to_pylist())[1:-1].decode().split(",")
-        return pa.array(values, type=pa.string())
+    if column.null_count == len(column):
+        return pc.fill_null(column.cast(pa.string()), "null")
+    low, high = pc.min_max(pc.abs(column)).values()
+    if not (_PLAIN_LOW <= low.as_py() and high.as_py() < _PLAIN_HIGH):
+        magnitude = pc.abs(column)
+        band = pc.and_(pc.greater_equal(magnitude, _PLAIN_LOW), pc.less(magnitude, _PLAIN_HIGH))
+        if pc.all(pc.or_(pc.equal(magnitude, 0.0), band)).as_py() is False:  # exact, slower: orjson writes the column
+            values = orjson.dumps(column.to_pylist())[1:-1].decode().split(",")
+            return pa.array(values, type=pa.string())
     text = column.cast(pa.string())
-    whole = pc.invert(pc.match_substring(text, "."))
-    text = pc.if_else(whole, pc.binary_join_element_wise(text, ".0", ""), text)
+    whole = pc.equal(pc.floor(column), column)  # Arrow writes 5.0 as "5", orjson as "5.0"
+    if pc.any(whole).as_py():
+        text = pc.if_else(whole, pc.binary_join_element_wise(text, ".0", ""), text)
     return pc.fill_null(text, "null")
 
 
