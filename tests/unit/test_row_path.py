@@ -256,3 +256,19 @@ def files(draw: st.DrawFn) -> bytes:
 )
 def test_generated_files_give_the_oracles_answer(data: bytes, sizes: list[int], max_field_bytes: int, batch_rows: int) -> None:
     compare(data, SCHEMA, sizes=sizes, max_field_bytes=max_field_bytes, batch_rows=batch_rows)
+
+
+def test_a_file_dense_with_bad_records_is_not_offered_to_arrow_chunk_after_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a declined chunk the next 1, 2, 4, ... go straight to the exact parser: few wasted Arrow reads."""
+    from worker.parsing.arrow_chunks import ChunkReader
+
+    offered: list[int] = []
+    read = ChunkReader.read
+    monkeypatch.setattr(ChunkReader, "read", lambda self, data, line: offered.append(line) or read(self, data, line))
+    row = b"1,a,1.5,\n" * 9 + b"x,bad,1,\n"
+    body = b"id,name,amount,at\n" + row * 200
+    chunks = [body[:18], *split(body[18:], [len(row)])]
+    batches = list(parse_rows(chunks, SCHEMA, max_field_bytes=1 << 20, batch_rows=1000))
+    assert sum(len(b.bad) for b in batches) == 200 and sum(len(b.lines) for b in batches) == 1800
+    assert len(offered) <= 10  # chunks 1, 3, 7, 15, 31, 63, 127, 191 of 200
+    compare(body, SCHEMA, sizes=[len(row)], max_field_bytes=1 << 20)

@@ -25,6 +25,9 @@ from worker.parsing.schema import RowSchema
 if TYPE_CHECKING:
     from worker.parsing.arrow_chunks import ArrowBatch, ChunkReader
 
+RETRY_AFTER_MAX = 64
+"""After a chunk Arrow declined, the next 1, 2, 4, ... (at most this many) chunks go straight to the exact
+parser: a file dense with bad records costs no wasted Arrow reads, a lone bad record only a chunk or two."""
 CHUNK_BYTES = 4 << 20
 """Most bytes per Arrow chunk; a download chunk (1 MiB) that ends sooner ends the chunk too."""
 
@@ -59,6 +62,8 @@ class _RowPath:
         self.held: list[bytes] = []
         """Pieces collected for the next chunk; non-empty only while the exact parser stands at a record start."""
         self.held_bytes = 0
+        self.exact_chunks_left = 0
+        self.backoff = 1
 
     def run(self, chunks: Iterable[bytes]) -> Iterator[ParsedBatch | ArrowBatch]:
         for chunk in chunks:
@@ -115,7 +120,13 @@ class _RowPath:
         if self.reader is None:
             assert self.exact.plan is not None
             self.reader = self.make_reader(self.exact.plan)
-        batch = self.reader.read(data, self.exact.next_line)
+        batch = None if self.exact_chunks_left else self.reader.read(data, self.exact.next_line)
+        if self.exact_chunks_left:
+            self.exact_chunks_left -= 1
+        elif batch is None:
+            self.exact_chunks_left, self.backoff = self.backoff, min(2 * self.backoff, RETRY_AFTER_MAX)
+        else:
+            self.backoff = 1
         if batch is not None:
             self.exact.skip_lines(len(batch.lines))
             for start in range(0, len(batch.lines), self.batch_rows):
