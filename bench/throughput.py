@@ -14,8 +14,8 @@ End to end is the worker's download path exactly as the download step runs it, i
 subprocess (``ProviderGateway`` client and URL guard → ``open_download`` → ``transfer_file`` → the
 sink's writer → ``commit``), with the process's memory sampled every 10 ms so its peak growth is
 clean. Each ratio is taken within one run; the table shows min / median / max over the runs. Also
-once: httpx → /dev/null (the transport's ceiling) and ``parse_csv`` alone (a breakdown). When the
-JSONL goal is missed, that path runs again under cProfile (on a smaller file) and the functions that
+once: httpx → /dev/null (the transport's ceiling) and the row path alone (a breakdown). On every
+full-size run the JSONL path runs again under cProfile (on a smaller file) and the functions that
 dominate are reported.
 
 PostgreSQL is ``EXPORT_WORKER_BENCH_DATABASE_URL`` (default the local ``test`` database); every table
