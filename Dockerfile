@@ -3,8 +3,10 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY config ./config
-RUN pip install --no-cache-dir .
+# The parquet extra (pyarrow): every sink works in the image, --sink parquet included.
+RUN pip install --no-cache-dir ".[parquet]"
 RUN useradd --create-home exporter && mkdir -p /data/exports /tmp/prom && chown exporter /data/exports /tmp/prom
 USER exporter
 ENV EXPORT_WORKER_OUTPUT_DIR=/data/exports
-CMD ["celery", "-A", "worker.app", "worker", "-l", "INFO"]
+# -E: task events, so Flower (and `celery events`) see every task.
+CMD ["celery", "-A", "worker.app", "worker", "-E", "-l", "INFO"]

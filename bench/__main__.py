@@ -25,10 +25,12 @@ from types import ModuleType
 from rich.console import Console
 from rich.table import Table
 
-from bench import fanout, inflight, pollstep, throughput, waiting
+from bench import fanout, inflight, pollstep, soak, throughput, waiting, watchdog
 from bench.common import PrivateRedis, Result
 
-BENCHMARKS: dict[str, ModuleType] = {module.NAME: module for module in (pollstep, throughput, fanout, inflight, waiting)}
+BENCHMARKS: dict[str, ModuleType] = {
+    module.NAME: module for module in (pollstep, throughput, fanout, inflight, waiting, watchdog, soak)
+}
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 

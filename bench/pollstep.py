@@ -111,9 +111,14 @@ def _impact_provider(job_id: str) -> httpx.MockTransport:
         },
     ).content
 
+    dates = [{"Name": name, "DataType": "String", "Format": "yyyy-MM-dd"} for name in ("START_DATE", "END_DATE")]
+    metadata = httpx.Response(200, json={"Id": "att_adv_performance_by_day", "Filters": dates}).content
+
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.startswith(f"/Mediapartners/{IMPACT_SID}/ReportExport/"):
             return _json_response(200, created)
+        if request.url.path.endswith("/MetaData"):  # the report's parameters, checked before the job is created
+            return _json_response(200, metadata)
         if request.url.path == uri:
             return _json_response(200, running)
         return _json_response(404, b'{"Status": "ERROR", "Message": "unexpected request"}')

@@ -145,6 +145,18 @@ def check_invariants(world: World, export_id: str, expected: Expected) -> None:
     output = Path(world.settings.output_dir) / export_id
     temps = sorted(path.name for path in output.glob(".*.tmp")) if output.exists() else []
     assert temps == [], f"temp files left behind after the export ended: {temps}"
+    _check_retention(store, export_id)
+
+
+def _check_retention(store: ExportStore, export_id: str) -> None:
+    """An ended export: every key of it expires within the retention, and only the ended indexes list it."""
+    client = store.redis
+    for key in client.scan_iter(match=store.key("export", export_id) + "*"):
+        assert 0 < client.ttl(key) <= store.retention_seconds, f"{key!r} of the ended export does not expire"
+    assert client.zscore(store.key("ended"), export_id) is not None, "an ended export is missing from the ended index"
+    assert not client.sismember(store.key("active"), export_id), "an ended export is still listed as active"
+    for live_index in ("watch", "deadlines"):
+        assert client.zscore(store.key(live_index), export_id) is None, f"an ended export is still in {live_index}"
 
 
 def _check_terminal_is_final(events: list[dict[str, Any]]) -> None:
@@ -209,9 +221,10 @@ def every_schedule(world_factory: Callable[[], World], scenario: Scenario) -> in
 
 
 def stored(world: World, record: ExportRecord, files: list[Any]) -> str:
-    """Write a starting state straight into the store, as earlier steps would have left it."""
+    """Write a starting state straight into the store, as earlier steps would have left it: created PENDING,
+    then brought to its status with its files in one transaction (so an ended one is bounded as an end is)."""
     store = world.runtime().store
-    store.create(record)
+    store.create(record.model_copy(update={"status": ExportStatus.PENDING}))
 
     def put(state: ExportRecord, writes: Any) -> None:
         state.status = record.status

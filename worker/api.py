@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from worker.engine import commands
 from worker.engine.context import Runtime
-from worker.errors import InvalidRequest, UnknownExport
+from worker.errors import InvalidRequest, PermanentError, RetryLater, TransientError, UnknownExport
 from worker.models import (
     Callback,
     ExportRecord,
@@ -28,7 +28,8 @@ from worker.models import (
     SinkOptions,
 )
 from worker.providers import get_provider
-from worker.providers.base import wire_params
+from worker.providers.base import ReportDetail, ReportSummary, wire_params
+from worker.providers.gateway import ProviderGateway
 from worker.schedules import idempotency_key as schedule_key
 from worker.schedules import load_schedules, period_of, render_params
 from worker.sinks.options import sink_options_for
@@ -119,7 +120,39 @@ class ExportClient:
             sink=sink,
             sink_options=options,
         )
+        self._check_with_provider(request)
         return commands.create_export(self.rt, request)
+
+    def _check_with_provider(self, request: NewExport) -> None:
+        """The provider's own checks (impact.com: report parameters against the report's MetaData), when
+        this process has the credential to ask. Without it, or when the provider cannot answer now, the
+        worker's submit step runs the same check before the provider job is created."""
+        if request.credential not in self.rt.settings.credentials:
+            return
+        try:
+            self.rt.gateway(request.provider, request.credential).check(request.params)
+        except (TransientError, RetryLater, PermanentError):
+            return
+
+    def reports(self, provider: str, *, credential: str = "default", scope: str | None = None) -> list[ReportSummary]:
+        """The reports the provider account behind ``credential`` can run (needs the credential here)."""
+        return self._describing(provider, credential).reports(scope)
+
+    def report(self, provider: str, report_id: str, *, credential: str = "default", scope: str | None = None) -> ReportDetail:
+        """One report's parameters and columns, as the provider describes them."""
+        return self._describing(provider, credential).report(report_id, scope)
+
+    def _describing(self, provider: str, credential: str) -> ProviderGateway:
+        get_provider(provider)
+        _check_name("credential name", credential)
+        configured = self.rt.settings.credentials
+        if credential not in configured:
+            names = ", ".join(sorted(configured)) or "none"
+            raise InvalidRequest(
+                f"credential {credential!r} is not configured in this process (configured: {names}); run where "
+                f"EXPORT_WORKER_CREDENTIALS__{credential.upper()}__... is set (the worker's environment), or use a configured one"
+            )
+        return self.rt.gateway(provider, credential)
 
     def get(self, export_id: str) -> ExportView:
         record = self.rt.store.get(export_id)
@@ -157,9 +190,17 @@ class ExportClient:
 
     def run_schedule(self, name: str, now: datetime | None = None) -> str:
         """Submit the export of schedule ``name`` for the period before ``now``; idempotent per period."""
-        entry = next((item for item in load_schedules(self.rt.settings) if item.name == name), None)
+        path = self.rt.settings.schedule_file
+        if path is None:
+            raise InvalidRequest(
+                "EXPORT_WORKER_SCHEDULE_FILE is not set, so there are no schedules; set it to the worker's JSON "
+                "schedule file (example: config/schedules.json)"
+            )
+        schedules = load_schedules(self.rt.settings)
+        entry = next((item for item in schedules if item.name == name), None)
         if entry is None:
-            raise InvalidRequest(f"no schedule named {name!r} in {self.rt.settings.schedule_file}")
+            known = ", ".join(item.name for item in schedules) or "none"
+            raise InvalidRequest(f"no schedule named {name!r} in {path}; known schedules: {known}")
         start, end = period_of(entry, now or datetime.now(UTC))
         return self.submit(
             entry.provider,

@@ -14,6 +14,7 @@ the broker has the message.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery, signals
@@ -21,6 +22,8 @@ from celery import Celery, signals
 from worker.logs import configure_logging
 from worker.schedules import beat_schedule
 from worker.settings import Settings, get_settings
+
+log = logging.getLogger("worker.app")
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -73,6 +76,33 @@ app = create_app()
 def _configure_logging(**_: Any) -> None:
     """Connected so Celery leaves logging to us: one format for the worker, beat and the engine."""
     configure_logging(get_settings())
+
+
+@signals.worker_init.connect
+def _refuse_an_evicting_store(**_: Any) -> None:
+    """Exit at once, with one clear line, when Redis may evict export records (see :mod:`worker.store.server`).
+
+    SystemExit, not an exception: Celery logs and ignores exceptions of signal handlers.
+    """
+    from worker.errors import EvictingStore
+    from worker.store import STORE_UNAVAILABLE
+    from worker.wiring import make_store
+
+    store = make_store(get_settings())
+    try:
+        policy = store.check_server()
+    except EvictingStore as refusal:
+        log.critical("refusing to start: %s", refusal)
+        raise SystemExit(2) from None
+    except STORE_UNAVAILABLE as exc:
+        log.warning("could not check Redis at start (%s); each worker process checks it when it first connects", exc)
+        return
+    if policy is None:
+        log.warning(
+            "%s answers neither CONFIG GET nor INFO memory, so its maxmemory-policy is unknown: make sure it is "
+            "noeviction, or Redis may evict export records under memory pressure",
+            store.where,
+        )
 
 
 @signals.worker_init.connect

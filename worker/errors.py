@@ -16,9 +16,45 @@ class InvalidRequest(ExportWorkerError):
 
 
 class UnknownExport(ExportWorkerError):
-    def __init__(self, export_id: str) -> None:
-        super().__init__(f"no export with id {export_id!r}; run `export-worker list` to see known exports")
+    """No such export where the store looked: never created there, or forgotten after the retention period.
+
+    ``args`` is the message alone, so Celery rebuilds it unchanged in a caller (``worker.get_export``).
+    """
+
+    def __init__(self, message: str, export_id: str | None = None) -> None:
+        super().__init__(message)
         self.export_id = export_id
+
+    @classmethod
+    def missing(cls, export_id: str, *, where: str, retention_seconds: int, file_key: str | None = None) -> UnknownExport:
+        what = f"export {export_id!r}" if file_key is None else f"file {file_key!r} of export {export_id!r}"
+        return cls(
+            f"no {what} in {where}: it does not exist there, or it ended more than {_duration(retention_seconds)} ago "
+            f"and was forgotten (EXPORT_WORKER_RETENTION_SECONDS={retention_seconds}); check EXPORT_WORKER_REDIS_URL "
+            "and EXPORT_WORKER_KEY_PREFIX, or run `export-worker list` to see the exports kept there",
+            export_id,
+        )
+
+
+class EvictingStore(ExportWorkerError):
+    """Redis may evict keys under memory pressure, which would drop export records without a word."""
+
+    def __init__(self, where: str, policy: str) -> None:
+        super().__init__(
+            f"{where} has maxmemory-policy {policy!r}: under memory pressure it would evict export records and lose "
+            "exports; set maxmemory-policy to noeviction (CONFIG SET maxmemory-policy noeviction, or your provider's "
+            "parameter group), or set EXPORT_WORKER_ALLOW_EVICTING_STORE=true to accept the risk"
+        )
+        self.policy = policy
+
+
+def _duration(seconds: int) -> str:
+    """``2592000`` as ``30 days``: the retention as an operator set it, in the largest whole unit."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
 
 
 class RetryLater(ExportWorkerError):
@@ -45,6 +81,10 @@ class AuthError(PermanentError):
         )
         self.credential_name = credential_name
         self.status_code = status_code
+
+
+class NotFound(PermanentError):
+    """The provider answered 404 for something other than a job (a report, say)."""
 
 
 class JobNotFound(PermanentError):

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from worker.errors import AuthError, JobNotFound, PayloadError, PermanentError, RetryLater, TransientError
+from worker.errors import AuthError, JobNotFound, NotFound, PayloadError, PermanentError, RetryLater, TransientError
 from worker.metrics import API_CALLS
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -74,9 +74,8 @@ def raise_for_status(response: httpx.Response, *, provider: str, credential_name
         raise JobNotFound(provider, job_id)
     if code >= 500 or code == 408:
         raise TransientError(f"{provider} answered HTTP {code} for {response.request.url.path}")
-    raise PermanentError(
-        f"{provider} refused {response.request.method} {response.request.url.path} with HTTP {code}: {response.text[:300]}"
-    )
+    refused = f"{provider} refused {response.request.method} {response.request.url.path} with HTTP {code}: {response.text[:300]}"
+    raise NotFound(refused) if code == 404 else PermanentError(refused)
 
 
 def send(

@@ -32,6 +32,23 @@ class ExportsByStatus(Collector):
         yield gauge
 
 
+class StoreMemory(Collector):
+    """Redis ``used_memory`` and ``maxmemory``, read at scrape time (one INFO memory): how near the store is to full."""
+
+    def __init__(self, store: ExportStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        memory = self.store.memory()
+        if memory is None:  # a server without INFO (the embedded demo server) has nothing to report
+            return
+        used, limit = memory
+        yield GaugeMetricFamily("aew_redis_used_memory_bytes", "Memory used by the Redis that holds the state", value=used)
+        yield GaugeMetricFamily(
+            "aew_redis_maxmemory_bytes", "maxmemory of the Redis that holds the state (0: no limit)", value=limit
+        )
+
+
 def serve_metrics(
     settings: Settings, store: ExportStore, *, addr: str = "0.0.0.0", registry: CollectorRegistry | None = None
 ) -> CollectorRegistry | None:
@@ -44,5 +61,6 @@ def serve_metrics(
         else:
             registry = REGISTRY
     registry.register(ExportsByStatus(store))
+    registry.register(StoreMemory(store))
     start_http_server(settings.metrics_port, addr=addr, registry=registry)
     return registry

@@ -29,6 +29,8 @@ class SubmitExportRequest(BaseModel):
     idempotency_key: str | None = None
     callback: dict[str, Any] | None = None
     sink: str = "jsonl"
+    sink_options: dict[str, Any] | None = None
+    deadline_seconds: float | None = None
 
     @classmethod
     def parse(cls, kwargs: dict[str, Any]) -> Self:
@@ -49,4 +51,6 @@ def submit_export(client: ExportClient, kwargs: dict[str, Any], task_id: str | N
         idempotency_key=request.idempotency_key or (f"task:{task_id}" if task_id else None),
         callback=request.callback,
         sink=request.sink,
+        sink_options=request.sink_options,
+        deadline_seconds=request.deadline_seconds,
     )

@@ -6,14 +6,35 @@ carry a credential *name*, and the worker resolves it from ``credentials`` at ca
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.parsing.schema import ColumnType
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_SCHEME = re.compile(r"^([a-z][a-z0-9.+-]*)://", re.IGNORECASE)
+_PASSWORD = re.compile(r"(?<=:)[^:@/]+(?=@)")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``: what messages and logs may show."""
+    return _PASSWORD.sub("***", url)
+
+
+def _scheme_problem(url: str, known: set[str], examples: str) -> str | None:
+    """Why a broker or result-backend URL cannot be used, or None; the names come from kombu and Celery."""
+    match = _SCHEME.match(url)
+    if match is None:
+        return f"{redact_url(url)!r} is not a URL: it must start with a scheme such as {examples}"
+    scheme = match.group(1).lower().split("+", 1)[0]
+    if scheme not in known:
+        return f"{redact_url(url)!r} has an unknown scheme {scheme!r}: use one such as {examples}"
+    return None
 
 
 class Credential(BaseModel):
@@ -37,6 +58,7 @@ class Settings(BaseSettings):
         env_file=".env",
         env_nested_delimiter="__",
         extra="ignore",
+        hide_input_in_errors=True,  # a refused value may hold a password
     )
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="State store; rediss:// and user:password@ work.")
@@ -86,13 +108,56 @@ class Settings(BaseSettings):
     split_min_vehicles: int = Field(1, ge=1, description="Smallest vehicle batch an auto-split produces.")
 
     watchdog_interval_seconds: float = Field(60.0, gt=0, description="How often beat runs the watchdog.")
+    watchdog_page_size: int = Field(200, ge=1, description="Exports (or ids) the watchdog reads per Redis reply.")
+    watchdog_max_exports: int = Field(
+        10_000, ge=1, description="Most exports one watchdog run looks at per pass; the next run goes on from there."
+    )
     stale_factor: float = Field(3.0, gt=1, description="A chain is dead after stale_factor x poll_max_seconds silent.")
     lease_seconds: float = Field(60.0, gt=0, description="Download lease; renewed while a file streams.")
+
+    retention_seconds: int = Field(
+        30 * 86400,
+        gt=0,
+        description="How long an ended export is kept in Redis; after it, its id is unknown and its idempotency key free.",
+    )
+    allow_evicting_store: bool = Field(
+        False, description="Start on a Redis whose maxmemory-policy may evict keys (with a warning) instead of refusing."
+    )
 
     schedule_file: Path | None = Field(None, description="JSON file of recurring exports for celery beat.")
     log_json: bool = Field(False, description="Emit JSON log lines.")
     log_level: str = "INFO"
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port.")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_is_a_url(cls, value: str) -> str:
+        """redis-py would fail on first use with a traceback; say what is wrong where the setting is read."""
+        if not value.lower().startswith(REDIS_SCHEMES):
+            raise ValueError(
+                f"{redact_url(value)!r} is not a Redis URL: it must start with redis://, rediss:// (TLS) or "
+                "unix://, e.g. redis://127.0.0.1:6379/0"
+            )
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url_is_a_url(cls, value: str | None) -> str | None:
+        from kombu.transport import TRANSPORT_ALIASES
+
+        examples = "redis://127.0.0.1:6379/0 or amqp://user:password@127.0.0.1:5672//"
+        if value is not None and (problem := _scheme_problem(value, set(TRANSPORT_ALIASES), examples)):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("result_backend")
+    @classmethod
+    def _result_backend_is_a_url(cls, value: str | None) -> str | None:
+        from celery.app.backends import BACKEND_ALIASES
+
+        if value is not None and (problem := _scheme_problem(value, set(BACKEND_ALIASES), "redis://127.0.0.1:6379/0")):
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _countdowns_fit_the_visibility_timeout(self) -> Self:
@@ -102,6 +167,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"EXPORT_WORKER_VISIBILITY_TIMEOUT_SECONDS ({self.visibility_timeout_seconds}) must exceed the "
                 f"longest countdown ({longest:.0f}s from poll_max_seconds/slow_poll_seconds) on a Redis broker"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ends_are_reported_before_they_are_forgotten(self) -> Self:
+        """The watchdog reports an end whose worker died once it is stale; the record must still be there."""
+        needed = self.stale_after_seconds + self.watchdog_interval_seconds
+        if self.retention_seconds <= needed:
+            raise ValueError(
+                f"EXPORT_WORKER_RETENTION_SECONDS ({self.retention_seconds}) must exceed stale_factor x poll_max_seconds "
+                f"+ watchdog_interval_seconds ({needed:.0f}s): the watchdog reports an end its worker did not live to "
+                "report only after that long, and needs the export's record to do it"
             )
         return self
 

@@ -14,7 +14,12 @@ from worker.store import ExportStore
 
 
 def make_store(settings: Settings) -> ExportStore:
-    return ExportStore.from_url(settings.redis_url, settings.key_prefix)
+    return ExportStore.from_url(
+        settings.redis_url,
+        settings.key_prefix,
+        retention_seconds=settings.retention_seconds,
+        allow_evicting=settings.allow_evicting_store,
+    )
 
 
 def build_runtime(settings: Settings, app: Celery) -> Runtime:

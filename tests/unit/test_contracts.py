@@ -313,3 +313,52 @@ def brand_dates(api_root: str) -> dict[str, Any]:
     if api_root == "Mediapartners":
         return {}
     return {"report_params": {"StartDate": "2024-03-01T00:00:00Z", "EndDate": "2024-03-02T00:00:00Z"}}
+
+
+@pytest.mark.parametrize(
+    ("api_root", "report_id", "operations"),
+    [
+        ("Mediapartners", "mp_action_listing_fast", {"listReports", "retrieveMetadata"}),
+        ("Advertisers", "adv_action_listing_pm", {"listAllReports", "getReportMetadata"}),
+    ],
+)
+def test_impact_reports_and_their_metadata_follow_the_specs(
+    sim: SimulatorThread, transport: RecordingTransport, tmp_path: Path, api_root: str, report_id: str, operations: set[str]
+) -> None:
+    gw = gateway("impact", sim, transport, tmp_path)
+    listed = {item.id: item for item in gw.reports(api_root)}
+    catalogue = [report for report in sim.app.state.sim.config.impact_reports if report.api_root == api_root]
+    assert set(listed) == {report.id for report in catalogue}
+    assert [item.id for item in listed.values() if not item.exportable] == [r.id for r in catalogue if not r.api_accessible]
+    detail = gw.report(report_id, api_root)
+    assert detail.id == report_id and detail.columns == ["ActionId", "CampaignId", "EventDate", "Payout", "Status"]
+    assert {"SUBAID"} < {parameter.name for parameter in detail.parameters}
+    assert detail.required == (["START_DATE", "END_DATE"] if api_root == "Mediapartners" else ["StartDate", "EndDate"])
+    assert check_all(transport) == operations
+    assert all(request.headers["accept"] == "application/json" for request, _ in transport.api_exchanges())
+
+
+def test_impact_report_refusals_and_the_xml_default(sim: SimulatorThread, transport: RecordingTransport, tmp_path: Path) -> None:
+    from worker.errors import AuthError, InvalidRequest
+
+    gw = gateway("impact", sim, transport, tmp_path)
+    with pytest.raises(InvalidRequest, match="no report 'mp_payment_history'"):
+        gw.report("mp_payment_history", "Mediapartners")  # listed, but for the web app only: 404
+    client = httpx.Client(base_url=sim.url, transport=transport, auth=(SID, "sim-impact-token"))
+    ui_only = client.get(
+        f"/Mediapartners/{SID}/ReportExport/mp_payment_history", params={"START_DATE": "2024-03-01", "END_DATE": "2024-03-01"}
+    )
+    assert ui_only.status_code == 404
+    assert [check_response(q, r).operation_id for q, r in transport.api_exchanges()] == ["retrieveMetadata", "exportReports"]
+    xml = client.get(f"/Mediapartners/{SID}/Reports")
+    assert xml.headers["content-type"].startswith("application/xml")
+    assert "<Reports><Report><Name>Performance by Day</Name><Id>att_adv_performance_by_day</Id>" in xml.text
+    with pytest.raises(AuthError):
+        ProviderGateway(
+            "impact",
+            "impact",
+            gw.settings.model_copy(update={"credentials": {"impact": Credential(account_sid=SID, auth_token="wrong")}}),
+            gw.store,
+            transport,
+        ).reports(None)
+    assert transport.exchanges[-1][1].status_code == 401

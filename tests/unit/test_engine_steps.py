@@ -293,7 +293,7 @@ def test_file_with_unusable_header_fails_alone_and_retry_reopens_it(rt: Runtime,
     export_id = submit(rt)
     driver.run()
     view = ExportClient(rt).get(export_id)
-    assert view.record.status is ExportStatus.FAILED and "1 of 2 file(s) failed" in (view.record.error or "")
+    assert view.record.status is ExportStatus.FAILED and "1 of 2 files failed" in (view.record.error or "")
     assert [f.status for f in view.files] == [FileStatus.DONE, FileStatus.FAILED]
     assert Path(view.files[0].path).exists()
     assert export_id not in rt.store.active_ids()
@@ -417,9 +417,11 @@ def test_unknown_sink_is_refused_at_submit(rt: Runtime) -> None:
 def test_a_sink_that_cannot_write_retries_then_fails_the_file_saying_what_to_fix(
     rt: Runtime, driver: Driver, provider: FakeSamsara
 ) -> None:
-    Path(rt.settings.output_dir).write_text("a file where the output directory should be")
     script_happy_path(provider, rows=(3,))
     export_id = submit(rt)
+    driver.step()  # the submit step finds the output folder usable; it is lost before the download
+    Path(rt.settings.output_dir).rmdir()
+    Path(rt.settings.output_dir).write_text("a file where the output directory should be")
     driver.run()
     view = ExportClient(rt).get(export_id)
     assert view.record.status is ExportStatus.FAILED

@@ -51,6 +51,8 @@ def provider(request: httpx.Request) -> httpx.Response:
     if request.url.host == "files.example":
         return httpx.Response(200, text=csv_rows(FILE_ROWS[path.lstrip("/")]))
     listing = {"j0": ["a.csv", "b.csv"], "j01": ["c.csv"]}
+    if request.method == "POST" and path == "/ifta-detail/csv":  # a resubmitted job is created as j0
+        return httpx.Response(201, json=job("j0", "Requested"))
     job_id = path.rsplit("/", 1)[-1]
     if path.startswith("/ifta-detail/csv/") and job_id in listing:
         files = [remote_file(name, f"https://files.example/{name}", RECORD_COUNTS[name]) for name in listing[job_id]]
@@ -164,6 +166,14 @@ def failed_with_a_failed_file(world: World) -> str:
     return stored(world, record, files)
 
 
+def failed_before_the_job(world: World) -> str:
+    """The submit step refused the job before the provider created it (say, a sink not configured)."""
+    refused = JobRecord(key="0", params=dict(PARAMS), status=JobStatus.FAILED, token=2, next_action_at=NOW)
+    record = export(ExportStatus.FAILED, [refused], 0)
+    record.finished_at, record.error = NOW, "refused before the samsara job was created: no database"
+    return stored(world, record, [])
+
+
 # -- steps ----------------------------------------------------------------------------------------
 
 
@@ -219,6 +229,9 @@ SCENARIOS = [
     Scenario("retry vs cancel", failed_with_a_failed_file, retry, cancel, BOTH_FILES),
     Scenario("retry vs watchdog", failed_with_a_failed_file, retry, watchdog, BOTH_FILES),
     Scenario("retry vs the retried file's download", failed_with_a_failed_file, retry, download("0-0000", 2), BOTH_FILES),
+    Scenario("resubmit vs resubmit", failed_before_the_job, retry, retry, BOTH_FILES),
+    Scenario("resubmit vs cancel", failed_before_the_job, retry, cancel, BOTH_FILES),
+    Scenario("resubmit vs watchdog", failed_before_the_job, retry, watchdog, BOTH_FILES),
 ]
 
 
@@ -232,3 +245,13 @@ def test_the_harness_sees_the_steps_round_trips(world_factory: Callable[[], Worl
     from tests.interleaving import round_trips_of
 
     assert round_trips_of(world_factory, SCENARIOS[0], poll("0")) >= 4
+
+
+def test_a_resubmitted_job_runs_to_completion(world_factory: Callable[[], World]) -> None:
+    """The resubmit scenarios above end COMPLETED when nothing cancels them, so their invariants bite."""
+    world = world_factory()
+    export_id = failed_before_the_job(world)
+    commands.retry(world.runtime(), export_id)
+    world.settle()
+    record = world.runtime().store.get(export_id)
+    assert (record.status, record.rows, record.files_total) == (ExportStatus.COMPLETED, BOTH_FILES.rows, BOTH_FILES.files)

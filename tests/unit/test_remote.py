@@ -38,6 +38,23 @@ def test_a_redelivered_message_without_a_key_is_still_one_export(client: ExportC
     assert remote.submit_export(client, kwargs, task_id="another-message") != first
 
 
+def test_sink_options_and_deadline_reach_the_export_as_the_api_takes_them(client: ExportClient) -> None:
+    kwargs = {
+        "provider": "samsara",
+        "params": PARAMS,
+        "sink": "postgres",
+        "sink_options": {"database": "warehouse", "schema": "raw", "table": "ifta"},
+        "deadline_seconds": 600,
+    }
+    record = client.get(remote.submit_export(client, kwargs, task_id="t-pg")).record
+    assert (record.sink_options.database, record.sink_options.schema_name, record.sink_options.table) == (
+        "warehouse",
+        "raw",
+        "ifta",
+    )
+    assert record.deadline_at - record.created_at == pytest.approx(600)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -48,6 +65,7 @@ def test_a_redelivered_message_without_a_key_is_still_one_export(client: ExportC
         ({"provider": "samsara", "params": PARAMS, "deadline": 5}, "deadline: Extra inputs are not permitted"),
         ({"provider": "samsara"}, "params: Field required"),
         ({"provider": "samsara", "params": "startHour=x"}, "params: Input should be a valid dictionary"),
+        ({"provider": "samsara", "params": PARAMS, "sink": "postgres", "sink_options": {"table": "Bad Name"}}, "table"),
     ],
 )
 def test_bad_requests_fail_with_the_api_message_and_store_nothing(client: ExportClient, kwargs: dict, message: str) -> None:

@@ -110,11 +110,11 @@ def test_a_file_transaction_saves_its_events_and_names_what_is_missing(store: Ex
 
     assert store.transact_file("e1", "0-0", note) == "e1"
     assert [event for _, event in store.read_events("0")][-1]["file"] == "0-0"
-    with pytest.raises(UnknownExport, match="e1 file 0-9"):
+    with pytest.raises(UnknownExport, match="no file '0-9' of export 'e1' in Redis at .* under key prefix 'unit'"):
         store.transact_file("e1", "0-9", note)
-    with pytest.raises(UnknownExport, match="nope"):
+    with pytest.raises(UnknownExport, match="no export 'nope'"):
         store.transact_file("nope", "0-0", note)
-    with pytest.raises(UnknownExport, match="e1 file 0-9"):
+    with pytest.raises(UnknownExport, match="no file '0-9' of export 'e1'"):
         store.get_file("e1", "0-9")
 
 

@@ -48,10 +48,12 @@ def test_a_store_built_without_a_prefix_keeps_every_key_under_aew() -> None:
     assert client.get("aew:export:e1") is not None
     assert sorted(key.decode() for key in client.keys("*")) == [
         "aew:active",
+        "aew:deadlines",
         "aew:events",
         "aew:export:e1",
         "aew:exports",
         "aew:stats:status",
+        "aew:watch",
     ]
 
 

@@ -175,7 +175,7 @@ def test_completion_with_a_failed_file_fails_but_keeps_the_rest() -> None:
     failed = file_record("b", FileStatus.FAILED)
     failed.error = "header lacks required column(s) vehicleId"
     assert tr.complete_if_done(rec, [file_record("a", FileStatus.DONE, 3), failed], Writes(), now=5)
-    assert rec.status is ExportStatus.FAILED and "1 of 2 file(s) failed" in (rec.error or "")
+    assert rec.status is ExportStatus.FAILED and "1 of 2 files failed" in (rec.error or "")
     assert rec.rows == 3
 
 
@@ -548,7 +548,7 @@ def test_completion_with_failed_files_names_them_and_their_errors() -> None:
     failed = file_record("b.csv", FileStatus.FAILED).model_copy(update={"error": "HTTP 404"})
     writes = Writes()
     assert tr.complete_if_done(rec, [file_record("a.csv", FileStatus.DONE, 3), failed], writes, now=5)
-    reason = "1 of 2 file(s) failed (b.csv: HTTP 404); the other files were written"
+    reason = "1 of 2 files failed: HTTP 404 (b.csv); the other file was written"
     assert (rec.error, rec.finished_at) == (reason, 5)
     assert writes.events == [{"type": "status", "status": "FAILED", "error": reason}]
 
@@ -559,7 +559,7 @@ def test_a_finished_file_refuses_even_its_own_token() -> None:
         tr.current_file(rec, file_record("a.csv", FileStatus.DONE), 0)
 
 
-def test_completion_reports_the_rows_on_the_stream_and_names_at_most_five_failed_files() -> None:
+def test_completion_reports_the_rows_on_the_stream_and_names_each_reason_once() -> None:
     rec = succeeded(files_total=1)
     done = file_record("a.csv", FileStatus.DONE, 3).model_copy(update={"quarantined": 1})
     writes = Writes()
@@ -570,5 +570,34 @@ def test_completion_reports_the_rows_on_the_stream_and_names_at_most_five_failed
     failed = [file_record(f"f{i}.csv", FileStatus.FAILED).model_copy(update={"error": "HTTP 404"}) for i in range(6)]
     rec.files_total = len(failed)
     assert tr.complete_if_done(rec, failed, Writes(), now=5)
-    names = "; ".join(f"f{i}.csv: HTTP 404" for i in range(5))
-    assert rec.error == f"6 of 6 file(s) failed ({names}); the other files were written"
+    assert rec.error == "all 6 files failed: HTTP 404 (f0.csv, f1.csv, f2.csv and 3 more)"
+
+
+@pytest.mark.parametrize(
+    ("errors", "done", "summary"),
+    [
+        (["HTTP 404"], 0, "the export's only file failed: HTTP 404 (f0.csv)"),
+        (["HTTP 404"] * 3, 0, "all 3 files failed: HTTP 404 (f0.csv, f1.csv, f2.csv)"),
+        (
+            ["HTTP 404", "bad gzip", "HTTP 404"],
+            2,
+            "3 of 5 files failed: HTTP 404 (f0.csv, f2.csv); bad gzip (f1.csv); the other 2 files were written",
+        ),
+        (["a", "b", "c", "d", "e"], 0, "all 5 files failed: a (f0.csv); b (f1.csv); c (f2.csv); 2 other reason(s)"),
+    ],
+)
+def test_a_files_failure_says_how_many_failed_why_once_per_reason_and_what_was_written(
+    errors: list[str], done: int, summary: str
+) -> None:
+    rec = succeeded(files_total=len(errors) + done)
+    files = [file_record(f"f{i}.csv", FileStatus.FAILED).model_copy(update={"error": e}) for i, e in enumerate(errors)]
+    files += [file_record(f"ok{i}.csv", FileStatus.DONE, 1) for i in range(done)]
+    assert tr.complete_if_done(rec, files, Writes(), now=5)
+    assert rec.error == summary
+
+
+def test_an_export_failed_with_its_job_shows_the_job_failed_not_submitting() -> None:
+    rec = record()
+    rec.jobs["0"].status = JobStatus.SUBMITTING
+    assert tr.fail(rec, Writes(), "refused before the samsara job was created: no database", now=5, job_key="0")
+    assert rec.jobs["0"].status is JobStatus.FAILED and rec.status is ExportStatus.FAILED

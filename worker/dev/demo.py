@@ -9,16 +9,20 @@ stack, up until Ctrl-C, and prints the environment that points the CLI or anothe
 from __future__ import annotations
 
 import shlex
+import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from worker.dev.localstack import LocalStack
 from worker.dev.simulator import SamsaraBehaviour, SimulatorConfig
+from worker.settings import redact_url
 from worker.watch_view import follow
 
 DEMO_START_HOUR = "2026-11-23T00:00:00Z"
@@ -33,8 +37,9 @@ def run_demo(console: Console, *, vehicles: int, files: int, rows: int, keep: bo
     output = Path("exports").resolve()
     with LocalStack(simulator_config=config, output_dir=output) as stack:
         assert stack.client is not None and stack.simulator is not None
-        where = "Redis at " + stack.requested_redis_url if stack.using_real_redis else "an embedded Redis (no Redis reachable)"
-        console.print(f"[bold]demo[/]: using {where}; provider simulator at {stack.simulator.url}")
+        tried = redact_url(stack.requested_redis_url)
+        where = f"Redis at {tried}" if stack.using_real_redis else f"an embedded Redis (nothing answered at {tried})"
+        console.print(Text.assemble(("demo", "bold"), f": using {where}; provider simulator at {stack.simulator.url}"))
         stack.start_worker(concurrency=2)
         stack.start_beat()
         export_id = stack.client.submit(
@@ -42,17 +47,17 @@ def run_demo(console: Console, *, vehicles: int, files: int, rows: int, keep: bo
             {"startHour": DEMO_START_HOUR, "endHour": DEMO_END_HOUR, "vehicleIds": list(range(1, vehicles + 1))},
             idempotency_key=f"demo-{stack.run_id}",
         )
-        console.print(f"submitted export [bold]{export_id}[/]; following it (Ctrl-C to stop)")
+        console.print(Text.assemble("submitted export ", (export_id, "bold"), "; following it (Ctrl-C to stop)"))
         view = follow(console, stack.client, export_id)
         console.print()
         table = Table("file", "rows", "quarantined", "recordCount", title="files")
         for file in view.files:
-            table.add_row(file.name, str(file.rows), str(file.quarantined), str(file.record_count))
+            table.add_row(Text(file.name), str(file.rows), str(file.quarantined), str(file.record_count))
         console.print(table)
-        console.print(f"written to {output / export_id}", soft_wrap=True)
+        console.print(f"written to {output / export_id}", soft_wrap=True, markup=False)
         if view.record.status.value != "COMPLETED":
-            console.print(f"[red]export ended {view.record.status.value}: {view.record.error}[/]")
-            console.print(stack.logs())
+            console.print(Text(f"export ended {view.record.status.value}: {view.record.error}", style="red"))
+            console.print(stack.logs(), markup=False, highlight=False)
             return 1
         console.print(
             f"[green]COMPLETED[/]: {view.record.rows} rows written, {view.record.quarantined} quarantined, "
@@ -65,14 +70,41 @@ def run_demo(console: Console, *, vehicles: int, files: int, rows: int, keep: bo
         return 0
 
 
+SECRET_SETTINGS = ("EXPORT_WORKER_CREDENTIALS", "EXPORT_WORKER_DATABASES")
+"""Settings that hold tokens or passwords as a whole; URL settings are shown with their password masked."""
+
+
+def shown_setting(name: str, value: str) -> str:
+    """One ``export`` line as the terminal may show it: no token, no password."""
+    if name in SECRET_SETTINGS:
+        return f"{name}=<secret, in the file>"
+    return f"{name}={shlex.quote(redact_url(value))}"
+
+
+def write_env_file(env: dict[str, str]) -> Path:
+    """The stack's settings, secrets included, in a file only this user can read, to ``source`` elsewhere."""
+    path = Path(tempfile.mkdtemp(prefix="aew-demo-")) / "demo.env"
+    path.touch(mode=0o600)
+    path.write_text("".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items()))
+    return path
+
+
 def _keep_up(console: Console, stack: LocalStack, export_id: str) -> None:
     """Block until Ctrl-C with the stack up, after printing how to reach it from another shell."""
     assert stack.settings is not None
-    lines = "\n".join(f"export {name}={shlex.quote(value)}" for name, value in stack.settings_env().items())
-    console.print("\n[bold]The stack stays up until Ctrl-C.[/] In another shell, point the CLI or a worker at it:")
-    console.print(lines, soft_wrap=True, highlight=False, markup=False)
+    env = stack.settings_env()
+    env_file = write_env_file(env)
     console.print(
-        f"export-worker status {export_id}\nexport-worker list\ncelery -A worker.app worker -Q {stack.settings.queue} -l INFO",
+        Text.assemble("\n", ("The stack stays up until Ctrl-C.", "bold"), " In another shell, point the CLI or a worker at it:")
+    )
+    console.print(f". {env_file}", soft_wrap=True, highlight=False, markup=False)
+    console.print("which sets (secrets shown masked here):", markup=False)
+    console.print(
+        "\n".join(shown_setting(name, value) for name, value in env.items()), soft_wrap=True, highlight=False, markup=False
+    )
+    worker = f"celery -A worker.app worker -Q {stack.settings.queue} -l INFO"
+    console.print(
+        f"then: export-worker status {export_id}\nexport-worker list\n{worker}",
         soft_wrap=True,
         highlight=False,
         markup=False,
@@ -81,11 +113,12 @@ def _keep_up(console: Console, stack: LocalStack, export_id: str) -> None:
     try:
         while all(process.poll() is None for process in stack.workers):
             time.sleep(1)
-        console.print("[red]the demo worker exited; stopping the stack[/]")
+        console.print(Text("the demo worker exited; stopping the stack", style="red"))
     except KeyboardInterrupt:
         console.print("stopping the demo stack")
     finally:
         signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(env_file.parent, ignore_errors=True)
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:

@@ -12,6 +12,7 @@ from worker.engine.context import Runtime
 from worker.errors import InvalidRequest
 from worker.models import (
     ExportRecord,
+    ExportRequest,
     ExportStatus,
     FileRecord,
     FileTaskArgs,
@@ -22,15 +23,40 @@ from worker.models import (
     Writes,
 )
 
+IDEMPOTENT_FIELDS = ("provider", "params", "credential", "sink", "sink_options", "callback")
+"""What a request with a used idempotency key must repeat to get that key's export back."""
+
 
 def create_export(rt: Runtime, request: NewExport) -> str:
-    """Store the export and send its first submits; an idempotency key already used returns that export."""
+    """Store the export and send its first submits; an idempotency key already used returns that export,
+    when the request is the same one (as Stripe does, a different request under a used key is refused)."""
     stored, created = rt.store.create(tr.new_export(request, rt.clock()))
     if created:
         for job in stored.jobs.values():
             if job.status is JobStatus.PENDING:
                 rt.dispatcher.submit(JobTaskArgs(export_id=stored.id, job_key=job.key, token=job.token), 0)
+        return stored.id
+    differing = differences(stored, request)
+    if differing:
+        raise InvalidRequest(
+            f"idempotency key {request.idempotency_key!r} was already used for export {stored.id} with a different "
+            f"request ({', '.join(differing)} differ); send the same request to get that export, or use a new key"
+        )
     return stored.id
+
+
+def differences(stored: ExportRequest, request: ExportRequest) -> list[str]:
+    """The fields (and parameter names) in which two requests differ."""
+    fields: list[str] = []
+    for name in IDEMPOTENT_FIELDS:
+        before, after = getattr(stored, name), getattr(request, name)
+        if before == after:
+            continue
+        if name == "params":
+            fields += [f"params.{key}" for key in sorted(before.keys() | after.keys()) if before.get(key) != after.get(key)]
+        else:
+            fields.append(name)
+    return fields
 
 
 def cancel(rt: Runtime, export_id: str) -> None:
@@ -60,7 +86,8 @@ def retry(rt: Runtime, export_id: str) -> None:
 
 def replay(rt: Runtime, record: ExportRecord, job: JobRecord) -> None:
     if job.provider_job_id is None:
-        raise InvalidRequest(f"export {record.id} failed before its provider job existed; submit it again")
+        resubmit(rt, record, job)
+        return
     gateway = rt.gateway(record.provider, record.credential)
     snapshot = gateway.replay(job.provider_job_id, job.params)
     delay = rt.policy.delay(0, rt.rng)
@@ -70,3 +97,13 @@ def replay(rt: Runtime, record: ExportRecord, job: JobRecord) -> None:
 
     token = rt.store.transact(record.id, mutate)
     rt.dispatcher.poll(JobTaskArgs(export_id=record.id, job_key=job.key, token=token), delay)
+
+
+def resubmit(rt: Runtime, record: ExportRecord, job: JobRecord) -> None:
+    """A job refused before the provider created it runs its submit step again (checks included)."""
+
+    def mutate(state: ExportRecord, writes: Writes) -> int:
+        return tr.reopen_unsubmitted_job(state, job.key, rt.clock(), writes)
+
+    token = rt.store.transact(record.id, mutate)
+    rt.dispatcher.submit(JobTaskArgs(export_id=record.id, job_key=job.key, token=token), 0)

@@ -8,14 +8,19 @@ redelivered tasks exit without side effects.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from worker import metrics
 from worker.engine import transitions as tr
 from worker.engine.context import Runtime, export_log
 from worker.engine.lifecycle import enforce_deadline, fail_export, finish_if_complete, on_terminal
-from worker.errors import PermanentError, RetryLater, StaleTask, TransientError
-from worker.models import ExportRecord, FileTaskArgs, JobSnapshot, JobTaskArgs, Writes
+from worker.errors import InvalidRequest, PermanentError, RetryLater, StaleTask, TransientError
+from worker.models import ExportRecord, FileTaskArgs, JobRecord, JobTaskArgs, Writes
+from worker.providers.gateway import ProviderGateway
 from worker.security.filenames import safe_filename
+from worker.sinks import SinkContext, check_sink
+
+T = TypeVar("T")
 
 
 def _retry_job_step(
@@ -29,7 +34,8 @@ def _retry_job_step(
         reason = "rate_limited"
     else:
         if job.transient_errors + 1 > rt.settings.max_transient_retries:
-            fail_export(rt, record.id, f"{step} of job {args.job_key} failed {job.transient_errors + 1} times; last error: {exc}")
+            reason = f"{step} of job {args.job_key} failed {job.transient_errors + 1} times; last error: {exc}"
+            fail_export(rt, record.id, reason, job_key=args.job_key if submitting else None)
             return
         delay = rt.policy.delay(job.transient_errors, rt.rng)
         reason = "transient"
@@ -57,19 +63,33 @@ def _call_provider(
     rt: Runtime,
     record: ExportRecord,
     args: JobTaskArgs,
-    call: Callable[[], JobSnapshot],
+    call: Callable[[], T],
     *,
     failure: str,
     submitting: bool = True,
-) -> JobSnapshot | None:
-    """One create/poll call; a refusal reschedules the step or fails the export, and gives None."""
+) -> T | None:
+    """One create/poll call; a refusal reschedules the step or fails the export (and a job never
+    created with it), and gives None."""
     try:
         return call()
     except (RetryLater, TransientError) as exc:
         _retry_job_step(rt, record, args, exc, submitting=submitting)
     except PermanentError as exc:
-        fail_export(rt, record.id, f"{failure}: {exc}")
+        fail_export(rt, record.id, f"{failure}: {exc}", job_key=args.job_key if submitting else None)
     return None
+
+
+def _checked_gateway(rt: Runtime, record: ExportRecord, job: JobRecord) -> ProviderGateway:
+    """What must hold before the provider is asked to create anything (impact.com allows 100 report
+    exports a day): the sink can take the rows here, the credential is configured, and the provider's
+    own checks of the request pass. The caller may have had none of these settings at enqueue."""
+    check_sink(SinkContext(rt.settings, rt.store, record))
+    gateway = rt.gateway(record.provider, record.credential)
+    try:
+        gateway.check(job.params)
+    except InvalidRequest as exc:
+        raise PermanentError(str(exc)) from None
+    return gateway
 
 
 def run_submit(rt: Runtime, args: JobTaskArgs) -> None:
@@ -87,7 +107,15 @@ def run_submit(rt: Runtime, args: JobTaskArgs) -> None:
         return
     claimed = JobTaskArgs(export_id=args.export_id, job_key=args.job_key, token=token)
     job = record.jobs[args.job_key]
-    gateway = rt.gateway(record.provider, record.credential)
+    gateway = _call_provider(
+        rt,
+        record,
+        claimed,
+        lambda: _checked_gateway(rt, record, job),
+        failure=f"refused before the {record.provider} job was created",
+    )
+    if gateway is None:
+        return
     snapshot = _call_provider(
         rt, record, claimed, lambda: gateway.create(job.params), failure=f"could not create the {record.provider} job"
     )

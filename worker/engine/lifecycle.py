@@ -46,8 +46,11 @@ def _end(rt: Runtime, export_id: str, end: Callable[[ExportRecord, list[FileReco
     return ended is not None
 
 
-def fail_export(rt: Runtime, export_id: str, reason: str) -> bool:
-    return _end(rt, export_id, lambda record, _files, writes: tr.fail(record, writes, reason, rt.clock()), files=False)
+def fail_export(rt: Runtime, export_id: str, reason: str, *, job_key: str | None = None) -> bool:
+    """Fail the export; ``job_key`` names a job that failed with it (one its provider never created)."""
+    return _end(
+        rt, export_id, lambda record, _files, writes: tr.fail(record, writes, reason, rt.clock(), job_key=job_key), files=False
+    )
 
 
 def cancel_export(rt: Runtime, export_id: str) -> bool:

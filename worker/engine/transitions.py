@@ -35,10 +35,13 @@ def _set_status(record: ExportRecord, status: ExportStatus, writes: Writes, **de
     writes.event("status", status=status.value, **detail)
 
 
-def fail(record: ExportRecord, writes: Writes, reason: str, now: float) -> bool:
-    """Fail the export unless it already ended; returns whether this call ended it."""
+def fail(record: ExportRecord, writes: Writes, reason: str, now: float, *, job_key: str | None = None) -> bool:
+    """Fail the export unless it already ended; returns whether this call ended it. ``job_key`` names the
+    job that failed with it, so the view does not show it still SUBMITTING."""
     if record.status.terminal:
         return False
+    if job_key is not None:
+        record.jobs[job_key].status = JobStatus.FAILED
     record.error = reason
     record.finished_at = now
     _set_status(record, ExportStatus.FAILED, writes, error=reason)
@@ -316,6 +319,28 @@ def apply_snapshot(
     return PollOutcome(failed=True)
 
 
+def files_failure(failed: list[FileRecord], total: int) -> str:
+    """Why an export failed for its files, once per reason: ``all 3 files failed: HTTP 404 (a.csv, b.csv, c.csv)``."""
+    by_reason: dict[str, list[str]] = {}
+    for file in failed:
+        by_reason.setdefault(file.error or "unknown error", []).append(file.name)
+    reasons = []
+    for reason, names in list(by_reason.items())[:3]:
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        reasons.append(f"{reason} ({shown})")
+    if len(by_reason) > 3:
+        reasons.append(f"{len(by_reason) - 3} other reason(s)")
+    if total == 1:
+        head = "the export's only file failed"
+    elif len(failed) == total:
+        head = f"all {total} files failed"
+    else:
+        head = f"{len(failed)} of {total} files failed"
+    others = total - len(failed)
+    tail = {0: "", 1: "; the other file was written"}.get(others, f"; the other {others} files were written")
+    return f"{head}: {'; '.join(reasons)}{tail}"
+
+
 def complete_if_done(record: ExportRecord, files: list[FileRecord], writes: Writes, now: float) -> bool:
     """End the export once every job is done and every file finished; True if this call ended it.
 
@@ -341,8 +366,7 @@ def complete_if_done(record: ExportRecord, files: list[FileRecord], writes: Writ
     record.finished_at = now
     failed = [f for f in files if f.status is FileStatus.FAILED]
     if failed:
-        names = "; ".join(f"{f.name}: {f.error}" for f in failed[:5])
-        reason = f"{len(failed)} of {len(files)} file(s) failed ({names}); the other files were written"
+        reason = files_failure(failed, len(files))
         record.error = reason
         _set_status(record, ExportStatus.FAILED, writes, error=reason)
     else:
@@ -397,6 +421,19 @@ def reopen_replayed_job(
     _reopen(record, now)
     _set_status(record, ExportStatus.RUNNING, writes, replayed_job=job_key)
     return reschedule(job, delay, now)
+
+
+def reopen_unsubmitted_job(record: ExportRecord, job_key: str, now: float, writes: Writes) -> int:
+    """Submit again a job that failed before its provider created it (a check refused it, a credential
+    was missing): ``retry`` after the setting is fixed. Once: a concurrent retry finds it reopened."""
+    job = record.jobs[job_key]
+    if record.status is not ExportStatus.FAILED or job.status is not JobStatus.FAILED or job.provider_job_id is not None:
+        raise InvalidRequest(f"export {record.id} is {record.status.value} again; it was retried meanwhile")
+    job.status = JobStatus.PENDING
+    job.transient_errors = 0
+    _reopen(record, now)
+    _set_status(record, ExportStatus.PENDING, writes, resubmitted_job=job_key)
+    return reschedule(job, 0, now)
 
 
 def _reopen(record: ExportRecord, now: float) -> None:

@@ -6,6 +6,7 @@ snapshots. Adding a provider means one module implementing :class:`Provider` plu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -25,6 +26,8 @@ class Operation(StrEnum):
     CREATE = "create"
     POLL = "poll"
     DOWNLOAD = "download"
+    DESCRIBE = "describe"
+    """Reading what the provider offers (its reports and their parameters), never a job."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,40 @@ class ProviderContext:
     client: httpx.Client
     credential: Credential
     credential_name: str
+
+
+class ReportSummary(BaseModel):
+    """One report a provider account offers (``export-worker reports``)."""
+
+    id: str
+    name: str = ""
+    category: str = ""
+    description: str = ""
+    exportable: bool
+    """False for reports the provider serves only in its web app."""
+
+
+class ReportParameter(BaseModel):
+    name: str
+    data_type: str = ""
+    format: str = ""
+
+
+class ReportDetail(BaseModel):
+    """What one report takes and returns, as the provider describes it."""
+
+    id: str
+    name: str = ""
+    description: str = ""
+    parameters: list[ReportParameter] = []
+    required: list[str] = []
+    """Parameters a request must give (documented ones, and those we require; see the provider module)."""
+    columns: list[str] = []
+
+
+Lookup = Callable[[str, float, Callable[[], str]], str]
+"""``lookup(key, ttl_seconds, fetch)``: ``fetch()``'s text, kept for ``ttl_seconds`` under ``key`` so
+every process of the deployment asks the provider once per key and period (see the gateway)."""
 
 
 class Provider:
@@ -122,6 +159,17 @@ class Provider:
     def split(self, params: Any, snapshot: JobSnapshot, min_batch: int) -> list[BaseModel] | None:
         """Smaller requests to try when a job failed for being too large; None when splitting can't help."""
         return None
+
+    def check(self, ctx: ProviderContext, params: Any, lookup: Lookup) -> None:
+        """Refuse (``InvalidRequest``) what only the provider's own description can tell is wrong, before a
+        job is created; ``lookup`` caches what it reads. Nothing to check by default."""
+
+    def reports(self, ctx: ProviderContext, scope: str | None) -> list[ReportSummary]:
+        """The reports the account can run; ``scope`` picks one of the provider's APIs where it has several."""
+        raise InvalidRequest(f"{self.name} has no catalogue of reports: it exports one kind of data")
+
+    def report(self, ctx: ProviderContext, report_id: str, scope: str | None) -> ReportDetail:
+        raise InvalidRequest(f"{self.name} has no catalogue of reports: it exports one kind of data")
 
 
 def wire_params(params: BaseModel) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from worker.errors import PermanentError, RetryLater
 from worker.models import JobSnapshot
 from worker.parsing.schema import RowSchema
 from worker.providers import get_provider
-from worker.providers.base import Operation, ProviderContext, wire_params
+from worker.providers.base import Operation, ProviderContext, ReportDetail, ReportSummary, wire_params
 from worker.security.urls import UrlGuard
 from worker.settings import Settings
 from worker.store import ExportStore
@@ -130,6 +130,31 @@ class ProviderGateway:
     def replay(self, provider_job_id: str, params: dict[str, Any]) -> JobSnapshot:
         typed = self.params(params)
         return self._call(Operation.POLL, typed, lambda: self.provider.replay(self.context, provider_job_id, typed))
+
+    def describe(self, fetch: Callable[[ProviderContext], T]) -> T:
+        """A call that reads what the provider offers: it spends from the same budgets as every call."""
+        return self._call(Operation.DESCRIBE, None, lambda: fetch(self.context))
+
+    def lookup(self, key: str, ttl_seconds: float, fetch: Callable[[], str]) -> str:
+        """``fetch()`` kept in Redis for ``ttl_seconds``, shared by every process of the deployment; only a
+        miss calls the provider (and spends from its budgets)."""
+        name = f"{self.provider.name}:{key}"
+        kept = self.store.recall(name)
+        if kept is not None:
+            return kept
+        value = self._call(Operation.DESCRIBE, None, fetch)
+        self.store.remember(name, value, ttl_seconds)
+        return value
+
+    def check(self, params: dict[str, Any]) -> None:
+        """The provider's own checks of a request (``Provider.check``), before its job is created."""
+        self.provider.check(self.context, self.params(params), self.lookup)
+
+    def reports(self, scope: str | None) -> list[ReportSummary]:
+        return self.describe(lambda ctx: self.provider.reports(ctx, scope))
+
+    def report(self, report_id: str, scope: str | None) -> ReportDetail:
+        return self.describe(lambda ctx: self.provider.report(ctx, report_id, scope))
 
     def split(self, params: dict[str, Any], snapshot: JobSnapshot) -> list[dict[str, Any]] | None:
         children = self.provider.split(self.params(params), snapshot, self.settings.split_min_vehicles)

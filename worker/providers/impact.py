@@ -8,7 +8,15 @@ What we send, always with HTTP Basic ``AccountSID:AuthToken`` and ``Accept: appl
 start an export (parameters checked at enqueue: partner ``START_DATE``/``END_DATE`` as
 ``YYYY-MM-DD``, brand ``StartDate``/``EndDate`` as date-times, ``ResultFormat`` CSV only);
 ``GET /{root}/{sid}/Jobs/{id}`` to poll; ``PUT .../Jobs/{id}/Replay`` for ``retry``; and
-``GET {ResultUri}?Mode=Stream`` to download.
+``GET {ResultUri}?Mode=Stream`` to download. ``GET /{root}/{sid}/Reports`` lists the reports an
+account can run and ``GET /{root}/{sid}/Reports/{id}/MetaData`` a report's filters and columns
+(``export-worker reports impact``).
+
+**Report parameters are checked against the report's MetaData before a job is created**: at
+enqueue when the enqueuing process has the credential, and always in the worker's submit step
+before ``ReportExport`` is called (the check that holds when the caller has no credential). The
+MetaData is kept in Redis for ``METADATA_TTL_SECONDS`` per account, API and report, so a
+deployment reads it about once an hour per report, from the same request budget as every call.
 
 **Download: Mode=Stream.** Without it the API answers 302 to a signed storage URL on a host no
 public source names, so an allowlist for it would be a guess; with ``Mode=Stream`` the file comes
@@ -22,6 +30,7 @@ it becomes ``FAILED``. We map it to :attr:`JobState.RETRYING` so the engine poll
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
@@ -39,11 +48,21 @@ from pydantic import (
     model_validator,
 )
 
-from worker.errors import AuthError, PermanentError, ReplayNotAllowed
+from worker.errors import AuthError, InvalidRequest, NotFound, PermanentError, ReplayNotAllowed
 from worker.http import parse_body
 from worker.models import JobSnapshot, JobState, RemoteFile
 from worker.providers.auth import basic_auth
-from worker.providers.base import Budget, Operation, Provider, ProviderContext, RateLimit
+from worker.providers.base import (
+    Budget,
+    Lookup,
+    Operation,
+    Provider,
+    ProviderContext,
+    RateLimit,
+    ReportDetail,
+    ReportParameter,
+    ReportSummary,
+)
 from worker.settings import Credential
 
 # -- Documented (providers' docs; not in the specs themselves) ---------------------------------------
@@ -57,6 +76,14 @@ STREAM = {"Mode": "Stream"}
 
 RESULT_FORMATS = ("CSV",)
 """What we parse. The specs also offer JSON and XML (``ResultFormat``); those are refused at enqueue."""
+EXPORT_PARAMETERS = {
+    "Mediapartners": ("SUBAID", "START_DATE", "END_DATE", "ResultFormat"),
+    "Advertisers": ("SUBAID", "StartDate", "EndDate", "CONV_CURRENCY", "ResultFormat"),
+}
+"""The query parameters ReportExport itself documents (partner v16, brand v14), whatever the report."""
+METADATA_TTL_SECONDS = 3600.0
+"""How long a report's MetaData is trusted: a new custom filter is seen within the hour, and checking a
+report costs about one request an hour of the account's 1,000."""
 
 # -- UNVERIFIED: every impact.com fact no public source confirms lives here (listed in README) -------
 UNVERIFIED = {
@@ -65,6 +92,14 @@ UNVERIFIED = {
     "X-RateLimit-Reset": "a Unix time or delta-seconds: worker.http.parse_rate_limit_reset reads both",
     "result retention": "90 days (partner Jobs v16) or indefinitely (other docs): a 404 then fails the file",
     "END_DATE inclusive": "assumed inclusive: the example schedule asks START_DATE = END_DATE for one day",
+    "required filters": "MetaData lists filters without saying which are required: we require the date range "
+    "(START_DATE/END_DATE, StartDate/EndDate) when the report filters by it, and take the others as optional",
+    "filter names": "ReportExport is assumed to take exactly the report's MetaData Filters plus its own documented "
+    "parameters: any other report_params name is refused",
+    "filter types": "DataType values differ between the specs (partner Integer, brand examples DATE): compared "
+    "case-insensitively, Integer, Decimal and Boolean values are checked, dates only as the ReportExport spec says",
+    "brand MetaData 404": "the brand spec lists only a 200 for MetaData: a 404 is read as no such report, as the "
+    "partner spec documents",
 }
 DOWNLOAD_HOSTS = ("api.impact.com",)
 
@@ -162,10 +197,58 @@ class ImpactJobReference(_Wire):
         return self.QueuedUri.rstrip("/").rsplit("/", 1)[-1]
 
 
+class ImpactReport(_Wire):
+    """One entry of ``GET /{root}/{sid}/Reports`` (every field optional in both specs)."""
+
+    Id: str = Field(min_length=1)
+    Name: str = ""
+    Category: str = ""
+    Description: str = ""
+    ApiAccessible: bool = False
+
+
+class ImpactReports(_Wire):
+    Reports: list[ImpactReport] = []
+
+
+class ImpactReportFilter(_Wire):
+    Name: str = Field(min_length=1)
+    DataType: str = ""
+    Format: str = ""
+
+
+class ImpactReportAttribute(_Wire):
+    Name: str = Field(min_length=1)
+    DataType: str = ""
+    Description: str = ""
+
+
+class ImpactReportMetadata(_Wire):
+    """``GET /{root}/{sid}/Reports/{id}/MetaData``: the filters a report takes and the columns it returns."""
+
+    Id: str = ""
+    Name: str = ""
+    Description: str = ""
+    Filters: list[ImpactReportFilter] = []
+    Attributes: list[ImpactReportAttribute] = []
+
+
 PARTNER_DATES = ("START_DATE", "END_DATE")
 """Partner Reports v16 ReportExport: required, ``YYYY-MM-DD``."""
 BRAND_DATES = ("StartDate", "EndDate")
 """Brand Reports v14 ReportExport: optional ISO 8601 date-times."""
+
+
+REPORT_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+API_ROOTS = ("Mediapartners", "Advertisers")
+
+
+def _api_root(scope: str | None) -> str:
+    if scope is None:
+        return API_ROOTS[0]
+    if scope not in API_ROOTS:
+        raise InvalidRequest(f"impact API root {scope!r} is not known: use Mediapartners (partner) or Advertisers (brand)")
+    return scope
 
 
 _DAY = TypeAdapter(Annotated[date, Strict()])
@@ -203,13 +286,61 @@ def _is_moment(value: str) -> bool:
     return "T" in value
 
 
+DATE_RANGE = (("START_DATE", "StartDate"), ("END_DATE", "EndDate"))
+"""A date-range filter's two spellings (partner, brand); giving either satisfies a report that filters by it."""
+
+
+def _date_name(api_root: str, spellings: tuple[str, str]) -> str:
+    return spellings[0] if api_root == "Mediapartners" else spellings[1]
+
+
+def required_parameters(metadata: ImpactReportMetadata, api_root: str) -> list[str]:
+    """What a ReportExport of this report must carry (see ``UNVERIFIED["required filters"]``)."""
+    if api_root == "Mediapartners":
+        return list(PARTNER_DATES)
+    names = {item.Name for item in metadata.Filters}
+    return [_date_name(api_root, pair) for pair in DATE_RANGE if names.intersection(pair)]
+
+
+def _value_problem(data_type: str, value: str) -> str | None:
+    kind = data_type.strip().lower()
+    if kind.startswith("int") and not value.lstrip("+-").isdigit():
+        return f"must be an integer ({data_type}), got {value!r}"
+    if kind.startswith(("decimal", "float", "double", "number")):
+        try:
+            float(value)
+        except ValueError:
+            return f"must be a number ({data_type}), got {value!r}"
+    if kind.startswith("bool") and value.lower() not in ("true", "false"):
+        return f"must be true or false ({data_type}), got {value!r}"
+    return None
+
+
+def metadata_problems(metadata: ImpactReportMetadata, params: ImpactParams) -> list[str]:
+    """Why ``params.report_params`` do not fit the report's MetaData (empty when they do)."""
+    filters = {item.Name: item for item in metadata.Filters}
+    accepted = sorted({*filters, *EXPORT_PARAMETERS[params.api_root]})
+    given = params.report_params
+    problems = []
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        problems.append(f"{', '.join(unknown)}: not a parameter of this report (it takes {', '.join(accepted)})")
+    for pair in DATE_RANGE:
+        if filters.keys() & set(pair) and not given.keys() & set(pair):
+            problems.append(f"{_date_name(params.api_root, pair)}: missing; the report filters by it")
+    for name, value in given.items():
+        if name in filters and (problem := _value_problem(filters[name].DataType, value)):
+            problems.append(f"{name}: {problem}")
+    return problems
+
+
 class ImpactParams(BaseModel):
     """Either track a job someone already started (``job_id``) or start a report export (``report_id``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     job_id: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
-    report_id: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    report_id: str | None = Field(None, min_length=1, pattern=REPORT_ID.pattern)
     report_params: dict[str, str] = {}
     api_root: Literal["Mediapartners", "Advertisers"] = "Mediapartners"
 
@@ -249,6 +380,56 @@ class ImpactJobs(Provider):
     def table_name(self, params: ImpactParams) -> str:
         """``impact_<report id>``; a tracked job's report is unknown, so those share ``impact_jobs``."""
         return f"impact_{params.report_id}" if params.report_id else "impact_jobs"
+
+    def check(self, ctx: ProviderContext, params: ImpactParams, lookup: Lookup) -> None:
+        """A report export's parameters against the report's MetaData (kept per account and report)."""
+        report_id = params.report_id
+        if report_id is None:
+            return
+        key = f"{ctx.credential.account_sid}:{params.api_root}:metadata:{report_id}"
+        text = lookup(key, METADATA_TTL_SECONDS, lambda: self._metadata(ctx, report_id, params.api_root).model_dump_json())
+        problems = metadata_problems(ImpactReportMetadata.model_validate_json(text), params)
+        if problems:
+            raise InvalidRequest(
+                f"invalid impact report_params for report {report_id!r}: {'; '.join(problems)}; "
+                f"`export-worker reports impact {report_id} --api-root {params.api_root}` shows its parameters"
+            )
+
+    def reports(self, ctx: ProviderContext, scope: str | None) -> list[ReportSummary]:
+        api_root = _api_root(scope)
+        response = self.request(ctx, "GET", f"{self._root(ctx, api_root)}/Reports")
+        listing = parse_body(response, ImpactReports, provider=self.name)
+        return [
+            ReportSummary(
+                id=item.Id, name=item.Name, category=item.Category, description=item.Description, exportable=item.ApiAccessible
+            )
+            for item in listing.Reports
+        ]
+
+    def report(self, ctx: ProviderContext, report_id: str, scope: str | None) -> ReportDetail:
+        api_root = _api_root(scope)
+        metadata = self._metadata(ctx, report_id, api_root)
+        return ReportDetail(
+            id=metadata.Id or report_id,
+            name=metadata.Name,
+            description=metadata.Description,
+            parameters=[ReportParameter(name=f.Name, data_type=f.DataType, format=f.Format) for f in metadata.Filters],
+            required=required_parameters(metadata, api_root),
+            columns=[attribute.Name for attribute in metadata.Attributes],
+        )
+
+    def _metadata(self, ctx: ProviderContext, report_id: str, api_root: str) -> ImpactReportMetadata:
+        if not REPORT_ID.match(report_id):
+            raise InvalidRequest(f"report id {report_id!r} is not valid: use letters, digits, '_', '.' or '-'")
+        url = f"{self._root(ctx, api_root)}/Reports/{report_id}/MetaData"
+        try:
+            response = self.request(ctx, "GET", url)
+        except NotFound:
+            raise InvalidRequest(
+                f"impact has no report {report_id!r} that account {ctx.credential.account_sid} can run through the "
+                f"{api_root} API; `export-worker reports impact --api-root {api_root}` lists them"
+            ) from None
+        return parse_body(response, ImpactReportMetadata, provider=self.name)
 
     def create(self, ctx: ProviderContext, params: ImpactParams) -> JobSnapshot:
         if params.job_id is not None:

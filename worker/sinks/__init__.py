@@ -6,6 +6,7 @@ export from the worker's settings and store; adding a sink is one module and one
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from worker.sinks.postgres import PostgresSink
 from worker.sinks.redis_stream import RedisStreamSink
 from worker.store import ExportStore
 
-__all__ = ["SINKS", "FileWriter", "Sink", "SinkContext", "SinkResult", "open_sink"]
+__all__ = ["SINKS", "FileWriter", "Sink", "SinkContext", "SinkResult", "check_sink", "open_sink"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,13 @@ def _postgres(ctx: SinkContext) -> Sink:
     return PostgresSink.for_export(ctx.settings, ctx.record)
 
 
+def _without_pyarrow(error: ImportError) -> PermanentError:
+    return PermanentError(
+        f"sink 'parquet' needs pyarrow, which this worker lacks ({error}); "
+        "install it with pip install 'async-export-worker[parquet]' and retry the export"
+    )
+
+
 class _WithoutPyarrow:
     """The Parquet sink on a worker without pyarrow: each file fails with the fix; sweeping still works."""
 
@@ -52,10 +60,7 @@ class _WithoutPyarrow:
         self.error = error
 
     def open_file(self, export_id: str, file_key: str, safe_name: str) -> FileWriter:
-        raise PermanentError(
-            f"sink 'parquet' needs pyarrow, which this worker lacks ({self.error}); "
-            "install it with pip install 'async-export-worker[parquet]' and retry the export"
-        )
+        raise _without_pyarrow(self.error)
 
     def discard_attempts(self, export_id: str) -> int:
         return discard_attempts(self.root, export_id)
@@ -79,3 +84,43 @@ SINKS: dict[str, Callable[[SinkContext], Sink]] = {
 
 def open_sink(ctx: SinkContext) -> Sink:
     return SINKS[ctx.record.sink](ctx)
+
+
+def _check_output_dir(ctx: SinkContext) -> None:
+    root = ctx.settings.output_dir
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PermanentError(
+            f"sink {ctx.record.sink!r} cannot create EXPORT_WORKER_OUTPUT_DIR {str(root)!r} ({exc.strerror}); create it "
+            "or point the setting at a writable folder, then submit again"
+        ) from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise PermanentError(
+            f"sink {ctx.record.sink!r} cannot write to EXPORT_WORKER_OUTPUT_DIR {str(root)!r}; make it writable for the "
+            "worker's user or point the setting elsewhere, then submit again"
+        )
+
+
+def _check_parquet(ctx: SinkContext) -> None:
+    try:
+        import worker.sinks.parquet  # noqa: F401 - only whether it imports
+    except ImportError as exc:
+        raise _without_pyarrow(exc) from None
+    _check_output_dir(ctx)
+
+
+CHECKS: dict[str, Callable[[SinkContext], None]] = {
+    "jsonl": _check_output_dir,
+    "parquet": _check_parquet,
+    "postgres": lambda ctx: PostgresSink.for_export(ctx.settings, ctx.record).check(),
+}
+"""What each sink needs of the worker, checked before the provider is asked for anything."""
+
+
+def check_sink(ctx: SinkContext) -> None:
+    """Refuse an export whose sink this worker cannot write to, before its provider job exists: a
+    PermanentError names what to configure, a TransientError (a database that is down) is retried."""
+    check = CHECKS.get(ctx.record.sink)
+    if check is not None:
+        check(ctx)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from itertools import repeat
@@ -74,11 +75,7 @@ class PostgresSink:
         return cls(url, options.database, options.schema_name, options.table or "")
 
     def open_file(self, export_id: str, file_key: str, safe_name: str) -> PostgresFileWriter:
-        if self.url is None:
-            raise PermanentError(
-                f"database {self.database!r} is not configured on this worker; "
-                f"set EXPORT_WORKER_DATABASES__{self.database.upper()}__URL and retry the export"
-            )
+        self._require_url()
         if not self.table:
             raise PermanentError("the export has no target table; submit it through submit_export, which names one")
         return PostgresFileWriter(self, export_id, file_key)
@@ -87,12 +84,25 @@ class PostgresSink:
         """Nothing to remove: an attempt that never committed died with its connection."""
         return 0
 
+    def _require_url(self) -> str:
+        if self.url is None:
+            raise PermanentError(
+                f"database {self.database!r} is not configured on this worker; "
+                f"set EXPORT_WORKER_DATABASES__{self.database.upper()}__URL and retry the export"
+            )
+        return self.url
+
+    def check(self) -> None:
+        """Before the provider is asked for anything: the database is configured here and takes the login.
+        A refusal that cannot fix itself raises PermanentError, a server that is down TransientError."""
+        self.connect().close()
+
     def connect(self) -> psycopg.Connection[Any]:
-        assert self.url is not None
+        url = self._require_url()
         try:
-            conn = psycopg.connect(self.url, connect_timeout=10, application_name="async-export-worker")
+            conn = psycopg.connect(url, connect_timeout=10, application_name="async-export-worker")
         except psycopg.OperationalError as exc:
-            raise TransientError(f"database {self.database!r} is unreachable: {_first_line(exc)}") from None
+            raise _connect_error(self.database, exc) from None
         conn.execute("SET TIME ZONE 'UTC'")  # a datetime without offset is UTC, as in the other sinks
         return conn
 
@@ -296,6 +306,35 @@ def _check_names(names: Sequence[str]) -> None:
     long = [name for name in names if len(name.encode("utf-8")) > _MAX_IDENTIFIER_BYTES]
     if long:
         raise PermanentError(f"CSV column name {long[0][:80]!r} is longer than PostgreSQL's 63 bytes{_USE_ANOTHER_SINK}")
+
+
+_MISSING_DATABASE = re.compile(r'FATAL:\s+database ".*" does not exist')
+_REFUSED_LOGIN = re.compile(
+    r'FATAL:\s+(role ".*" does not exist|role ".*" is not permitted to log in|password authentication failed|'
+    r"no pg_hba\.conf entry)"
+)
+
+
+def _connect_error(database: str, exc: psycopg.OperationalError) -> PermanentError | TransientError:
+    """A failed connection as the engine's kind: a database or login the server refuses cannot fix itself.
+
+    libpq reports no SQLSTATE for a failed connection (``exc.sqlstate`` is None, checked on PostgreSQL 15
+    with psycopg 3.3), so the server's FATAL message is read too; a server answering in another language
+    than English is retried like a server that is down."""
+    text = str(exc)
+    fatal = text[text.find("FATAL:") :].strip().splitlines()[0] if "FATAL:" in text else _first_line(exc)
+    setting = f"EXPORT_WORKER_DATABASES__{database.upper()}__URL"
+    if exc.sqlstate == "3D000" or _MISSING_DATABASE.search(text):
+        return PermanentError(
+            f"database {database!r} does not exist on its server ({fatal}); create it, or point {setting} at one that "
+            "exists, then retry the export"
+        )
+    if exc.sqlstate in ("28000", "28P01") or _REFUSED_LOGIN.search(text):
+        return PermanentError(
+            f"PostgreSQL refused the worker's login to database {database!r} ({fatal}); fix the user or password in "
+            f"{setting}, or the role or pg_hba.conf on the server, then retry the export"
+        )
+    return TransientError(f"database {database!r} is unreachable: {_first_line(exc)}")
 
 
 def _first_line(exc: BaseException) -> str:

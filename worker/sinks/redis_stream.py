@@ -35,6 +35,7 @@ class RedisStreamSink:
 class RedisStreamFileWriter:
     def __init__(self, sink: RedisStreamSink, export_id: str, file_key: str) -> None:
         self.sink = sink
+        self.export_id = export_id
         store = sink.store
         self.records_key = store.records_key(export_id, file_key)
         self.quarantine_key = store.quarantine_key(export_id, file_key)
@@ -69,6 +70,7 @@ class RedisStreamFileWriter:
         if self._result is not None:
             return self._result
         self.sink.store.publish_streams(
+            self.export_id,
             [
                 (self.records_key, self._staging if self._rows else None),
                 (self.quarantine_key, self._staging_quarantine if self._bad else None),

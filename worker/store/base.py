@@ -12,8 +12,12 @@ from pydantic import ValidationError
 
 from worker.errors import ExportWorkerError, UnknownExport
 from worker.models import ExportRecord, FileRecord, FileStatus
+from worker.store.server import EvictionGuard, connect, location, server_memory
 
 EVENTS_MAXLEN = 100_000
+
+DEFAULT_RETENTION_SECONDS = 30 * 86400
+"""A store built without settings keeps ended exports as long as the settings' default."""
 
 STORE_UNAVAILABLE: tuple[type[Exception], ...] = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 """What a store call raises while Redis is away: callers retry or report these, never lose state."""
@@ -33,14 +37,37 @@ def text(value: bytes | str) -> str:
 
 
 class StoreBase:
-    def __init__(self, client: redis.Redis, prefix: str = "aew") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "aew", *, retention_seconds: int = DEFAULT_RETENTION_SECONDS) -> None:
         self.redis = client
         self.prefix = prefix
+        self.retention_seconds = retention_seconds
+        """How long every key of an ended export is kept (EXPORT_WORKER_RETENTION_SECONDS)."""
         self._shas: dict[str, str] = {}
+        self._guard: EvictionGuard | None = None
 
     @classmethod
-    def from_url(cls, url: str, prefix: str) -> Self:
-        return cls(redis.Redis.from_url(url, health_check_interval=30), prefix)
+    def from_url(
+        cls, url: str, prefix: str, *, retention_seconds: int = DEFAULT_RETENTION_SECONDS, allow_evicting: bool = False
+    ) -> Self:
+        """The store every process uses; its first connection refuses a Redis that may evict (see :mod:`worker.store.server`)."""
+        client, guard = connect(url, allow_evicting=allow_evicting)
+        store = cls(client, prefix, retention_seconds=retention_seconds)
+        store._guard = guard
+        return store
+
+    @property
+    def where(self) -> str:
+        """Where this store looks, for messages: the Redis and the key prefix, never a password."""
+        return f"Redis at {location(self.redis)} under key prefix {self.prefix!r}"
+
+    def check_server(self) -> str | None:
+        """Connect now, so an evicting Redis is refused at once; returns its maxmemory-policy, None when it would not say."""
+        self.redis.ping()
+        return self._guard.policy if self._guard else None
+
+    def memory(self) -> tuple[int, int] | None:
+        """Redis ``(used_memory, maxmemory)`` in bytes, read now; None when the server has no INFO."""
+        return server_memory(self.redis)
 
     def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA, loading the script first rather than after a NOSCRIPT error.
@@ -83,16 +110,24 @@ class StoreBase:
     def quarantine_key(self, export_id: str, file_key: str) -> str:
         return self.key("export", export_id, "quarantine", file_key)
 
+    def export_events_key(self, export_id: str) -> str:
+        return self.key("export", export_id, "events")
+
+    def _idem_key(self, idempotency_key: str) -> str:
+        return self.key("idem", idempotency_key)
+
     @property
     def events_key(self) -> str:
         return self.key("events")
 
     # -- shared by the export and file transactions ------------------------------------------------
 
-    @staticmethod
-    def _load_export(raw: bytes | str | None, export_id: str) -> ExportRecord:
+    def _missing(self, export_id: str, file_key: str | None = None) -> UnknownExport:
+        return UnknownExport.missing(export_id, where=self.where, retention_seconds=self.retention_seconds, file_key=file_key)
+
+    def _load_export(self, raw: bytes | str | None, export_id: str) -> ExportRecord:
         if raw is None:
-            raise UnknownExport(export_id)
+            raise self._missing(export_id)
         try:
             return ExportRecord.model_validate_json(raw)
         except ValidationError as exc:
@@ -104,10 +139,20 @@ class StoreBase:
             pipe.xadd(self.events_key, fields, maxlen=EVENTS_MAXLEN, approximate=True)
 
     def _stage_file(self, pipe: Any, export_id: str, record: FileRecord) -> None:
-        """Write a file record and keep the finished set in step with its status."""
-        pipe.set(self._file_key(export_id, record.key), record.model_dump_json())
+        """Write a file record and keep the finished set in step with its status.
+
+        KEEPTTL: a record of an ended export keeps its retention. A finished file brings the export's
+        next watchdog look forward to the next run: its completion check is due now, and if the worker
+        doing it dies, the watchdog does it.
+        """
+        pipe.set(self._file_key(export_id, record.key), record.model_dump_json(), keepttl=True)
         pipe.sadd(self._files_index(export_id), record.key)
         if record.status is FileStatus.PENDING:
             pipe.srem(self._finished_set(export_id), record.key)
         else:
             pipe.sadd(self._finished_set(export_id), record.key)
+            self._stage_look_now(pipe, export_id)
+
+    def _stage_look_now(self, pipe: Any, export_id: str) -> None:
+        """Have the watchdog look at a live export on its next run (XX: never lists an ended one again)."""
+        pipe.zadd(self.key("watch"), {export_id: 0}, xx=True, lt=True)

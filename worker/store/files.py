@@ -7,7 +7,7 @@ from typing import TypeVar
 
 import redis
 
-from worker.errors import StaleTask, UnknownExport
+from worker.errors import StaleTask
 from worker.models import ExportRecord, FileRecord, Writes
 from worker.store.base import StoreBase, text
 
@@ -18,7 +18,7 @@ class FilesMixin(StoreBase):
     def get_file(self, export_id: str, file_key: str) -> FileRecord:
         raw = self.redis.get(self._file_key(export_id, file_key))
         if raw is None:
-            raise UnknownExport(f"{export_id} file {file_key}")
+            raise self._missing(export_id, file_key)
         return FileRecord.model_validate_json(raw)
 
     def files(self, export_id: str) -> list[FileRecord]:
@@ -62,7 +62,7 @@ class FilesMixin(StoreBase):
                     record = self._load_export(pipe.get(export_key), export_id)
                     raw = pipe.get(key)
                     if raw is None:
-                        raise UnknownExport(f"{export_id} file {file_key}")
+                        raise self._missing(export_id, file_key)
                     if unleased and pipe.exists(lease_key):
                         raise StaleTask(f"file {file_key} of export {export_id} is being downloaded")
                     current = FileRecord.model_validate_json(raw)

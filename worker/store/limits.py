@@ -1,4 +1,5 @@
-"""Download leases and the provider budgets every worker spends from (GCRA, holds after a 429)."""
+"""Download leases (never outliving their export), the provider budgets every worker spends from (GCRA,
+holds after a 429), and provider answers kept for a while (a report's parameters)."""
 
 from __future__ import annotations
 
@@ -22,10 +23,29 @@ redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now + 1000))
 return 0
 """
 
-_RENEW_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+# A lease never outlives its export's record: once the export ended, its record expires with the
+# retention, and a lease taken or renewed after that (a download still finishing) expires no later.
+_BOUND_BY_EXPORT = """
+local ms = tonumber(ARGV[2])
+local left = redis.call('PTTL', KEYS[2])
+if left > 0 and left < ms then ms = left end
+"""
+
+_ACQUIRE_SCRIPT = (
+    _BOUND_BY_EXPORT
+    + """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ms) then return 1 end
 return 0
 """
+)
+
+_RENEW_SCRIPT = (
+    _BOUND_BY_EXPORT
+    + """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ms) end
+return 0
+"""
+)
 
 _RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -35,10 +55,12 @@ return 0
 
 class LimitsMixin(StoreBase):
     def acquire_lease(self, export_id: str, file_key: str, owner: str, seconds: float) -> bool:
-        return bool(self.redis.set(self._lease_key(export_id, file_key), owner, nx=True, px=int(seconds * 1000)))
+        keys = [self._lease_key(export_id, file_key), self._export_key(export_id)]
+        return bool(self._eval(_ACQUIRE_SCRIPT, keys, [owner, int(seconds * 1000)]))
 
     def renew_lease(self, export_id: str, file_key: str, owner: str, seconds: float) -> bool:
-        return bool(self._eval(_RENEW_SCRIPT, [self._lease_key(export_id, file_key)], [owner, int(seconds * 1000)]))
+        keys = [self._lease_key(export_id, file_key), self._export_key(export_id)]
+        return bool(self._eval(_RENEW_SCRIPT, keys, [owner, int(seconds * 1000)]))
 
     def release_lease(self, export_id: str, file_key: str, owner: str) -> None:
         self._eval(_RELEASE_SCRIPT, [self._lease_key(export_id, file_key)], [owner])
@@ -59,3 +81,12 @@ class LimitsMixin(StoreBase):
         """Seconds left on a :meth:`hold` of ``bucket``; 0 when there is none."""
         remaining = int(self.redis.pttl(self.key("hold", bucket)))
         return remaining / 1000 if remaining > 0 else 0.0
+
+    def remember(self, name: str, value: str, seconds: float) -> None:
+        """Keep a provider answer for ``seconds`` under ``cache:<name>``, for every process to reuse."""
+        self.redis.set(self.key("cache", name), value, px=max(1, math.ceil(seconds * 1000)))
+
+    def recall(self, name: str) -> str | None:
+        """What :meth:`remember` kept under ``name``, or None once it expired."""
+        value = self.redis.get(self.key("cache", name))
+        return None if value is None else base.text(value)

@@ -63,6 +63,79 @@ class ImpactBehaviour(BaseModel):
     """Every Nth data row is malformed (alternately: one column short, non-numeric payout)."""
 
 
+ApiRoot = Literal["Mediapartners", "Advertisers"]
+
+
+class SimReportFilter(BaseModel):
+    """A filter of a report's MetaData (partner DataTypes come from the spec's enum)."""
+
+    model_config = _MODEL
+
+    name: str
+    data_type: str
+    format: str = ""
+
+
+PARTNER_FILTERS = [
+    SimReportFilter(name="START_DATE", data_type="String", format="yyyy-MM-dd"),
+    SimReportFilter(name="END_DATE", data_type="String", format="yyyy-MM-dd"),
+    SimReportFilter(name="SUBAID", data_type="String"),
+]
+BRAND_FILTERS = [
+    SimReportFilter(name="StartDate", data_type="DATETIME", format="yyyy-MM-dd'T'HH:mm:ssZ"),
+    SimReportFilter(name="EndDate", data_type="DATETIME", format="yyyy-MM-dd'T'HH:mm:ssZ"),
+    SimReportFilter(name="SUBAID", data_type="INTEGER"),
+    SimReportFilter(name="CONV_CURRENCY", data_type="STRING"),
+]
+DEFAULT_FILTERS: dict[str, list[SimReportFilter]] = {"Mediapartners": PARTNER_FILTERS, "Advertisers": BRAND_FILTERS}
+
+
+class SimReport(BaseModel):
+    """One report of the simulated account (``GET .../Reports``, ``.../Reports/{id}/MetaData``)."""
+
+    model_config = _MODEL
+
+    id: str
+    api_root: ApiRoot
+    name: str
+    category: str = "Performance"
+    description: str = ""
+    api_accessible: bool = True
+    """False: a report of the web app only; its MetaData and ReportExport answer 404."""
+    filters: list[SimReportFilter] = []
+
+
+def default_reports() -> list[SimReport]:
+    return [
+        SimReport(
+            id="att_adv_performance_by_day",
+            api_root="Mediapartners",
+            name="Performance by Day",
+            description="Clicks, actions and earnings per day.",
+            filters=PARTNER_FILTERS,
+        ),
+        SimReport(
+            id="mp_action_listing_fast",
+            api_root="Mediapartners",
+            name="Action Listing",
+            category="Listing",
+            description="Each action credited to you.",
+            filters=[*PARTNER_FILTERS, SimReportFilter(name="MIN_PAYOUT", data_type="Decimal")],
+        ),
+        SimReport(
+            id="mp_payment_history", api_root="Mediapartners", name="Payment History", category="Finance", api_accessible=False
+        ),
+        SimReport(
+            id="adv_action_listing_pm",
+            api_root="Advertisers",
+            name="Action Listing",
+            description="Lists all actions for a date range.",
+            filters=BRAND_FILTERS,
+        ),
+        SimReport(id="adv_invoices", api_root="Advertisers", name="Invoices", category="Finance", api_accessible=False),
+    ]
+
+
 class SimulatorConfig(BaseModel):
     """The whole simulator configuration, replaceable at run time through ``POST /_sim/config``."""
 
@@ -87,6 +160,11 @@ class SimulatorConfig(BaseModel):
     """Requests per account per (simulated) hour, every endpoint together; then 429."""
     impact_report_export_daily_limit: Positive = 100
     """ReportExport calls per account per (simulated) day; then 429."""
+    impact_reports: list[SimReport] = Field(default_factory=default_reports)
+    """The account's report catalogue (``GET .../Reports`` lists exactly these)."""
+    impact_unlisted_reports: bool = True
+    """A report id the catalogue does not list is an API-accessible report with its API's default filters,
+    so tests and benchmarks may name reports freely; False answers 404 for it, as a real account does."""
     impact_default: ImpactBehaviour = Field(default_factory=ImpactBehaviour)
     impact_behaviours: dict[str, ImpactBehaviour] = Field(default_factory=dict)
     """Keyed by report id (without any ``.json`` suffix)."""
@@ -96,3 +174,12 @@ class SimulatorConfig(BaseModel):
 
     def impact_behaviour(self, report_id: str) -> ImpactBehaviour:
         return self.impact_behaviours.get(report_id, self.impact_default)
+
+    def impact_report(self, api_root: str, report_id: str) -> SimReport | None:
+        """The report ``report_id`` of ``api_root``, whether or not the API may run it; None when unknown."""
+        for report in self.impact_reports:
+            if report.api_root == api_root and report.id == report_id:
+                return report
+        if not self.impact_unlisted_reports or api_root not in DEFAULT_FILTERS:
+            return None
+        return SimReport(id=report_id, api_root=api_root, name=report_id, filters=DEFAULT_FILTERS[api_root])  # type: ignore[arg-type]

@@ -13,6 +13,10 @@ the resource ends in ``.json``). Partner ReportExport needs ``START_DATE``/``END
 day; over them, brand (``Advertisers``) 429s carry ``X-RateLimit-*`` and no ``Retry-After``,
 partner 429s carry ``Retry-After``.
 
+``GET /{root}/{sid}/Reports`` lists the account's report catalogue (``SimulatorConfig.impact_reports``)
+and ``.../Reports/{id}/MetaData`` describes one report (its filters, and the CSV columns the simulator
+writes); a report that is unknown, or runs in the web app only, answers 404 there and on ReportExport.
+
 Job objects always carry every field of the Job object; dates that are not set yet are the empty
 string ``""`` (never null), and set dates use the provider's fixed ``-05:00`` offset.
 """
@@ -35,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from worker.dev.simulator.config import ImpactBehaviour
+from worker.dev.simulator.config import ImpactBehaviour, SimReport
 from worker.dev.simulator.csvgen import CsvFile, csv_response
 from worker.dev.simulator.jobs import Phase, SimJob, Step, Timeline
 from worker.dev.simulator.state import SimState
@@ -48,6 +52,8 @@ JOB_TYPE = "DownloadReport"
 PREFIXES = ("Mediapartners", "Advertisers")
 UNSET_DATE = ""
 COLUMNS = ("ActionId", "CampaignId", "EventDate", "Payout", "Status")
+COLUMN_TYPES = ("String", "Integer", "DateTime", "Decimal", "String")
+COLUMN_DESCRIPTIONS = ("Unique value of the action", "Campaign (program) id", "When the action happened", "Payout", "State")
 PAYOUT_COLUMN = COLUMNS.index("Payout")
 CAMPAIGNS = (10001, 10002, 10003, 10004, 10005, 10006, 10007, 10008)
 ACTION_STATUSES = ("APPROVED", "PENDING", "REVERSED")
@@ -228,6 +234,8 @@ def _wants_json(request: Request) -> bool:
 def _xml(name: str, value: Any) -> str:
     if isinstance(value, Mapping):
         inner = "".join(_xml(key, item) for key, item in value.items())
+    elif isinstance(value, list):  # <Reports><Report>...</Report></Reports>
+        inner = "".join(_xml(name.removesuffix("s"), item) for item in value)
     elif isinstance(value, bool):
         inner = "true" if value else "false"
     else:
@@ -307,6 +315,8 @@ class ImpactApi:
             base = f"/{prefix}/{{sid}}"
             routes += [
                 Route(f"{base}/ReportExport/{{report_id}}", self.report_export, methods=["GET"]),
+                Route(f"{base}/Reports", self.list_reports, methods=["GET"]),
+                Route(f"{base}/Reports/{{report_id}}/MetaData", self.metadata, methods=["GET"]),
                 Route(f"{base}/Jobs/{{job_id}}", self.get, methods=["GET"]),
                 Route(f"{base}/Jobs/{{job_id}}/Download", self.download, methods=["GET"]),
                 Route(f"{base}/Jobs/{{job_id}}/Replay", self.replay, methods=["PUT"]),
@@ -363,11 +373,71 @@ class ImpactApi:
         job = self.state.job(ImpactJob, _strip_format(request.path_params["job_id"]))
         return job if job is not None else _error(request, 404, "Job not found")
 
+    def _report(self, request: Request) -> SimReport | Response:
+        """The API-accessible report the path names, or the 404 of the specs (unknown, or web app only)."""
+        prefix = request.url.path.split("/")[1]
+        report = self.state.config.impact_report(prefix, _strip_format(request.path_params["report_id"]))
+        if report is None or not report.api_accessible:
+            return _error(request, 404, "No report exists with the supplied Id, or the report is not API accessible")
+        return report
+
+    async def list_reports(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        prefix = request.url.path.split("/")[1]
+        base = f"/{prefix}/{request.path_params['sid']}"
+        listed = []
+        for report in self.state.config.impact_reports:
+            if report.api_root != prefix:
+                continue
+            item: dict[str, Any] = {
+                "Name": report.name,
+                "Id": report.id,
+                "Category": report.category,
+                "Description": report.description,
+                "ApiAccessible": report.api_accessible,
+            }
+            if report.api_accessible:
+                item["ApiRunUri"] = f"{base}/Reports/{report.id}"
+                item["DeferredApiRunUri"] = f"{base}/ReportExport/{report.id}"
+                item["MetaDataUri"] = f"{base}/Reports/{report.id}/MetaData"
+            else:
+                item["RunUri"] = f"/secure/reports/run/{report.id}"
+            listed.append(item)
+        return answer(request, {"Reports": listed})
+
+    async def metadata(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        report = self._report(request)
+        if isinstance(report, Response):
+            return report
+        base = f"/{report.api_root}/{request.path_params['sid']}"
+        return answer(
+            request,
+            {
+                "Name": report.name,
+                "Id": report.id,
+                "Description": report.description,
+                "Filters": [{"Name": f.name, "DataType": f.data_type, "Format": f.format} for f in report.filters],
+                "Attributes": [
+                    {"Name": name, "DataType": kind, "Description": text}
+                    for name, kind, text in zip(COLUMNS, COLUMN_TYPES, COLUMN_DESCRIPTIONS, strict=True)
+                ],
+                "RunUri": f"{base}/Reports/{report.id}",
+                "Uri": f"{base}/Reports/{report.id}/MetaData",
+            },
+            root="ReportMetadata",
+        )
+
     async def report_export(self, request: Request) -> Response:
         if (denied := self._denied(request, report_export=True)) is not None:
             return denied
         prefix = request.url.path.split("/")[1]
-        report_id = _strip_format(request.path_params["report_id"])
+        report = self._report(request)
+        if isinstance(report, Response):
+            return report
+        report_id = report.id
         params = dict(request.query_params)
         if (problem := report_params_problem(prefix, params)) is not None:
             return answer(request, {"Status": "ERROR", "Message": problem})
