@@ -1,4 +1,4 @@
-"""Glue of one file transfer: download chunks → parser → writer, counting bytes and rows on the way.
+"""Glue of one file transfer: download chunks → row path (Arrow or exact parser) → writer, counting bytes and rows.
 
 It never commits: the caller commits after the download finished cleanly and aborts otherwise, so
 a truncated or failed download can never become a half file in the output.
@@ -11,9 +11,14 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from worker.parsing.csv_stream import parse_csv
+from worker.parsing.row_path import parse_rows
 from worker.parsing.schema import RowSchema
 from worker.sinks.base import FileWriter
+
+PROGRESS_BYTES = 1 << 20
+"""Progress is reported at least once per this many bytes read, batch or not."""
+BATCH_ROWS = 1 << 16
+"""Most rows a sink gets at once: an Arrow chunk (a few MB) is one batch; the exact parser's stay per segment."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,15 +32,23 @@ class TransferResult:
 
 
 class _ByteCounter:
-    """Counts bytes as the parser pulls them, so progress reflects what was actually read."""
+    """Counts bytes as the parser pulls them, so progress reflects what was actually read.
 
-    def __init__(self, chunks: Iterable[bytes]) -> None:
+    ``idle`` runs when a chunk arrives and :data:`PROGRESS_BYTES` came in since the last report: the
+    row path holds a few MB before its next batch, and the lease must not wait for it.
+    """
+
+    def __init__(self, chunks: Iterable[bytes], idle: Callable[[], None]) -> None:
         self._chunks = chunks
+        self._idle = idle
         self.bytes = 0
+        self.reported = 0
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._chunks:
             self.bytes += len(chunk)
+            if self.bytes - self.reported >= PROGRESS_BYTES:
+                self._idle()
             yield chunk
 
 
@@ -63,23 +76,28 @@ def transfer_file(
     source_name: str,
     max_field_bytes: int,
     on_progress: Callable[[int, int], None] | None = None,
-    batch_rows: int = 1000,
+    batch_rows: int = BATCH_ROWS,
 ) -> TransferResult:
-    """Parse ``chunks`` into ``writer``; ``on_progress(bytes_so_far, rows_so_far)`` runs once per batch.
+    """Parse ``chunks`` into ``writer``; ``on_progress(bytes_so_far, rows_so_far)`` runs once per batch (and per MiB read).
 
     The progress callback is where the caller renews its lease and emits metrics; an exception it
     raises (e.g. the lease was lost) stops the transfer.
     """
-    counter = _ByteCounter(chunks)
     rows = quarantined = 0
+
+    def report() -> None:
+        counter.reported = counter.bytes
+        if on_progress is not None:
+            on_progress(counter.bytes, rows)
+
+    counter = _ByteCounter(chunks, report)
     with _cyclic_gc_paused():
-        for batch in parse_csv(counter, schema, max_field_bytes=max_field_bytes, batch_rows=batch_rows):
+        for batch in parse_rows(counter, schema, max_field_bytes=max_field_bytes, batch_rows=batch_rows):
             if batch.lines:
                 writer.write_batch(batch)
                 rows += len(batch.lines)
             if batch.bad:
                 writer.write_bad(batch.bad, source_name)
                 quarantined += len(batch.bad)
-            if on_progress is not None:
-                on_progress(counter.bytes, rows)
+            report()
     return TransferResult(rows=rows, quarantined=quarantined, bytes=counter.bytes)

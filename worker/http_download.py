@@ -18,6 +18,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from types import ModuleType
 
 import httpx
 
@@ -30,6 +31,19 @@ _MAX_BYTES_SETTING = "EXPORT_WORKER_MAX_DOWNLOAD_BYTES"
 _CREDENTIAL_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie")
 _HOP_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
 GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _inflate_library() -> ModuleType:
+    """ISA-L's inflate (python-isal, a drop-in for :mod:`zlib`): ~1.5x zlib's speed here; zlib where it is missing."""
+    try:
+        from isal import isal_zlib
+    except ImportError:  # pragma: no cover - isal is a dependency; a platform without its wheel still works
+        return zlib
+    return isal_zlib
+
+
+_INFLATE = _inflate_library()
+_INFLATE_ERRORS = (zlib.error, _INFLATE.error)
 _INVALID_LOCATION = "Invalid URL in location header"
 """httpx's message when a redirect's Location does not parse: the answer is wrong, a retry gets the same."""
 NOT_READY_RETRY_SECONDS = 30.0
@@ -90,8 +104,11 @@ def _prepend(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
 
 
 def _gunzip(pieces: Iterable[bytes], out_size: int, path: str) -> Iterator[bytes]:
-    """Inflate gzip members one bounded step at a time (``max_length``), so output never balloons."""
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    """Inflate gzip members one bounded step at a time (``max_length``), so output never balloons.
+
+    The first member (Samsara's whole file) is inflated by ISA-L, any later one by zlib.
+    """
+    inflater = _INFLATE.decompressobj(wbits=16 + zlib.MAX_WBITS)
     fed = after_member = False
     try:
         for piece in pieces:
@@ -104,9 +121,10 @@ def _gunzip(pieces: Iterable[bytes], out_size: int, path: str) -> Iterator[bytes
                 data = inflater.unconsumed_tail
                 if inflater.eof:  # concatenated gzip members are one file; unused_data holds all input after the end
                     data = inflater.unused_data.lstrip(b"\x00")
+                    # zlib for what follows: it refuses bytes that are not a gzip member, ISA-L waits for more
                     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
                     fed, after_member = False, True
-    except zlib.error as exc:
+    except _INFLATE_ERRORS as exc:
         raise PermanentError(f"{path} starts like gzip but does not decompress ({exc}); the file is corrupt") from exc
     if fed and not inflater.eof:
         raise TransientError(f"gzip stream of {path} ended early: the download was probably cut off")

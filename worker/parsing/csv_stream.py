@@ -45,7 +45,7 @@ from worker.parsing.columns import (
 )
 from worker.parsing.schema import RowSchema
 
-__all__ = ["RAW_LIMIT", "SEGMENT_BYTES", "BadRow", "ParsedBatch", "parse_csv"]
+__all__ = ["RAW_LIMIT", "SEGMENT_BYTES", "BadRow", "ExactStream", "ParsedBatch", "parse_csv", "pieces"]
 
 SEGMENT_BYTES = 64 * 1024
 """Input is parsed in slices of this size; batches never span two slices."""
@@ -63,14 +63,10 @@ def parse_csv(
     Bad records never stop the file. ``max_field_bytes`` bounds a single field (UTF-8 bytes); with
     the chunk size and ``batch_rows`` it also bounds memory.
     """
-    if max_field_bytes < 1 or batch_rows < 1:
-        raise ValueError("max_field_bytes and batch_rows must be positive")
-    _raise_field_size_limit(max_field_bytes)
-    parser = _Parser(schema, max_field_bytes, batch_rows)
-    for text, flags, final in _segments(chunks, max_field_bytes, parser):
-        yield from parser.feed(text, flags, final=final)
-    if parser.plan is None:
-        raise PermanentError("CSV header is missing: the file is empty")
+    stream = ExactStream(schema, max_field_bytes=max_field_bytes, batch_rows=batch_rows)
+    for piece in pieces(chunks):
+        yield from stream.push(piece)
+    yield from stream.finish()
 
 
 def _raise_field_size_limit(max_field_bytes: int) -> None:
@@ -79,82 +75,142 @@ def _raise_field_size_limit(max_field_bytes: int) -> None:
         csv.field_size_limit(max_field_bytes)
 
 
+class ExactStream:
+    """The exact parser driven piece by piece, so another parser can take over between records.
+
+    Feed it what :func:`pieces` yields, in order; :attr:`at_record_start` says whether everything fed
+    so far is parsed and the next byte starts a record, which is when :meth:`skip_lines` may account
+    for lines parsed elsewhere. Where the pieces end matters only for a quote that never closes (it
+    is given up at a segment end), so a caller that splits a piece does so at its last line break
+    (a line break not ending the piece), which leaves the segments as they were.
+    """
+
+    def __init__(self, schema: RowSchema, *, max_field_bytes: int, batch_rows: int) -> None:
+        if max_field_bytes < 1 or batch_rows < 1:
+            raise ValueError("max_field_bytes and batch_rows must be positive")
+        _raise_field_size_limit(max_field_bytes)
+        self.parser = _Parser(schema, max_field_bytes, batch_rows)
+        self._segmenter = _Segmenter(max_field_bytes, self.parser)
+
+    def push(self, piece: bytes) -> Iterator[ParsedBatch]:
+        for text, flags, final in self._segmenter.push(piece):
+            yield from self.parser.feed(text, flags, final=final)
+
+    def finish(self) -> Iterator[ParsedBatch]:
+        text, flags = self._segmenter.finish()
+        yield from self.parser.feed(text, flags, final=True)
+        if self.parser.plan is None:
+            raise PermanentError("CSV header is missing: the file is empty")
+
+    @property
+    def plan(self) -> Plan | None:
+        return self.parser.plan
+
+    @property
+    def next_line(self) -> int:
+        return self.parser.next_line
+
+    @property
+    def at_record_start(self) -> bool:
+        return self._segmenter.idle and not self.parser.pending
+
+    def skip_lines(self, count: int) -> None:
+        """``count`` physical lines, starting at a record start, were parsed elsewhere."""
+        assert self.at_record_start
+        self.parser.next_line += count
+
+
 # --- bytes to segments of complete lines ----------------------------------------------------------
 
 
-def _segments(chunks: Iterable[bytes], max_field_bytes: int, parser: _Parser) -> Iterator[tuple[str, int, bool]]:
-    """Yield ``(text, flags, final)``: decoded text ending at a line break, the last one at EOF.
+class _Segmenter:
+    """Turns pieces into ``(text, flags, final)``: decoded text ending at a line break, the last one at EOF.
 
     A line longer than ``parser.max_line_chars`` is cut (rest dropped, NUL appended so the record is
     quarantined) and yielded alone: without the cut, one endless line would be held whole in memory.
     """
-    undecoded = b""
-    carry: list[str] = []  # text after the last line break, in pieces (joined once, when a break comes)
-    carry_len = carry_flags = 0
-    skipping = started = lone_cr = False
-    quarter = max_field_bytes // 4  # a character is at most 4 bytes; 0 (limit under 4) checks every run
-    for chunk in _pieces(chunks):
+
+    def __init__(self, max_field_bytes: int, parser: _Parser) -> None:
+        self.parser = parser
+        self.undecoded = b""
+        self.carry: list[str] = []  # text after the last line break, in pieces (joined once, when a break comes)
+        self.carry_len = self.carry_flags = 0
+        self.skipping = self.started = self.lone_cr = False
+        self.quarter = max_field_bytes // 4  # a character is at most 4 bytes; 0 (limit under 4) checks every run
+
+    @property
+    def idle(self) -> bool:
+        """Nothing held back: the text pushed so far ended at a line break."""
+        return not (self.carry or self.undecoded or self.skipping or self.lone_cr)
+
+    def push(self, chunk: bytes) -> Iterator[tuple[str, int, bool]]:
+        quarter = self.quarter
         flags = NUL if b"\x00" in chunk else 0
-        data = undecoded + chunk if undecoded else chunk
+        data = self.undecoded + chunk if self.undecoded else chunk
         try:
             text, used = codecs.utf_8_decode(data, "strict", False)
         except UnicodeDecodeError:
             text, used = codecs.utf_8_decode(data, "surrogateescape", False)
             flags |= BAD_UTF8
-        undecoded = data[used:] if used < len(data) else b""
-        if not started:
+        self.undecoded = data[used:] if used < len(data) else b""
+        if not self.started:
             if not text:
-                continue
-            started = True
+                return
+            self.started = True
             if text[0] == "\ufeff":
                 text = text[1:]
-        if lone_cr and text:  # the cut line ended in "\r" at the end of a chunk: is it "\r\n"?
-            lone_cr = False
+        if self.lone_cr and text:  # the cut line ended in "\r" at the end of a chunk: is it "\r\n"?
+            self.lone_cr = False
             text = text[1:] if text[0] == "\n" else text
-        if skipping:
+        if self.skipping:
             cut = _first_break(text)
             if cut < 0:
-                continue
+                return
             # The cut line goes on its own, as if the file ended there: a quote left open in it must not
             # swallow the lines after it, and its reason is the cut, not the open quote.
-            yield carry[0] + "\n", carry_flags, True
+            yield self.carry[0] + "\n", self.carry_flags, True
             end = cut + 2 if text.startswith("\r\n", cut) else cut + 1
-            lone_cr = end == len(text) and text[cut] == "\r"
+            self.lone_cr = end == len(text) and text[cut] == "\r"
             text = text[end:]
-            carry, carry_len, carry_flags, skipping = [], 0, 0, False
+            self.carry, self.carry_len, self.carry_flags, self.skipping = [], 0, 0, False
         cut = _last_break(text)
         if cut == 0:
-            carry.append(text)
-            carry_len += len(text)
-            carry_flags |= flags
+            if text:
+                self.carry.append(text)
+                self.carry_len += len(text)
+                self.carry_flags |= flags
         else:
+            carry = self.carry
             segment = "".join([*carry, text[:cut]]) if carry else text[:cut] if cut < len(text) else text
-            segment_flags = flags | carry_flags
+            segment_flags = flags | self.carry_flags
             rest = text[cut:]
-            carry, carry_len, carry_flags = ([rest], len(rest), flags) if rest else ([], 0, 0)
+            self.carry, self.carry_len, self.carry_flags = ([rest], len(rest), flags) if rest else ([], 0, 0)
             yield segment, segment_flags | _long_run(segment, quarter), False
-        if carry_len > parser.max_line_chars:
-            line = "".join(carry)
+        limit = self.parser.max_line_chars
+        if self.carry_len > limit:
+            line = "".join(self.carry)
             head = _last_break(line)  # just after a "\r" that waited for a "\n" that did not come
             if head:
-                yield line[:head], carry_flags | _long_run(line[:head], quarter), False
+                yield line[:head], self.carry_flags | _long_run(line[:head], quarter), False
                 line = line[head:]
-            carry, carry_len = [line], len(line)
-            if carry_len > parser.max_line_chars:
-                carry = [line[: parser.max_line_chars] + "\x00"]
-                carry_len = len(carry[0])
-                carry_flags |= CUT | NUL | LONG
-                skipping = True
-    tail = ""
-    if undecoded:  # an incomplete multi-byte sequence at EOF
-        carry_flags |= BAD_UTF8
-        if not skipping:
-            tail = codecs.utf_8_decode(undecoded, "surrogateescape", True)[0]
-    text = "".join([*carry, tail])
-    yield text, carry_flags | _long_run(text, quarter), True
+            self.carry, self.carry_len = [line], len(line)
+            if self.carry_len > limit:
+                self.carry = [line[:limit] + "\x00"]
+                self.carry_len = len(self.carry[0])
+                self.carry_flags |= CUT | NUL | LONG
+                self.skipping = True
+
+    def finish(self) -> tuple[str, int]:
+        tail = ""
+        if self.undecoded:  # an incomplete multi-byte sequence at EOF
+            self.carry_flags |= BAD_UTF8
+            if not self.skipping:
+                tail = codecs.utf_8_decode(self.undecoded, "surrogateescape", True)[0]
+        text = "".join([*self.carry, tail])
+        return text, self.carry_flags | _long_run(text, self.quarter)
 
 
-def _pieces(chunks: Iterable[bytes]) -> Iterator[bytes]:
+def pieces(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """Non-empty slices of at most ``SEGMENT_BYTES``: the per-segment working set then stays in cache.
 
     Measured: 64 KiB segments parse ~1.5x faster than 1 MiB ones (lists of a thousand rows and a

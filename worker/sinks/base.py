@@ -9,9 +9,15 @@ away. That is what makes every sink exactly once per file under retries and work
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from worker.parsing.columns import BadRow, ParsedBatch
+
+if TYPE_CHECKING:
+    from worker.parsing.arrow_chunks import ArrowBatch
+
+Batch: TypeAlias = "ParsedBatch | ArrowBatch"
+"""What the row path yields: the exact parser's columns, or a clean chunk as an Arrow table."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +31,12 @@ class SinkResult:
 
 
 class FileWriter(Protocol):
-    def write_batch(self, batch: ParsedBatch) -> None:
-        """Append a batch's good rows (``batch.bad`` is passed to :meth:`write_bad` separately)."""
+    def write_batch(self, batch: Batch) -> None:
+        """Append a batch's good rows (``batch.bad`` is passed to :meth:`write_bad` separately).
+
+        An :class:`ArrowBatch` holds the same rows as the exact parser's batch would; only modules that
+        handle one import pyarrow (lazily), so a worker without it runs the exact path alone.
+        """
 
     def write_bad(self, bad: list[BadRow], source_name: str) -> None:
         """Quarantine bad rows of ``source_name`` (the provider's file name, for the reader)."""

@@ -13,6 +13,7 @@ import orjson
 
 from worker.parsing.columns import ParsedBatch
 from worker.parsing.schema import ColumnType
+from worker.sinks.base import Batch
 from worker.sinks.files import STALE_TEMP_SECONDS, FileAttempt, close_durably, discard_attempts, target_directory
 
 __all__ = ["STALE_TEMP_SECONDS", "JsonlFileWriter", "JsonlSink"]
@@ -44,7 +45,15 @@ class JsonlFileWriter(FileAttempt):
         super().__init__(directory, safe_name)
         self._out = open(self._tmp, "xb", buffering=_BUFFER_BYTES)  # noqa: SIM115 - closed by commit or abort
 
-    def write_batch(self, batch: ParsedBatch) -> None:
+    def write_batch(self, batch: Batch) -> None:
+        if not isinstance(batch, ParsedBatch):
+            from worker.sinks.arrow_text import jsonl
+
+            self._check_open()
+            for data in jsonl(batch):
+                self._out.write(data)
+            self._rows += len(batch.lines)
+            return
         slices = encode_columns(batch)
         if slices is None:
             self.write_rows(batch.rows)

@@ -5,8 +5,7 @@ are buffered up to :data:`ROW_GROUP_ROWS` rows and written as one row group, so 
 bounded while the file streams. Temp name and rename as for JSONL (:mod:`worker.sinks.files`), so
 the file is exactly once per provider file; bad rows go to ``<safe_name>.quarantine.jsonl``.
 
-pyarrow is an optional extra (``pip install 'async-export-worker[parquet]'``); only this module
-imports it.
+Clean chunks arrive as Arrow tables from the row path and are written as they are.
 """
 
 from __future__ import annotations
@@ -21,8 +20,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from worker.parsing.columns import ParsedBatch
+from worker.parsing.arrow_chunks import ArrowBatch, datetimes
 from worker.parsing.schema import ColumnType
+from worker.sinks.base import Batch
 from worker.sinks.files import FileAttempt, discard_attempts, target_directory
 
 ROW_GROUP_ROWS = 128 * 1024
@@ -59,15 +59,22 @@ class ParquetFileWriter(FileAttempt):
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
 
-    def write_batch(self, batch: ParsedBatch) -> None:
+    def write_batch(self, batch: Batch) -> None:
         if not batch.lines:
             return
         self._check_open()
         if self._schema is None:
             fields = [pa.field(name, ARROW_TYPES[kind]) for name, kind in zip(batch.names, batch.types, strict=True)]
             self._schema = pa.schema(fields)
-        arrays = [_array(column, kind) for column, kind in zip(batch.columns, batch.types, strict=True)]
-        self._pending.append(pa.RecordBatch.from_arrays(arrays, schema=self._schema))
+        if isinstance(batch, ArrowBatch):  # already typed by Arrow; datetimes are checked text
+            columns = [
+                datetimes(column) if kind is ColumnType.DATETIME else column
+                for column, kind in zip(batch.table.columns, batch.types, strict=True)
+            ]
+            self._pending.extend(pa.Table.from_arrays(columns, schema=self._schema).to_batches())
+        else:
+            arrays = [_array(column, kind) for column, kind in zip(batch.columns, batch.types, strict=True)]
+            self._pending.append(pa.RecordBatch.from_arrays(arrays, schema=self._schema))
         self._pending_rows += len(batch.lines)
         self._rows += len(batch.lines)
         if self._pending_rows >= ROW_GROUP_ROWS:

@@ -31,7 +31,7 @@ from worker.models import ExportRecord
 from worker.parsing.columns import BadRow, ParsedBatch
 from worker.parsing.schema import ColumnType
 from worker.settings import Settings
-from worker.sinks.base import SinkResult
+from worker.sinks.base import Batch, SinkResult
 from worker.sinks.files import json_safe
 
 PG_TYPES = {
@@ -126,14 +126,20 @@ class PostgresFileWriter:
 
     # -- the attempt -------------------------------------------------------------------------------
 
-    def write_batch(self, batch: ParsedBatch) -> None:
+    def write_batch(self, batch: Batch) -> None:
         if not batch.lines:
             return
         if self._writer is None:
             self._start(batch.names, batch.types)
         assert self._writer is not None
         with _errors(self.sink):
-            self._writer.write(encode_rows(self.export_id, self.file_key, batch).encode("utf-8"))
+            if isinstance(batch, ParsedBatch):
+                self._writer.write(encode_rows(self.export_id, self.file_key, batch).encode("utf-8"))
+            else:  # a clean chunk: the same COPY text, built column-wise by Arrow
+                from worker.sinks.arrow_text import copy_text
+
+                for data in copy_text(batch, (self.export_id, self.file_key)):
+                    self._writer.write(memoryview(data))
         self._rows += len(batch.lines)
 
     def write_bad(self, bad: list[BadRow], source_name: str) -> None:

@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 
 from worker.errors import PermanentError
-from worker.parsing.columns import BadRow, ParsedBatch
-from worker.sinks.base import SinkResult
+from worker.parsing.columns import BadRow
+from worker.sinks.base import Batch, SinkResult
 from worker.store import ExportStore
 
 
@@ -49,7 +49,7 @@ class RedisStreamFileWriter:
     def _append(self, key: str, entries: list[bytes]) -> None:
         self.sink.store.append_stream(key, entries, self.sink.ttl_seconds)
 
-    def write_batch(self, batch: ParsedBatch) -> None:
+    def write_batch(self, batch: Batch) -> None:
         self.write_rows(batch.rows)
 
     def write_rows(self, rows: list[dict[str, Any]]) -> None:

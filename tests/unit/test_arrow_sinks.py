@@ -1,0 +1,92 @@
+"""Sinks fed Arrow batches write what they write from the exact parser's batches: JSONL byte for byte, Parquet equal."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from worker.file_transfer import transfer_file
+from worker.parsing.arrow_chunks import ArrowBatch
+from worker.parsing.csv_stream import parse_csv
+from worker.parsing.row_path import parse_rows
+from worker.parsing.schema import ColumnType, RowSchema
+from worker.sinks.jsonl import JsonlSink
+from worker.sinks.parquet import ParquetSink
+
+SCHEMA = RowSchema(types={"i": ColumnType.INT, "f": ColumnType.FLOAT, "t": ColumnType.DATETIME})
+TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r\n"), max_size=8)
+FLOAT = st.floats(allow_nan=False, allow_infinity=False)
+TIME = st.sampled_from(["2024-01-01T00:00:00Z", "1999-12-31T23:59:59", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59", ""])
+
+
+def cell(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"' if any(ch in value for ch in ',"') or value.strip() != value else value
+
+
+@st.composite
+def clean_files(draw: st.DrawFn) -> bytes:
+    rows = draw(
+        st.lists(st.tuples(st.integers(-(2**63), 2**63 - 1) | st.none(), FLOAT | st.none(), TIME, TEXT), min_size=1, max_size=40)
+    )
+    lines = ["i,f,t,s"]
+    for number, real, moment, text in rows:
+        float_text = "" if real is None else draw(st.sampled_from([repr(real), f"{real:.3f}", f"{real:e}"]))
+        lines.append(",".join(["" if number is None else str(number), float_text, moment, cell(text)]))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def jsonl_of(tmp_path: Path, name: str, batches: list) -> bytes:
+    writer = JsonlSink(tmp_path).open_file("e", "k", name)
+    for batch in batches:
+        writer.write_batch(batch)
+    return Path(writer.commit().path).read_bytes()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=clean_files())
+def test_jsonl_from_arrow_batches_is_byte_identical(tmp_path: Path, data: bytes) -> None:
+    fast = list(parse_rows([data], SCHEMA, max_field_bytes=1 << 20, batch_rows=1000))
+    assert all(isinstance(batch, ArrowBatch) for batch in fast), "a clean file goes through Arrow"
+    exact = list(parse_csv([data], SCHEMA, max_field_bytes=1 << 20, batch_rows=1000))
+    assert jsonl_of(tmp_path, "fast.csv", fast) == jsonl_of(tmp_path, "exact.csv", exact)
+
+
+def test_floats_outside_the_plain_band_and_escapes_are_written_as_orjson_does(tmp_path: Path) -> None:
+    values = ["1e16", "1.5e-7", "12345678901.5", "0.000001", "-0", "5", "0.1", "1e-5", "9999999999.5"]
+    texts = ["tab\there", 'q"uote', "back\\slash", "\x01\x1f\x0b\x0c", "\u2028\x7f", "caf\u00e9"]
+    body = "i,f,t,s\n" + "".join(f"1,{value},,{cell(text)}\n" for value in values for text in texts)
+    data = body.encode()
+    fast = list(parse_rows([data], SCHEMA, max_field_bytes=1 << 20, batch_rows=1000))
+    assert all(isinstance(batch, ArrowBatch) for batch in fast)
+    exact = list(parse_csv([data], SCHEMA, max_field_bytes=1 << 20, batch_rows=1000))
+    assert jsonl_of(tmp_path, "fast.csv", fast) == jsonl_of(tmp_path, "exact.csv", exact)
+
+
+def parquet_table(tmp_path: Path, name: str, data: bytes, monkeypatch_fast: bool) -> list[dict]:
+    writer = ParquetSink(tmp_path).open_file("e", "k", name)
+    if monkeypatch_fast:
+        transfer_file([data], schema=SCHEMA, writer=writer, source_name=name, max_field_bytes=1 << 20)
+    else:
+        for batch in parse_csv([data], SCHEMA, max_field_bytes=1 << 20):
+            writer.write_batch(batch)
+    table = pq.read_table(writer.commit().path)
+    return table.to_pylist()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=clean_files())
+def test_parquet_from_arrow_batches_holds_the_same_rows_and_types(tmp_path: Path, data: bytes) -> None:
+    fast = parquet_table(tmp_path, "fast.csv", data, True)
+    exact = parquet_table(tmp_path, "exact.csv", data, False)
+    assert len(fast) == len(exact)
+    for mine, theirs in zip(fast, exact, strict=True):
+        assert mine.keys() == theirs.keys()
+        for key in mine:
+            if isinstance(mine[key], float):
+                assert math.copysign(1, mine[key]) == math.copysign(1, theirs[key]) and mine[key] == theirs[key]
+            else:
+                assert mine[key] == theirs[key]
