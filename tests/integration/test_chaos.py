@@ -19,6 +19,7 @@ import pytest
 
 from tests.integration.conftest import DATABASES, REQUIRE_REAL_REDIS, count_lines, day_after, unique_hour
 from tests.pg import query, scratch_schema
+from worker.api import ExportView
 from worker.dev.localstack import Broker, LocalStack
 from worker.dev.simulator import SamsaraBehaviour, SimulatorConfig
 from worker.models import ExportStatus, FileStatus
@@ -51,6 +52,30 @@ def lines_in_table(schema: str, export_id: str, file_key: str) -> tuple[int, int
         file_key,
     )
     return rows, distinct, [first, last]
+
+
+def wait_supervised(stack: LocalStack, export_ids: list[str], timeout: float) -> tuple[list[ExportView], int]:
+    """Every export's end, restarting workers that exit meanwhile (as README's restart policy would), and how many.
+
+    A worker whose pool child is killed while Celery is still starting it exits ("Could not start
+    worker processes"); without a restart the exports it held would wait for a worker that never comes.
+    """
+    assert stack.client is not None
+    deadline = time.monotonic() + timeout
+    views: dict[str, ExportView] = {}
+    restarted = 0
+    while len(views) < len(export_ids):
+        if time.monotonic() > deadline:
+            print(stack.logs())
+            raise TimeoutError(f"{len(export_ids) - len(views)} exports not ended after {timeout}s")
+        restarted += stack.supervise()
+        for export_id in export_ids:
+            if export_id not in views:
+                view = stack.client.get(export_id)
+                if view.record.status.terminal:
+                    views[export_id] = view
+        time.sleep(0.5)
+    return [views[export_id] for export_id in export_ids], restarted
 
 
 # The broker's guarantees (acks late, requeue on worker loss) do not depend on the sink, nor the
@@ -102,14 +127,7 @@ def run_chaos(request: pytest.FixtureRequest, broker: Broker, sink: str, schema:
                 continue
             kills += 1
 
-        deadline = time.monotonic() + size["timeout"]
-        views = []
-        for export_id in export_ids:
-            try:
-                views.append(stack.client.wait(export_id, timeout=max(1.0, deadline - time.monotonic()), interval=0.5))
-            except TimeoutError:
-                print(stack.logs())
-                raise
+        views, restarted = wait_supervised(stack, export_ids, timeout=size["timeout"])
         elapsed = time.monotonic() - started
 
         stats = httpx.get(f"{stack.simulator.url}/_sim/stats").json()
@@ -138,7 +156,7 @@ def run_chaos(request: pytest.FixtureRequest, broker: Broker, sink: str, schema:
             f"\nCHAOS broker={broker} sink={sink} exports={len(views)} files={sum(len(v.files) for v in views)} "
             f"rows={sum(v.record.rows for v in views)} kills={kills} (whole workers {whole}, pool children {kills - whole}) "
             f"lost_rows={lost} duplicated_rows={duplicated} provider_creates={creates} ambiguous_creates={ambiguous} "
-            f"temp_files_left={len(leftovers)} elapsed={elapsed:.1f}s"
+            f"temp_files_left={len(leftovers)} workers_restarted={restarted} elapsed={elapsed:.1f}s"
         )
         assert lost == duplicated == 0
         assert leftovers == [], f"temp files of killed attempts left after their exports ended: {leftovers}"
