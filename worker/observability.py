@@ -31,7 +31,11 @@ class ExportsByStatus(Collector):
         self.store = store
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        gauge = GaugeMetricFamily("aew_exports", "Exports by status, across all workers", labels=["status"])
+        gauge = GaugeMetricFamily(
+            "aew_exports",
+            "Exports by status, across all workers (ended ones until the retention forgets them)",
+            labels=["status"],
+        )
         counts = self.store.status_counts()
         for status in ExportStatus:
             gauge.add_metric([status.value], counts.get(status.value, 0))

@@ -13,7 +13,7 @@ from tests.interleaving import RoundTrips, hooked_client
 from tests.unit.test_store import new_record
 from worker.errors import UnknownExport
 from worker.models import ExportRecord, ExportStatus, FileRecord, FileStatus, Writes
-from worker.store import ExportStore
+from worker.store import ExportStore, retention
 
 RETENTION = 600
 LEASE_MS = 30_000
@@ -70,6 +70,7 @@ def keys_of(store: ExportStore, export_id: str) -> dict[str, int]:
 OWN = {"ret:export:e1", "ret:export:e1:files", "ret:export:e1:finished", "ret:export:e1:events", "ret:idem:daily-1"}
 FILE_RECORDS = {"ret:export:e1:file:0-0", "ret:export:e1:file:0-1"}
 BOUNDED = {"ret:export:e1:lease:0-0", "ret:export:e1:records:0-0"}
+FORGET_KEYS = ("ended_status", "stats:status", "exports", "unannounced", "ended")
 
 
 def index(store: ExportStore, name: str) -> list[str]:
@@ -243,6 +244,29 @@ def test_forgotten_exports_leave_every_index_and_the_others_stay(store: ExportSt
     for name in ("exports", "ended", "unannounced"):
         assert index(store, name) == ["e3", "e5", "e6"], name
     assert store.list_ids() == ["e6", "e5", "e3"]
+
+
+def test_a_forgotten_export_leaves_the_status_counts_once(store: ExportStore) -> None:
+    """``aew_exports{status}`` counts the ended exports still kept: forgetting one uncounts it, once."""
+    for number in range(3):
+        ended(store, f"e{number}", 1000.0 + number)
+    store.create(new_record("e3"))
+    store.transact("e3", move(ExportStatus.FAILED, 1003.0))
+    assert store.status_counts() == {"PENDING": 0, "COMPLETED": 3, "FAILED": 1}
+    for number in (0, 1, 3):
+        store.redis.delete(f"ret:export:e{number}")
+    assert store.forget_expired(2000.0, page=10, limit=100) == 3
+    assert store.status_counts() == {"PENDING": 0, "COMPLETED": 1, "FAILED": 0}
+    store._eval(retention._FORGET_SCRIPT, [*(f"ret:{name}" for name in FORGET_KEYS), "ret:export:e0"], ["e0"])
+    assert store.status_counts()["COMPLETED"] == 1, "a second watchdog forgetting the same export uncounts nothing"
+    assert store.redis.hkeys("ret:ended_status") == [b"e2"]
+
+
+def test_a_reopened_export_is_no_longer_counted_as_ended_when_forgetting(store: ExportStore) -> None:
+    ended(store, "e1", 1000.0)
+    store.transact("e1", move(ExportStatus.RUNNING, None))
+    assert store.redis.hkeys("ret:ended_status") == []
+    assert store.status_counts() == {"PENDING": 0, "COMPLETED": 0, "RUNNING": 1}
 
 
 def test_forgetting_looks_at_no_more_ids_than_its_limit(store: ExportStore) -> None:

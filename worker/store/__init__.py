@@ -9,30 +9,6 @@ is ``EXPORT_WORKER_RETENTION_SECONDS``, set on every key of an export by the EXE
 removed (PERSIST) by the EXEC that reopens it; ``≤ R`` keys carry a bound of their own that the end
 only ever shortens to R (``EXPIRE … LT``).
 
-key                                    type    content
-=====================================  ======  ================================================
-``export:<id>``                        string  :class:`ExportRecord` JSON (jobs included)
-``export:<id>:files``                  set     file keys of the export
-``export:<id>:file:<file_key>``        string  :class:`FileRecord` JSON
-``export:<id>:finished``               set     file keys that reached DONE or FAILED
-``export:<id>:lease:<file_key>``       string  owner of the download lease (expires)
-``idem:<idempotency_key>``             string  export id created for that key
-``exports``                            zset    every export id, scored by creation time
-``active``                             set     export ids not yet terminal (watchdog scans it)
-``unannounced``                        zset    ended exports whose end was not yet reported, by end time
-``events``                             stream  one entry per state change
-``export:<id>:events``                 stream  the same entries for one export only (capped, the timeline)
-``rate:<provider>:<credential>:<op>``  string  GCRA theoretical arrival time (ms); ``<op>`` is the budget name
-``hold:<provider>:<credential>``       string  set after a provider 429, expires when it asked us to wait
-``cache:<provider>:<what>``            string  a provider answer kept for a while, expires (impact.com: a
-                                               report's MetaData per account, 1 h)
-``stats:status``                       hash    number of exports in each status (metrics)
-``stats:schedule_success``             hash    schedule name -> when its last export completed (metrics)
-``export:<id>:records:<file_key>``     stream  rows of one file (``redis_stream`` sink), expires
-``export:<id>:quarantine:<file_key>``  stream  bad rows of one file (``redis_stream`` sink)
-``staging:<attempt>:records|quarantine``  stream  an uncommitted redis_stream attempt
-=====================================  ======  ================================================
-=======
 =========================================  ======  =============================================  ===========================
 key                                        type    content                                        retention
 =========================================  ======  =============================================  ===========================
@@ -62,7 +38,10 @@ key                                        type    content                      
                                                                                                   to wait
 ``cache:<provider>:<what>``                string  a provider answer kept for a while             expires (impact.com: a
                                                    (impact.com: a report's MetaData per account)  report's MetaData, 1 h)
-``stats:status``                           hash    number of exports in each status (metrics)     one field per status
+``ended_status``                           hash    ended export id -> its status, so forgetting   id dropped once forgotten
+                                                   it can uncount it from ``stats:status``
+``stats:status``                           hash    number of exports in each status (metrics),    one field per status
+                                                   ended ones while they are kept
 ``stats:schedule_success``                 hash    schedule name -> when its last export          one field per schedule
                                                    completed (metrics)
 ``staging:<attempt>:records|quarantine``   stream  an uncommitted ``redis_stream`` attempt        sink TTL, ≤ R

@@ -24,6 +24,24 @@ import redis
 from worker.models import ExportRecord, ExportStatus
 from worker.store.base import StoreBase, text
 
+# Strike forgotten exports off the indexes and out of the status counts, each once: an id still in
+# ``ended_status`` whose record is gone is uncounted and removed in the same script, so two
+# watchdogs forgetting the same export (two beats) decrement its status once.
+# KEYS: ended_status, stats:status, exports, unannounced, ended, then the record key per id; ARGV: the ids.
+_FORGET_SCRIPT = """
+for i, export_id in ipairs(ARGV) do
+  if redis.call('EXISTS', KEYS[5 + i]) == 0 then
+    local status = redis.call('HGET', KEYS[1], export_id)
+    if status then
+      redis.call('HDEL', KEYS[1], export_id)
+      redis.call('HINCRBY', KEYS[2], status, -1)
+    end
+    for index = 3, 5 do redis.call('ZREM', KEYS[index], export_id) end
+  end
+end
+return 1
+"""
+
 
 @dataclass
 class SweepReport:
@@ -90,6 +108,7 @@ class RetentionMixin(StoreBase):
             pipe.zrem(self.key("deadlines"), export_id)
             pipe.zadd(self.key("unannounced"), {export_id: ended_at})
             pipe.zadd(self.key("ended"), {export_id: ended_at})
+            pipe.hset(self.key("ended_status"), export_id, status.value)
             self._stage_expire(pipe, record, file_keys, self.retention_seconds)
         elif before is None or before.terminal:
             pipe.sadd(self.key("active"), export_id)
@@ -97,6 +116,7 @@ class RetentionMixin(StoreBase):
             pipe.zadd(self.key("deadlines"), {export_id: record.deadline_at})
             if before is not None:
                 pipe.zrem(self.key("ended"), export_id)
+                pipe.hdel(self.key("ended_status"), export_id)
                 self._stage_persist(pipe, record, file_keys)
         if before is not None:
             pipe.hincrby(self.key("stats", "status"), before.value, -1)
@@ -129,10 +149,9 @@ class RetentionMixin(StoreBase):
                 gone = [export_id for export_id, exists in zip(ids, pipe.execute(), strict=True) if not exists]
             kept += len(ids) - len(gone)
             if gone:
-                with self.redis.pipeline(transaction=False) as pipe:
-                    for index in ("exports", "unannounced", "ended"):
-                        pipe.zrem(self.key(index), *gone)
-                    pipe.execute()
+                counts = [self.key("ended_status"), self.key("stats", "status")]
+                indexes = [self.key(index) for index in ("exports", "unannounced", "ended")]
+                self._eval(_FORGET_SCRIPT, [*counts, *indexes, *(self._export_key(export_id) for export_id in gone)], gone)
             dropped += len(gone)
         return dropped
 
@@ -211,6 +230,7 @@ class RetentionMixin(StoreBase):
                     pipe.multi()
                     self._stage_expire(pipe, record, file_keys, left)
                     pipe.zadd(self.key("ended"), {export_id: ended_at})
+                    pipe.hset(self.key("ended_status"), export_id, record.status.value)
                     pipe.execute()
                     return True
                 except redis.WatchError:
