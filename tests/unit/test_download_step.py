@@ -224,6 +224,21 @@ def test_a_superseded_download_task_exits_and_is_counted_stale(rt: Runtime, driv
     assert file_of(rt, export_id).attempts == 1
 
 
+def test_a_download_task_for_a_file_record_that_is_gone_exits_counted_stale(
+    rt: Runtime, driver: Driver, provider: ScriptedProvider
+) -> None:
+    """A failover can take back the poll that found a file after its download task was sent: the poll runs
+    again (the watchdog) and sends its own task; this one downloads nothing and does not fail."""
+    one_file_job(provider, the_file())
+    serve(provider, FILE_PATH, csv_rows(3).encode())
+    _export_id, args = to_download(rt, driver)
+    rt.store.redis.delete(rt.store.key("export", args.export_id, "file", args.file_key))
+    before = stale_downloads()
+    run_download(rt, args, owner="w1")
+    assert stale_downloads() == before + 1
+    assert provider.count("GET", FILE_PATH) == 0
+
+
 def test_a_file_leased_by_another_worker_is_left_to_it(rt: Runtime, driver: Driver, provider: ScriptedProvider) -> None:
     """Two deliveries of one task at once: the one that finds the lease taken exits without downloading."""
     one_file_job(provider, the_file())

@@ -14,7 +14,7 @@ from worker.engine import transitions as tr
 from worker.engine.context import Runtime, export_log
 from worker.engine.lifecycle import enforce_deadline, finish_if_complete
 from worker.engine.stages import failure_stage
-from worker.errors import DownloadUrlExpired, PermanentError, RetryLater, StaleTask, TransientError
+from worker.errors import DownloadUrlExpired, PermanentError, RetryLater, StaleTask, TransientError, UnknownExport
 from worker.file_transfer import TransferResult, transfer_file
 from worker.http_download import open_download
 from worker.models import ExportRecord, FailureStage, FileOutput, FileRecord, FileStatus, FileTaskArgs, Writes
@@ -136,10 +136,10 @@ def run_download(rt: Runtime, args: FileTaskArgs, owner: str) -> None:
     record = rt.store.get(args.export_id)
     if enforce_deadline(rt, record):
         return
-    file = rt.store.get_file(args.export_id, args.file_key)
     try:
+        file = rt.store.get_file(args.export_id, args.file_key)
         tr.current_file(record, file, args.token)
-    except StaleTask:
+    except (StaleTask, UnknownExport):  # UnknownExport: a failover took back the poll that found the file
         metrics.STALE_TASKS.labels("download").inc()
         return
     lease = rt.settings.lease_seconds
