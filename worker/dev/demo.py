@@ -90,28 +90,35 @@ def write_env_file(env: dict[str, str]) -> Path:
 
 
 def _keep_up(console: Console, stack: LocalStack, export_id: str) -> None:
-    """Block until Ctrl-C with the stack up, after printing how to reach it from another shell."""
+    """Block until Ctrl-C with the stack up, after printing how to reach it from another shell.
+
+    SIGTERM is taken first, so one that comes while the lines are printed still stops the stack and
+    removes the settings file, as Ctrl-C does.
+    """
     assert stack.settings is not None
-    env = stack.settings_env()
-    env_file = write_env_file(env)
-    console.print(
-        Text.assemble("\n", ("The stack stays up until Ctrl-C.", "bold"), " In another shell, point the CLI or a worker at it:")
-    )
-    console.print(f". {env_file}", soft_wrap=True, highlight=False, markup=False)
-    console.print("which sets (secrets shown masked here):", markup=False)
-    console.print(
-        "\n".join(shown_setting(name, value) for name, value in env.items()), soft_wrap=True, highlight=False, markup=False
-    )
-    worker = f"celery -A worker.app worker -Q {stack.settings.queue} -l INFO"
-    console.print(
-        f"then: export-worker status {export_id}\nexport-worker list\n{worker}\n"
-        "export-worker dashboard --allow-actions   # then open http://127.0.0.1:8808/",
-        soft_wrap=True,
-        highlight=False,
-        markup=False,
-    )
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    env_file: Path | None = None
     try:
+        env = stack.settings_env()
+        env_file = write_env_file(env)
+        console.print(
+            Text.assemble(
+                "\n", ("The stack stays up until Ctrl-C.", "bold"), " In another shell, point the CLI or a worker at it:"
+            )
+        )
+        console.print(f". {env_file}", soft_wrap=True, highlight=False, markup=False)
+        console.print("which sets (secrets shown masked here):", markup=False)
+        console.print(
+            "\n".join(shown_setting(name, value) for name, value in env.items()), soft_wrap=True, highlight=False, markup=False
+        )
+        worker = f"celery -A worker.app worker -Q {stack.settings.queue} -l INFO"
+        console.print(
+            f"then: export-worker status {export_id}\nexport-worker list\n{worker}\n"
+            "export-worker dashboard --allow-actions   # then open http://127.0.0.1:8808/",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
         while all(process.poll() is None for process in stack.workers):
             time.sleep(1)
         console.print(Text("the demo worker exited; stopping the stack", style="red"))
@@ -119,7 +126,8 @@ def _keep_up(console: Console, stack: LocalStack, export_id: str) -> None:
         console.print("stopping the demo stack")
     finally:
         signal.signal(signal.SIGTERM, previous)
-        shutil.rmtree(env_file.parent, ignore_errors=True)
+        if env_file is not None:
+            shutil.rmtree(env_file.parent, ignore_errors=True)
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
