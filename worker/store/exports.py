@@ -109,11 +109,14 @@ class ExportsMixin(RetentionMixin, LimitsMixin, TransactionsMixin):
             record = self._load_export(raw, export_id)
             spent = Spent(self.refusal(reply[1])) if spend is not None and len(reply) == 2 else None
 
+            unused = [(pipe, raw)]
+
             def transact(mutate: Callable[[ExportRecord, Writes], Any]) -> Any:
                 def change(state: ExportRecord, _files: list[FileRecord], writes: Writes) -> Any:
                     return mutate(state, writes)
 
-                return self._transact(export_id, change, with_files=False, watched=(pipe, raw))
+                # The watch serves one transaction: its EXEC (or the reset after it) ends the watch.
+                return self._transact(export_id, change, with_files=False, watched=unused.pop() if unused else None)
 
             yield WatchedExport(record, spent, transact)
 
