@@ -53,7 +53,11 @@ def test_duplicate_poll_delivery_exits_without_a_second_chain(rt: Runtime, drive
     driver.step()
     assert REGISTRY.get_sample_value("aew_polls_total", polled) == polled_before + 1
     stale_before = REGISTRY.get_sample_value("aew_stale_tasks_total", {"step": "poll"}) or 0.0
+    budget = rt.store.key("rate", "samsara", "default", "poll")
+    spent = rt.store.redis.get(budget)
+    assert (poll_args.provider, poll_args.credential, spent is not None) == ("samsara", "default", True)
     run_poll(rt, poll_args)
+    assert rt.store.redis.get(budget) == spent, "a stale poll spent from the provider's poll budget"
     polls = [kind for kind, _, _ in driver.dispatcher.sent if kind == "poll"]
     assert len(polls) == 1
     assert provider.count("GET", "/ifta-detail/csv/j1") == 1
