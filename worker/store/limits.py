@@ -25,8 +25,6 @@ local function spend(key, now, interval, burst)
 end
 """
 
-_RATE_SCRIPT = _SPEND + "return spend(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))"
-
 # KEYS: the hold, then one rate key per budget; ARGV: now, then interval and burst per budget.
 # Gives 0 when the request may go (every budget charged), else {which, ms}: which is 0 for the hold,
 # else the refusing budget's number; budgets before it stay charged, as one call per budget would.
@@ -132,11 +130,6 @@ class LimitsMixin(StoreBase):
     def release_lease(self, export_id: str, file_key: str, owner: str) -> None:
         self._eval(_RELEASE_SCRIPT, [self._lease_key(export_id, file_key)], [owner])
 
-    def rate_limit_wait(self, bucket: str, requests: int, per_seconds: float) -> float:
-        """GCRA shared by every worker: 0 when a request may go now, else seconds to wait."""
-        wait_ms = self._eval(_RATE_SCRIPT, [self.key("rate", bucket)], self._spend_args(((bucket, requests, per_seconds),)))
-        return float(wait_ms) / 1000
-
     def spend(self, spend: Spend) -> Refusal | None:
         """Spend one request from every budget of ``spend`` in one round trip; None when the call may go."""
         return self.refusal(self._eval(_SPEND_SCRIPT, self._spend_keys(spend), self._spend_args(spend.budgets)))
@@ -163,11 +156,6 @@ class LimitsMixin(StoreBase):
     def hold(self, bucket: str, seconds: float) -> None:
         """Make every worker wait ``seconds`` before spending from ``bucket`` (a provider answered 429)."""
         self.redis.set(self.key("hold", bucket), "1", px=max(1, math.ceil(seconds * 1000)))
-
-    def held_for(self, bucket: str) -> float:
-        """Seconds left on a :meth:`hold` of ``bucket``; 0 when there is none."""
-        remaining = int(self.redis.pttl(self.key("hold", bucket)))
-        return remaining / 1000 if remaining > 0 else 0.0
 
     def remember(self, name: str, value: str, seconds: float) -> None:
         """Keep a provider answer for ``seconds`` under ``cache:<name>``, for every process to reuse."""
