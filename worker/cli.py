@@ -68,12 +68,16 @@ def _run(action: Callable[[], T]) -> T:
             raise
         raise _fail(_setting_problems(exc)) from None
     except STORE_UNAVAILABLE as exc:
-        from worker.settings import get_settings, redact_url
+        from worker.settings import get_settings
+        from worker.wiring import redis_target
 
-        raise _fail(
-            f"cannot reach Redis at {redact_url(get_settings().redis_url)} ({exc}); start it (docker compose up -d redis) "
-            "or set EXPORT_WORKER_REDIS_URL"
-        ) from None
+        target = redis_target(get_settings())
+        remedy = (
+            "check that the Sentinels answer and EXPORT_WORKER_REDIS_SENTINELS and EXPORT_WORKER_REDIS_SENTINEL_MASTER name them"
+            if target.sentinels
+            else "start it (docker compose up -d redis) or set EXPORT_WORKER_REDIS_URL"
+        )
+        raise _fail(f"cannot reach {target.describe()} ({exc}); {remedy}") from None
 
 
 def _client() -> ExportClient:

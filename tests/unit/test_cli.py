@@ -75,7 +75,28 @@ def test_unreachable_redis_is_explained(monkeypatch: pytest.MonkeyPatch) -> None
         get_settings.cache_clear()
         _runtime_for_pid.cache_clear()
     assert result.exit_code == 2
-    assert "cannot reach Redis at redis://127.0.0.1:1/0" in result.output
+    assert "cannot reach Redis at 127.0.0.1:1/0" in result.output
+    assert "set EXPORT_WORKER_REDIS_URL" in result.output
+
+
+def test_unreachable_sentinels_are_named_not_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.settings import get_settings
+    from worker.wiring import _runtime_for_pid
+
+    monkeypatch.setenv("EXPORT_WORKER_REDIS_SENTINELS", "127.0.0.1:1")
+    monkeypatch.setenv("EXPORT_WORKER_REDIS_SENTINEL_MASTER", "exports")
+    monkeypatch.setenv("EXPORT_WORKER_REDIS_RETRY_SECONDS", "1")
+    get_settings.cache_clear()
+    _runtime_for_pid.cache_clear()
+    try:
+        result = runner.invoke(app, ["status", "abc"])
+    finally:
+        get_settings.cache_clear()
+        _runtime_for_pid.cache_clear()
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())
+    assert "cannot reach the Redis primary of 'exports', db 0 (Sentinels 127.0.0.1:1)" in output
+    assert "EXPORT_WORKER_REDIS_SENTINELS" in output and "Traceback" not in output
 
 
 # --- what a person sees, on an engine on fakeredis (rt: tests/unit/conftest.py) ------------------------
