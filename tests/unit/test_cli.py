@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -258,6 +259,18 @@ def test_a_malformed_redis_url_exits_2_with_one_line_from_the_real_command() -> 
     assert done.returncode == 2
     assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1
     assert "EXPORT_WORKER_REDIS_URL: 'localhost:6379' is not a Redis URL" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("role", ["worker", "beat"])
+def test_a_worker_or_beat_with_a_malformed_url_exits_2_with_one_line(role: str) -> None:
+    env = {**os.environ, "EXPORT_WORKER_REDIS_URL": "loader:s3cret@db:6379"}
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker.app", role], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "EXPORT_WORKER_REDIS_URL: 'loader:***@db:6379' is not a Redis URL" in done.stderr
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
 
 
 def test_readme_s_cli_reference_names_every_command_and_option() -> None:
