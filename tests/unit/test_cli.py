@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from tests.engine_driver import Driver
@@ -63,37 +64,36 @@ def test_bad_submit_input_is_one_clear_error(args: list[str], message: str, monk
     assert message in result.output and "Traceback" not in result.output
 
 
-def test_unreachable_redis_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+def _status_under(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Result:
+    """``status abc`` with ``env`` set, on settings and a runtime built fresh from it."""
     from worker.settings import get_settings
     from worker.wiring import _runtime_for_pid
 
-    monkeypatch.setenv("EXPORT_WORKER_REDIS_URL", "redis://127.0.0.1:1/0")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     _runtime_for_pid.cache_clear()
     try:
-        result = runner.invoke(app, ["status", "abc"])
+        return runner.invoke(app, ["status", "abc"])
     finally:
         get_settings.cache_clear()
         _runtime_for_pid.cache_clear()
+
+
+def test_unreachable_redis_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = _status_under({"EXPORT_WORKER_REDIS_URL": "redis://127.0.0.1:1/0"}, monkeypatch)
     assert result.exit_code == 2
     assert "cannot reach Redis at 127.0.0.1:1/0" in result.output
     assert "set EXPORT_WORKER_REDIS_URL" in result.output
 
 
 def test_unreachable_sentinels_are_named_not_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker.settings import get_settings
-    from worker.wiring import _runtime_for_pid
-
-    monkeypatch.setenv("EXPORT_WORKER_REDIS_SENTINELS", "127.0.0.1:1")
-    monkeypatch.setenv("EXPORT_WORKER_REDIS_SENTINEL_MASTER", "exports")
-    monkeypatch.setenv("EXPORT_WORKER_REDIS_RETRY_SECONDS", "1")
-    get_settings.cache_clear()
-    _runtime_for_pid.cache_clear()
-    try:
-        result = runner.invoke(app, ["status", "abc"])
-    finally:
-        get_settings.cache_clear()
-        _runtime_for_pid.cache_clear()
+    env = {
+        "EXPORT_WORKER_REDIS_SENTINELS": "127.0.0.1:1",
+        "EXPORT_WORKER_REDIS_SENTINEL_MASTER": "exports",
+        "EXPORT_WORKER_REDIS_RETRY_SECONDS": "1",
+    }
+    result = _status_under(env, monkeypatch)
     assert result.exit_code == 2, result.output
     output = " ".join(result.output.split())
     assert "cannot reach the Redis primary of 'exports', db 0 (Sentinels 127.0.0.1:1)" in output
@@ -237,17 +237,7 @@ def test_version_prints_the_installed_version() -> None:
 def test_a_malformed_url_setting_is_one_line_naming_the_setting(
     name: str, value: str, says: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from worker.settings import get_settings
-    from worker.wiring import _runtime_for_pid
-
-    monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    _runtime_for_pid.cache_clear()
-    try:
-        result = runner.invoke(app, ["status", "abc"])
-    finally:
-        get_settings.cache_clear()
-        _runtime_for_pid.cache_clear()
+    result = _status_under({name: value}, monkeypatch)
     assert result.exit_code == 2, result.output
     assert says in result.output and "redis://127.0.0.1:6379/0" in result.output
     assert len(result.output.strip().splitlines()) == 1 and "s3cret" not in result.output
