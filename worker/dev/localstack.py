@@ -42,6 +42,7 @@ from worker.settings import Credential, Settings
 from worker.wiring import build_runtime
 
 SIM_IMPACT_CREDENTIAL = "impact"
+"""The simulator's first impact.com account; each of its ``impact_more_accounts`` is a credential named by its AccountSID."""
 RABBITMQ_URL = os.environ.get("EXPORT_WORKER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 Broker = Literal["redis", "rabbitmq"]
 
@@ -136,6 +137,7 @@ class LocalStack:
             "credentials": {
                 "default": Credential(token=sim.samsara_token),
                 SIM_IMPACT_CREDENTIAL: Credential(account_sid=sim.impact_account_sid, auth_token=sim.impact_auth_token),
+                **{sid: Credential(account_sid=sid, auth_token=token) for sid, token in sim.impact_more_accounts.items()},
             },
             "allow_private_networks": True,
             "output_dir": self.output_dir or Path(self._tmp.name) / "out",
