@@ -7,7 +7,10 @@ RUNNING), assigned round-robin. Each job's result is a small CSV (one file per e
 Why impact.com and not Samsara: Samsara's documented limit of 5 polls per second per credential
 is enforced by the worker itself through a Redis rate limiter, so 10,000 Samsara exports on one
 credential would take at least (polls per export × 10,000) / 5 seconds — over two hours — and the
-benchmark would measure the rate limit, not the worker. impact.com has no such documented limit.
+benchmark would measure the rate limit, not the worker. impact.com allows an account 100
+ReportExports a day, a budget the worker keeps: the exports are spread round-robin over as many
+simulated accounts (one credential each) as that takes, 100 for 10,000 exports, as a deployment
+exporting that much would hold. The simulator enforces both quotas per account, as the provider does.
 
 Measured while the exports run (sampled about once a second): tasks executing in the pool and how
 long each has been running (``celery inspect active``), tasks held for a later countdown
@@ -44,6 +47,7 @@ from bench.common import (
 from worker.dev.localstack import SIM_IMPACT_CREDENTIAL, LocalStack
 from worker.dev.simulator import ImpactBehaviour, SimulatorConfig
 from worker.models import ExportRecord, JobTaskArgs
+from worker.providers.impact import REPORT_EXPORT_QUOTA
 
 NAME = "inflight"
 TITLE = "In-flight scale: many exports waiting on the provider, one worker (concurrency 4)"
@@ -68,6 +72,16 @@ TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 REPORT_PARAMS = {"START_DATE": "2026-11-01", "END_DATE": "2026-11-01"}
 HOLD_COUNTDOWN_SECONDS = 900.0
 """Longer than the rest of the run, shorter than the visibility timeout: held, never run, never redelivered."""
+
+
+EXPORTS_PER_ACCOUNT = REPORT_EXPORT_QUOTA.requests
+"""An account's daily ReportExport budget, which the worker keeps: more exports on one account wait for tomorrow."""
+
+
+def _accounts(total: int) -> list[str]:
+    """The credentials the exports go to, round-robin: the stack's own account, then further ones."""
+    count = -(-total // EXPORTS_PER_ACCOUNT)
+    return [SIM_IMPACT_CREDENTIAL, *(f"IRbench{index:04d}" for index in range(1, count))]
 
 
 def _report_id(index: int) -> str:
@@ -140,8 +154,10 @@ def run(result: Result) -> None:
     mode = "smoke" if result.smoke else "full"
     deadline = Deadline(TIME_BOUND[mode], f"inflight ({result.size} exports)")
     total = result.size
+    accounts = _accounts(total)
     config = SimulatorConfig(
         time_scale=TIME_SCALE,
+        impact_more_accounts={sid: f"bench-token-{sid}" for sid in accounts[1:]},
         impact_behaviours={
             f"bench_{minutes}m": ImpactBehaviour(queued_seconds=15, running_seconds=minutes * 60 - 15, rows=ROWS)
             for minutes in JOB_MINUTES
@@ -151,6 +167,7 @@ def run(result: Result) -> None:
         {
             "exports": total,
             "provider": "impact (report_id exports)",
+            "accounts": f"{len(accounts)} (one credential each, at most {EXPORTS_PER_ACCOUNT} ReportExports a day)",
             "time_scale": TIME_SCALE,
             "job_simulated_minutes": list(JOB_MINUTES),
             "rows_per_export": ROWS,
@@ -158,6 +175,12 @@ def run(result: Result) -> None:
             "settings_overrides": SETTINGS,
             "time_bound_s": TIME_BOUND[mode],
         }
+    )
+    result.add(
+        "impact.com accounts the exports are spread over",
+        len(accounts),
+        note=f"one credential each, round-robin: an account's ReportExport budget is {EXPORTS_PER_ACCOUNT} a day, "
+        "kept per account by the worker and by the simulator",
     )
     with bench_stack(config, dict(SETTINGS)) as stack:
         assert stack.client is not None and stack.simulator is not None and stack.settings is not None
@@ -175,7 +198,8 @@ def run(result: Result) -> None:
             try:
                 for index in range(total):
                     params = {"report_id": _report_id(index), "report_params": REPORT_PARAMS}
-                    export_ids.append(stack.client.submit("impact", params, credential=SIM_IMPACT_CREDENTIAL))  # type: ignore[union-attr]
+                    credential = accounts[index % len(accounts)]
+                    export_ids.append(stack.client.submit("impact", params, credential=credential))  # type: ignore[union-attr]
                 submit_done.append(time.monotonic())
             except BaseException as exc:  # reported by the main thread
                 submit_error.append(exc)

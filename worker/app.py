@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from celery import Celery, signals
+from pydantic import ValidationError
 
 from worker.logs import configure_logging
 from worker.schedules import beat_schedule
-from worker.settings import Settings, get_settings
+from worker.settings import Settings, get_settings, settings_problems
 
 log = logging.getLogger("worker.app")
 
@@ -122,7 +124,18 @@ def create_app(settings: Settings | None = None) -> Celery:
     return app
 
 
-app = create_app()
+def _app_or_exit() -> Celery:
+    """A worker or beat started with unusable settings says why in one line and exits 2, as the CLI does."""
+    try:
+        return create_app()
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        print(f"error: {settings_problems(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+app = _app_or_exit()
 
 
 @signals.setup_logging.connect

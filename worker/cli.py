@@ -23,6 +23,7 @@ from rich.text import Text
 
 from worker.api import ExportClient, ExportView
 from worker.errors import ExportWorkerError
+from worker.settings import settings_problems
 from worker.store import STORE_UNAVAILABLE
 from worker.watch_view import follow, progress_table
 
@@ -47,16 +48,6 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=EXIT_REFUSED)
 
 
-def _setting_problems(exc: ValidationError) -> str:
-    """Settings errors as ``EXPORT_WORKER_<NAME>: what is wrong`` (pydantic hides the refused values)."""
-    problems = []
-    for error in exc.errors():
-        name = "__".join(str(part) for part in error["loc"]).upper()
-        message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"EXPORT_WORKER_{name}: {message}" if name else message)
-    return "invalid settings: " + "; ".join(problems)
-
-
 def _run(action: Callable[[], T]) -> T:
     """Turn the errors a user can hit into one clear line and exit code 2, never a traceback."""
     try:
@@ -66,14 +57,18 @@ def _run(action: Callable[[], T]) -> T:
     except ValidationError as exc:
         if exc.title != "Settings":
             raise
-        raise _fail(_setting_problems(exc)) from None
+        raise _fail(settings_problems(exc)) from None
     except STORE_UNAVAILABLE as exc:
-        from worker.settings import get_settings, redact_url
+        from worker.settings import get_settings
+        from worker.wiring import redis_target
 
-        raise _fail(
-            f"cannot reach Redis at {redact_url(get_settings().redis_url)} ({exc}); start it (docker compose up -d redis) "
-            "or set EXPORT_WORKER_REDIS_URL"
-        ) from None
+        target = redis_target(get_settings())
+        remedy = (
+            "check that the Sentinels answer and EXPORT_WORKER_REDIS_SENTINELS and EXPORT_WORKER_REDIS_SENTINEL_MASTER name them"
+            if target.sentinels
+            else "start it (docker compose up -d redis) or set EXPORT_WORKER_REDIS_URL"
+        )
+        raise _fail(f"cannot reach {target.describe()} ({exc}); {remedy}") from None
 
 
 def _client() -> ExportClient:

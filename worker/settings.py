@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.parsing.schema import ColumnType
@@ -269,3 +269,13 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """Settings errors as ``EXPORT_WORKER_<NAME>: what is wrong``, one line (pydantic hides the refused values)."""
+    problems = []
+    for error in exc.errors():
+        name = "__".join(str(part) for part in error["loc"]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"EXPORT_WORKER_{name}: {message}" if name else message)
+    return "invalid settings: " + "; ".join(problems)

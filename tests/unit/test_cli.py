@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from tests.engine_driver import Driver
@@ -62,20 +64,40 @@ def test_bad_submit_input_is_one_clear_error(args: list[str], message: str, monk
     assert message in result.output and "Traceback" not in result.output
 
 
-def test_unreachable_redis_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+def _status_under(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Result:
+    """``status abc`` with ``env`` set, on settings and a runtime built fresh from it."""
     from worker.settings import get_settings
     from worker.wiring import _runtime_for_pid
 
-    monkeypatch.setenv("EXPORT_WORKER_REDIS_URL", "redis://127.0.0.1:1/0")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     _runtime_for_pid.cache_clear()
     try:
-        result = runner.invoke(app, ["status", "abc"])
+        return runner.invoke(app, ["status", "abc"])
     finally:
         get_settings.cache_clear()
         _runtime_for_pid.cache_clear()
+
+
+def test_unreachable_redis_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = _status_under({"EXPORT_WORKER_REDIS_URL": "redis://127.0.0.1:1/0"}, monkeypatch)
     assert result.exit_code == 2
-    assert "cannot reach Redis at redis://127.0.0.1:1/0" in result.output
+    assert "cannot reach Redis at 127.0.0.1:1/0" in result.output
+    assert "set EXPORT_WORKER_REDIS_URL" in result.output
+
+
+def test_unreachable_sentinels_are_named_not_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        "EXPORT_WORKER_REDIS_SENTINELS": "127.0.0.1:1",
+        "EXPORT_WORKER_REDIS_SENTINEL_MASTER": "exports",
+        "EXPORT_WORKER_REDIS_RETRY_SECONDS": "1",
+    }
+    result = _status_under(env, monkeypatch)
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())
+    assert "cannot reach the Redis primary of 'exports', db 0 (Sentinels 127.0.0.1:1)" in output
+    assert "EXPORT_WORKER_REDIS_SENTINELS" in output and "Traceback" not in output
 
 
 # --- what a person sees, on an engine on fakeredis (rt: tests/unit/conftest.py) ------------------------
@@ -215,17 +237,7 @@ def test_version_prints_the_installed_version() -> None:
 def test_a_malformed_url_setting_is_one_line_naming_the_setting(
     name: str, value: str, says: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from worker.settings import get_settings
-    from worker.wiring import _runtime_for_pid
-
-    monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    _runtime_for_pid.cache_clear()
-    try:
-        result = runner.invoke(app, ["status", "abc"])
-    finally:
-        get_settings.cache_clear()
-        _runtime_for_pid.cache_clear()
+    result = _status_under({name: value}, monkeypatch)
     assert result.exit_code == 2, result.output
     assert says in result.output and "redis://127.0.0.1:6379/0" in result.output
     assert len(result.output.strip().splitlines()) == 1 and "s3cret" not in result.output
@@ -237,6 +249,18 @@ def test_a_malformed_redis_url_exits_2_with_one_line_from_the_real_command() -> 
     assert done.returncode == 2
     assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1
     assert "EXPORT_WORKER_REDIS_URL: 'localhost:6379' is not a Redis URL" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("role", ["worker", "beat"])
+def test_a_worker_or_beat_with_a_malformed_url_exits_2_with_one_line(role: str) -> None:
+    env = {**os.environ, "EXPORT_WORKER_REDIS_URL": "loader:s3cret@db:6379"}
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker.app", role], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "EXPORT_WORKER_REDIS_URL: 'loader:***@db:6379' is not a Redis URL" in done.stderr
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
 
 
 def test_readme_s_cli_reference_names_every_command_and_option() -> None:

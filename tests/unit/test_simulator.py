@@ -451,6 +451,26 @@ def test_impact_quotas_answer_429_with_each_api_flavours_headers(control: httpx.
     assert int(limited.headers["x-ratelimit-reset"]) > 1_700_000_000  # a Unix time
 
 
+def test_impact_further_accounts_have_their_own_quotas_and_jobs(server: SimulatorThread, control: httpx.Client) -> None:
+    configure(control, impact_report_export_daily_limit=1, impact_more_accounts={"IRsecond": "second-token"})
+
+    def account(sid: str, token: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=f"{server.url}/Mediapartners/{sid}", auth=(sid, token), headers={"Accept": "application/json"}
+        )
+
+    first, second = account(SID, "sim-impact-token"), account("IRsecond", "second-token")
+    first_job = first.get("/ReportExport/r1", params=DAY).json()["QueuedUri"].rsplit("/", 1)[1]
+    assert first.get("/ReportExport/r2", params=DAY).status_code == 429
+    second_job = second.get("/ReportExport/r1", params=DAY).json()["QueuedUri"].rsplit("/", 1)[1]
+    assert second_job != first_job  # the same request from another account is another job
+    assert second.get("/ReportExport/r2", params=DAY).status_code == 429
+    assert second.get(f"/Jobs/{second_job}").status_code == 200
+    assert second.get(f"/Jobs/{first_job}").status_code == 404  # another account's job
+    assert account("IRsecond", "sim-impact-token").get(f"/Jobs/{second_job}").status_code == 401
+    assert account("IRunknown", "second-token").get(f"/Jobs/{second_job}").status_code == 401
+
+
 def test_impact_error_phases_are_retried_until_completed(control: httpx.Client, impact: httpx.Client, clock: FakeClock) -> None:
     configure(control, impact_default=ImpactBehaviour(error_phases=2))
     job_id = impact.get("/ReportExport/r1", params=DAY).json()["QueuedUri"].rsplit("/", 1)[1]

@@ -5,7 +5,9 @@ real Celery worker processes talking to Redis (the real one when reachable, othe
 fake) and to the simulator over loopback HTTP. The broker is that Redis or, with
 ``broker="rabbitmq"``, the RabbitMQ at ``EXPORT_WORKER_TEST_RABBITMQ_URL`` (no fallback: a missing
 RabbitMQ is an error). Each run has its own key prefix and queue name, and ``stop()`` removes the
-keys, queues and exchanges it created, so runs can share one Redis and one RabbitMQ. With
+keys, queues and exchanges it created, so runs can share one Redis and one RabbitMQ. SIGTERM and
+SIGINT unwind the owner so its ``with`` block or ``finally`` runs ``stop()``; if the owner dies
+without stopping (SIGKILL), a watcher process does the same teardown (:mod:`worker.dev.teardown`). With
 ``sentinel=SentinelCluster()`` the stack runs on a private primary, replica and three Sentinels
 instead (started here unless already running, stopped here if started here): the store, the broker
 (when Redis) and the result backend all go through the Sentinels.
@@ -25,7 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-import redis
+import psutil
 from celery import Celery
 from kombu import Connection, Message, Queue
 from pydantic import SecretStr
@@ -35,10 +37,12 @@ from worker.app import create_app
 from worker.dev.embedded import EmbeddedRedis, redis_reachable
 from worker.dev.sentinel_cluster import SentinelCluster
 from worker.dev.simulator import SimulatorConfig, SimulatorThread
+from worker.dev.teardown import SignalChain, TeardownPlan, Watcher, tear_down
 from worker.settings import Credential, Settings
 from worker.wiring import build_runtime
 
 SIM_IMPACT_CREDENTIAL = "impact"
+"""The simulator's first impact.com account; each of its ``impact_more_accounts`` is a credential named by its AccountSID."""
 RABBITMQ_URL = os.environ.get("EXPORT_WORKER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 Broker = Literal["redis", "rabbitmq"]
 
@@ -98,6 +102,9 @@ class LocalStack:
         self._queues: set[str] = set()
         self.nodes: dict[int, str] = {}
         """Celery node name of each worker process, by pid."""
+        self._process_groups: dict[int, float] = {}
+        self._watcher: Watcher | None = None
+        self._signals: SignalChain | None = None
 
     @property
     def using_real_redis(self) -> bool:
@@ -130,6 +137,7 @@ class LocalStack:
             "credentials": {
                 "default": Credential(token=sim.samsara_token),
                 SIM_IMPACT_CREDENTIAL: Credential(account_sid=sim.impact_account_sid, auth_token=sim.impact_auth_token),
+                **{sid: Credential(account_sid=sid, auth_token=token) for sid, token in sim.impact_more_accounts.items()},
             },
             "allow_private_networks": True,
             "output_dir": self.output_dir or Path(self._tmp.name) / "out",
@@ -146,6 +154,9 @@ class LocalStack:
         values.update(self.settings_overrides)
         self.settings = Settings(_env_file=None, **values)
         self._queues.add(self.settings.queue)
+        self._signals = SignalChain()
+        self._watcher = Watcher()
+        self._tell_watcher()
         self.app = create_app(self.settings)
         self.client = ExportClient(build_runtime(self.settings, self.app))
         return self
@@ -165,7 +176,10 @@ class LocalStack:
         """Run ``celery -A worker.app ...`` in its own session, logging to this stack's temp folder."""
         log = open(Path(self._tmp.name) / log_name, "ab")  # noqa: SIM115 - the child keeps it open
         command = [sys.executable, "-m", "celery", "-A", "worker.app", *celery_args]
-        return subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._process_groups[process.pid] = psutil.Process(process.pid).create_time()
+        self._tell_watcher()
+        return process
 
     def start_worker(
         self, concurrency: int = 2, pool: str = "prefork", name: str | None = None, extra_args: tuple[str, ...] = ()
@@ -243,17 +257,40 @@ class LocalStack:
         """One message off ``queue`` on this stack's broker, without declaring it; the queue goes at ``stop()``."""
         assert self.settings is not None, "start() first"
         self._queues.add(queue)
+        self._tell_watcher()
         with Connection(self.settings.effective_broker_url) as connection:
             return Queue(queue, channel=connection.default_channel).get(no_ack=True)
 
+    def teardown_plan(self) -> TeardownPlan:
+        """What to remove if this process dies: its keys only on a shared server (the others go with theirs)."""
+        assert self.settings is not None, "start() first"
+        shared = self.using_real_redis and self.sentinel is None
+        return TeardownPlan(
+            key_prefix=self.settings.key_prefix,
+            redis_url=self.settings.redis_url if shared else None,
+            broker=self.broker,
+            broker_url=self.settings.effective_broker_url,
+            queues=sorted(self._queues),
+            process_groups=self._process_groups,
+            temp_dir=self._tmp.name,
+        )
+
+    def _tell_watcher(self) -> None:
+        if self._watcher is not None:
+            self._watcher.send(self.teardown_plan())
+
     def stop(self) -> None:
+        """Stop and remove everything; handlers go back first, so a second Ctrl-C kills at once (the watcher finishes)."""
+        if self._signals is not None:
+            self._signals.restore()
         self.stop_workers()
         if self.beat is not None:
             self.kill(self.beat, signal.SIGTERM)
-        if self.settings is not None and self.broker == "rabbitmq":
-            self._forget_rabbitmq_queues()
-        if self.settings is not None and self.using_real_redis and self.sentinel is None:
-            self._forget_keys()
+        if self.settings is not None:
+            tear_down(self.teardown_plan())
+        if self._watcher is not None:
+            self._watcher.finish()
+            self._watcher = None
         if self.simulator is not None:
             self.simulator.stop()
         if self.embedded is not None:
@@ -261,40 +298,6 @@ class LocalStack:
         if self.sentinel is not None and self._owns_sentinel:
             self.sentinel.stop()
         self._tmp.cleanup()
-
-    def _forget_keys(self) -> None:
-        """Leave a shared Redis as we found it: drop this run's keys and, on a Redis broker, its queues."""
-        assert self.settings is not None and self.client is not None
-        store = self.client.rt.store.redis
-        for key in store.scan_iter(match=f"{self.settings.key_prefix}:*", count=1000):
-            store.delete(key)
-        if self.broker != "redis":
-            return
-        broker = redis.Redis.from_url(self.settings.effective_broker_url)
-        for pattern in (pattern for queue in self._queues for pattern in (f"{queue}*", f"_kombu.binding*{queue}*")):
-            for key in broker.scan_iter(match=pattern, count=1000):
-                broker.delete(key)
-        self._forget_unacked(broker)
-
-    def _forget_unacked(self, client: redis.Redis) -> None:
-        """Drop our queues' entries from kombu's shared ``unacked`` hash (held or killed tasks), or they would be restored."""
-        for tag, raw in client.hscan_iter("unacked", count=1000):
-            try:
-                _message, _exchange, routing_key = json.loads(raw)
-            except (ValueError, TypeError):
-                continue
-            if routing_key in self._queues:
-                client.hdel("unacked", tag)
-                client.zrem("unacked_index", tag)
-
-    def _forget_rabbitmq_queues(self) -> None:
-        """Delete this run's queues and their exchanges; Celery's shared delay queues stay (other apps use them)."""
-        assert self.settings is not None
-        with Connection(self.settings.effective_broker_url) as connection:
-            channel = connection.default_channel
-            for name in sorted(self._queues):
-                channel.queue_delete(name)
-                channel.exchange_delete(name)
 
     def __enter__(self) -> LocalStack:
         return self.start()

@@ -156,6 +156,9 @@ class SimulatorConfig(BaseModel):
 
     impact_account_sid: str = "IRsimAccount"
     impact_auth_token: str = "sim-impact-token"
+    impact_more_accounts: dict[str, str] = Field(default_factory=dict)
+    """Further accounts, AccountSID to AuthToken, each with its own quotas and jobs, as a deployment
+    holding several impact.com accounts has: a load test spreads its exports over them."""
     impact_hourly_limit: Positive = 1000
     """Requests per account per (simulated) hour, every endpoint together; then 429."""
     impact_report_export_daily_limit: Positive = 100
@@ -168,6 +171,11 @@ class SimulatorConfig(BaseModel):
     impact_default: ImpactBehaviour = Field(default_factory=ImpactBehaviour)
     impact_behaviours: dict[str, ImpactBehaviour] = Field(default_factory=dict)
     """Keyed by report id (without any ``.json`` suffix)."""
+
+    def impact_token(self, account_sid: str) -> str | None:
+        if account_sid == self.impact_account_sid:
+            return self.impact_auth_token
+        return self.impact_more_accounts.get(account_sid)
 
     def samsara_behaviour(self, start_hour: str) -> SamsaraBehaviour:
         return self.samsara_behaviours.get(start_hour, self.samsara_default)

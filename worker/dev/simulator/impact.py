@@ -8,7 +8,8 @@ job of a ``Replayable`` type, else 403. Every call takes HTTP Basic ``AccountSID
 
 "The default format is XML": answers are JSON only when ``Accept`` names ``application/json`` (or
 the resource ends in ``.json``). Partner ReportExport needs ``START_DATE``/``END_DATE`` as
-``YYYY-MM-DD``; invalid input answers 200 with ``Status: ERROR`` and no job. Quotas per account:
+``YYYY-MM-DD``; invalid input answers 200 with ``Status: ERROR`` and no job. Each account
+(``impact_account_sid`` and any ``impact_more_accounts``) sees only its own jobs. Quotas per account:
 ``impact_hourly_limit`` requests per hour, ``impact_report_export_daily_limit`` ReportExports per
 day; over them, brand (``Advertisers``) 429s carry ``X-RateLimit-*`` and no ``Retry-After``,
 partner 429s carry ``Retry-After``.
@@ -124,7 +125,9 @@ class ImpactJob(SimJob):
     replays: int = 0
 
     @classmethod
-    def start(cls, state: SimState, report_id: str, params: dict[str, str], prefix: str = PREFIXES[0]) -> ImpactJob:
+    def start(
+        cls, state: SimState, report_id: str, params: dict[str, str], prefix: str = PREFIXES[0], account_sid: str | None = None
+    ) -> ImpactJob:
         config, now = state.config, state.clock()
         behaviour = config.impact_behaviour(report_id)
         job = cls(
@@ -133,7 +136,7 @@ class ImpactJob(SimJob):
             timeline=_schedule(now, config.time_scale, behaviour),
             report_id=report_id,
             params=params,
-            account_sid=config.impact_account_sid,
+            account_sid=account_sid or config.impact_account_sid,
             prefix=prefix,
             behaviour=behaviour,
             time_scale=config.time_scale,
@@ -303,7 +306,7 @@ STORAGE_URL_TTL_SECONDS = 300.0
 class ImpactApi:
     def __init__(self, state: SimState) -> None:
         self.state = state
-        self._cached: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
+        self._cached: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], str] = {}
 
     @property
     def routes(self) -> list[Route]:
@@ -331,12 +334,13 @@ class ImpactApi:
             credentials = base64.b64decode(encoded, validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             credentials = ""
-        expected = f"{config.impact_account_sid}:{config.impact_auth_token}"
-        if scheme.lower() != "basic" or not hmac.compare_digest(credentials, expected):
+        account_sid, _, token = credentials.partition(":")
+        expected = config.impact_token(account_sid)
+        if scheme.lower() != "basic" or expected is None or not hmac.compare_digest(token, expected):
             response = _error(request, 401, "Invalid credentials")
             response.headers["WWW-Authenticate"] = 'Basic realm="impact.com"'
             return response
-        if request.path_params["sid"] != config.impact_account_sid:
+        if request.path_params["sid"] != account_sid:
             return _error(request, 403, "The AccountSID in the path does not match the credentials")
         quotas = [("requests", 3600.0, config.impact_hourly_limit)]
         if report_export:
@@ -371,7 +375,9 @@ class ImpactApi:
         if denied is not None:
             return denied
         job = self.state.job(ImpactJob, _strip_format(request.path_params["job_id"]))
-        return job if job is not None else _error(request, 404, "Job not found")
+        if job is None or job.account_sid != request.path_params["sid"]:
+            return _error(request, 404, "Job not found")
+        return job
 
     def _report(self, request: Request) -> SimReport | Response:
         """The API-accessible report the path names, or the 404 of the specs (unknown, or web app only)."""
@@ -441,11 +447,12 @@ class ImpactApi:
         params = dict(request.query_params)
         if (problem := report_params_problem(prefix, params)) is not None:
             return answer(request, {"Status": "ERROR", "Message": problem})
-        key = (prefix, report_id, tuple(sorted(params.items())))
+        account_sid = request.path_params["sid"]
+        key = (account_sid, prefix, report_id, tuple(sorted(params.items())))
         cached = self._cached.get(key)
         job = self.state.job(ImpactJob, cached) if cached else None
         if job is None:
-            job = ImpactJob.start(self.state, report_id, params, prefix)
+            job = ImpactJob.start(self.state, report_id, params, prefix, account_sid)
             self._cached[key] = job.job_id
             self.state.count("creates", job.provider)
         return answer(request, {"Status": QUEUED, **job.reference()})
