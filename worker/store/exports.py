@@ -145,10 +145,11 @@ class ExportsMixin(RetentionMixin, LimitsMixin, TransactionsMixin):
         export_key = self._export_key(export_id)
         first_read = [watched[1]] if watched else []
 
-        def body(pipe: Any) -> Decision[T]:
-            if first_read:
+        def body(pipe: AcknowledgingPipeline) -> Decision[T]:
+            if first_read and pipe.watch_holds():
                 raw = first_read.pop()
             else:
+                first_read.clear()
                 pipe.watch(export_key)
                 raw = pipe.get(export_key)
             record = self._load_export(raw, export_id)

@@ -25,9 +25,10 @@ local function spend(key, now, interval, burst)
 end
 """
 
-# KEYS: the hold, then one rate key per budget; ARGV: now, then interval and burst per budget.
-# Gives 0 when the request may go (every budget charged), else {which, ms}: which is 0 for the hold,
-# else the refusing budget's number; budgets before it stay charged, as one call per budget would.
+# ``throttle(first, now)``: KEYS[first] is the hold, the keys after it one rate key per budget, and
+# ARGV[2], ARGV[3]... the interval and burst of each (ARGV[1] is now). Gives 0 when the request may
+# go (every budget charged), else {which, ms}: which is 0 for the hold, else the refusing budget's
+# number; budgets before it stay charged, as one call per budget would.
 _THROTTLE = """
 local function throttle(first, now)
   local held = redis.call('PTTL', KEYS[first])

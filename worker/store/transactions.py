@@ -50,6 +50,9 @@ T = TypeVar("T")
 
 log = logging.getLogger("worker.store")
 
+HEALTH_CHECK_MARGIN_SECONDS = 1.0
+"""A watch whose connection's health check falls due within this long is read again, not trusted."""
+
 WRITE_KEY_MIN_SECONDS = 120
 """A transaction's write key outlives every retry of it: this long, or four times the retry budget."""
 
@@ -154,6 +157,19 @@ class AcknowledgingPipeline(Pipeline):
         if self.wait_for is not None:
             self.replication = _confirm_on(connection, *self.wait_for)
         return response
+
+    def watch_holds(self) -> bool:
+        """Whether the next send goes on the connection that sent the WATCH, still watching.
+
+        redis-py connects again without a word where the connection was lost, and where the PING of its
+        health check (an idle connection's, before the next send) fails; a new connection watches nothing
+        and its EXEC would apply over any change made meanwhile. A watch kept across a provider call is
+        trusted only while the health check is not due."""
+        connection = self.connection
+        if connection is None or not self.watching or not connection.is_connected:
+            return False
+        interval = connection.health_check_interval
+        return not interval or time.monotonic() < connection.next_health_check - HEALTH_CHECK_MARGIN_SECONDS
 
     def watch_then(self, key: str, *command: Any) -> Any:
         """WATCH ``key`` and send ``command`` in the same round trip; the pipeline is left watching, as
