@@ -1,7 +1,7 @@
 """A process that owns a LocalStack with a worker, beat and exports in flight, for the kill tests.
 
-``python -m tests.stack_owner [redis|rabbitmq]`` prints one JSON line (key prefix, queue, pids)
-once the worker answers, then waits to be killed.
+``python -m tests.stack_owner [redis|rabbitmq]`` prints one JSON line (key prefix, queue)
+once the worker answers and three exports are in flight, then waits to be killed.
 """
 
 from __future__ import annotations
@@ -18,19 +18,13 @@ def main(broker: Broker) -> None:
     config = SimulatorConfig(samsara_default=SamsaraBehaviour(requested_seconds=1, processing_seconds=600))
     with LocalStack(simulator_config=config, require_real_redis=True, broker=broker) as stack:
         assert stack.client is not None and stack.settings is not None
-        worker = stack.start_worker(concurrency=2)
-        beat = stack.start_beat()
+        stack.start_worker(concurrency=2)
+        stack.start_beat()
         stack.wait_ready()
         for vehicle in range(1, 4):
             params = {"startHour": "2026-11-23T00:00:00Z", "endHour": "2026-11-24T00:00:00Z", "vehicleIds": [vehicle]}
             stack.client.submit("samsara", params)
-        announce = {
-            "key_prefix": stack.settings.key_prefix,
-            "queue": stack.settings.queue,
-            "worker": worker.pid,
-            "beat": beat.pid,
-            "watcher": stack._watcher.process.pid if stack._watcher else None,
-        }
+        announce = {"key_prefix": stack.settings.key_prefix, "queue": stack.settings.queue}
         print(json.dumps(announce), flush=True)
         while True:
             time.sleep(0.5)
