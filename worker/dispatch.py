@@ -36,10 +36,10 @@ class CeleryDispatcher:
         self.app.send_task(task, kwargs=kwargs, countdown=countdown, queue=self.queue, ignore_result=True)
 
     def submit(self, args: JobTaskArgs, countdown: float) -> None:
-        self._send(SUBMIT_TASK, args.model_dump(), countdown)
+        self._send(SUBMIT_TASK, args.model_dump(exclude_none=True), countdown)
 
     def poll(self, args: JobTaskArgs, countdown: float) -> None:
-        self._send(POLL_TASK, args.model_dump(), countdown)
+        self._send(POLL_TASK, args.model_dump(exclude_none=True), countdown)
 
     def download(self, args: FileTaskArgs, countdown: float) -> None:
         self._send(DOWNLOAD_TASK, args.model_dump(), countdown)

@@ -269,6 +269,14 @@ class JobTaskArgs(BaseModel):
     export_id: str
     job_key: str
     token: int
+    provider: str | None = None
+    credential: str | None = None
+    """The export's provider and credential, which never change: a poll spends from their budgets in
+    the round trip that reads the export. Without them (a task sent by hand) it spends in one more."""
+
+    @classmethod
+    def of(cls, record: ExportRecord, job_key: str, token: int) -> JobTaskArgs:
+        return cls(export_id=record.id, job_key=job_key, token=token, provider=record.provider, credential=record.credential)
 
 
 class FileTaskArgs(BaseModel):

@@ -190,7 +190,7 @@ def test_poll_rate_stays_within_samsaras_limit_across_workers(client: ExportClie
     time.sleep(8.0)
     polls = sim.stats()["polls"]["samsara"] - first
     window = time.monotonic() - opened
-    # GCRA (ExportStore.rate_limit_wait) admits at most floor((window + tau) / T) + 1 requests in a
+    # GCRA (ExportStore.spend) admits at most floor((window + tau) / T) + 1 requests in a
     # window, T = per_seconds / requests and tau = per_seconds - T; every samsara poll of the session
     # shares the bucket of credential 'default'. A poll admitted before the window may still reach the
     # simulator inside it: at most one per worker process.

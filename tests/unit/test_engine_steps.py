@@ -19,6 +19,7 @@ from tests.engine_driver import Driver
 from tests.scripted_samsara import FakeSamsara, csv_rows, job, remote_file, script_happy_path, script_split, submit
 from worker.api import ExportClient
 from worker.dev.testing import RecordingDispatcher
+from worker.engine import commands
 from worker.engine.context import Runtime
 from worker.engine.download_step import run_download
 from worker.engine.jobs import run_poll, run_submit
@@ -53,7 +54,11 @@ def test_duplicate_poll_delivery_exits_without_a_second_chain(rt: Runtime, drive
     driver.step()
     assert REGISTRY.get_sample_value("aew_polls_total", polled) == polled_before + 1
     stale_before = REGISTRY.get_sample_value("aew_stale_tasks_total", {"step": "poll"}) or 0.0
+    budget = rt.store.key("rate", "samsara", "default", "poll")
+    spent = rt.store.redis.get(budget)
+    assert (poll_args.provider, poll_args.credential, spent is not None) == ("samsara", "default", True)
     run_poll(rt, poll_args)
+    assert rt.store.redis.get(budget) == spent, "a stale poll spent from the provider's poll budget"
     polls = [kind for kind, _, _ in driver.dispatcher.sent if kind == "poll"]
     assert len(polls) == 1
     assert provider.count("GET", "/ifta-detail/csv/j1") == 1
@@ -477,3 +482,29 @@ def test_each_provider_and_credential_gets_its_own_gateway_and_keeps_it(rt: Runt
         ("samsara", "fleet"),
     ]
     assert rt.gateway("samsara", "default") is samsara, "a gateway is kept, so its HTTP client's connections are reused"
+
+
+def test_a_poll_whose_watched_connection_was_lost_meanwhile_decides_again(
+    rt: Runtime, driver: Driver, provider: FakeSamsara
+) -> None:
+    """The poll's read WATCHes on one connection and its EXEC goes on the same one after the provider
+    call. Should that connection be lost meanwhile (a failover, a restart), redis-py would connect again
+    and run the EXEC unwatched, over a cancel made in between: the step must read again instead."""
+    script_happy_path(provider)
+    export_id = submit(rt)
+    driver.step()
+    kind, poll_args, _ = driver.dispatcher.sent.pop(0)
+    assert kind == "poll" and poll_args.provider == "samsara"
+
+    def cancel_and_drop_connections(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/ifta-detail/csv/j1":
+            commands.cancel(rt, export_id)
+            rt.store.redis.connection_pool.disconnect()
+        return provider.handler(request)
+
+    rt.transport = httpx.MockTransport(cancel_and_drop_connections)
+    rt._gateways.clear()
+    run_poll(rt, poll_args)
+    record = rt.store.get(export_id)
+    assert record.status is ExportStatus.CANCELLED, f"the poll's change overwrote the cancel: {record.status.value}"
+    assert [kind for kind, _, _ in driver.dispatcher.sent if kind == "poll"] == []

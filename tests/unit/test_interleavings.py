@@ -37,6 +37,7 @@ from worker.models import (
     JobStatus,
     JobTaskArgs,
 )
+from worker.providers.base import Operation
 
 EXPORT = "e1"
 FILE_ROWS = {"a.csv": 3, "b.csv": 2, "c.csv": 4}
@@ -177,8 +178,11 @@ def failed_before_the_job(world: World) -> str:
 # -- steps ----------------------------------------------------------------------------------------
 
 
-def poll(job_key: str) -> Callable[[Runtime], object]:
-    return lambda rt: run_poll(rt, JobTaskArgs(export_id=EXPORT, job_key=job_key, token=5))
+def poll(job_key: str, *, routed: bool = True) -> Callable[[Runtime], object]:
+    """The poll task as the engine sends it (``routed``: naming the provider and credential whose budgets
+    its read spends), or as a task sent by hand, which spends them in a round trip of its own."""
+    route = {"provider": "samsara", "credential": "default"} if routed else {}
+    return lambda rt: run_poll(rt, JobTaskArgs(export_id=EXPORT, job_key=job_key, token=5, **route))
 
 
 def download(file_key: str, token: int = 1) -> Callable[[Runtime], object]:
@@ -216,6 +220,8 @@ SCENARIOS = [
     Scenario("poll fans out vs completion check", job_polling, poll("0"), completion_check, BOTH_FILES),
     Scenario("poll fans out vs watchdog", job_polling_stale, poll("0"), watchdog, BOTH_FILES),
     Scenario("poll fans out vs cancel", job_polling, poll("0"), cancel, BOTH_FILES),
+    Scenario("poll vs its duplicate", job_polling, poll("0"), poll("0"), BOTH_FILES),
+    Scenario("unrouted poll vs completion check", job_polling, poll("0", routed=False), completion_check, BOTH_FILES),
     Scenario("split: last download of 0.0 vs poll of 0.1", split_half_downloaded, download("0.0-0000"), poll("0.1"), WITH_SPLIT),
     Scenario("download finishes a file vs completion check", files_downloading, download("0-0000"), completion_check, BOTH_FILES),
     Scenario("download vs cancel", files_downloading, download("0-0000"), cancel, BOTH_FILES),
@@ -241,10 +247,24 @@ def test_every_interleaving_keeps_the_export_invariants(world_factory: Callable[
 
 
 def test_the_harness_sees_the_steps_round_trips(world_factory: Callable[[], World]) -> None:
-    """A schedule count of a few would mean the hook missed the pipelines; the poll alone makes several."""
-    from tests.interleaving import round_trips_of
+    """A warm poll is two round trips, its read (budgets spent in it) and its EXEC, and the schedules
+    above pause it at each; a count below two would mean the hook missed a pipeline or a script call."""
+    from tests.interleaving import RoundTrips
 
-    assert round_trips_of(world_factory, SCENARIOS[0], poll("0")) >= 4
+    counts = {}
+    for routed in (True, False):
+        world = world_factory()
+        job_polling(world)
+        trips = RoundTrips()
+        rt = world.runtime(trips)
+        route = {"provider": "samsara", "credential": "default"} if routed else {}
+        run_poll(rt, JobTaskArgs(export_id=EXPORT, job_key="0", token=4, **route))  # stale: connects, loads scripts
+        rt.store.spend(rt.gateway("samsara", "default").spend(Operation.POLL, None))
+        trips.count = 0
+        poll("0", routed=routed)(rt)
+        counts[routed] = trips.count
+    assert counts[True] == 2
+    assert counts[False] >= 3, "a poll that does not name its route spends its budgets in a round trip of its own"
 
 
 def test_a_resubmitted_job_runs_to_completion(world_factory: Callable[[], World]) -> None:

@@ -7,6 +7,7 @@ import pytest
 from worker.errors import UnknownExport
 from worker.models import ExportRecord, FileRecord, FileStatus, JobRecord, Writes
 from worker.store import ExportStore
+from worker.store.limits import Spend
 
 
 def new_record(export_id: str = "e1", idempotency_key: str | None = None) -> ExportRecord:
@@ -88,9 +89,10 @@ def test_lease_is_exclusive_and_only_its_owner_renews_or_releases(store: ExportS
 
 
 def test_rate_limit_allows_a_burst_then_asks_to_wait(store: ExportStore) -> None:
-    waits = [store.rate_limit_wait("samsara:default:poll", 5, 1.0) for _ in range(6)]
-    assert waits[:5] == [0, 0, 0, 0, 0]
-    assert 0 < waits[5] <= 0.2 + 1e-6
+    spend = Spend("samsara:default", (("samsara:default:poll", 5, 1.0),))
+    refusals = [store.spend(spend) for _ in range(6)]
+    assert refusals[:5] == [None] * 5
+    assert refusals[5] is not None and refusals[5].budget == 0 and 0 < refusals[5].seconds <= 0.2 + 1e-6
 
 
 def test_corrupt_record_is_reported_not_reinterpreted(store: ExportStore, fake_redis) -> None:

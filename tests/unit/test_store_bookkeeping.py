@@ -15,6 +15,7 @@ from tests.unit.test_store import new_record
 from worker.errors import UnknownExport
 from worker.models import ExportRecord, ExportStatus, FileRecord, Writes
 from worker.store import ExportStore
+from worker.store.limits import Refusal, Spend
 
 
 @pytest.fixture
@@ -33,29 +34,51 @@ def move_to(status: ExportStatus, finished_at: float | None = None):
     return mutate
 
 
+def wait(store: ExportStore, bucket: str, requests: int, per_seconds: float) -> float:
+    """Seconds to wait before one request of ``bucket`` may go (0: it went, and was charged)."""
+    refusal = store.spend(Spend("samsara:default", ((bucket, requests, per_seconds),)))
+    return 0 if refusal is None else refusal.seconds
+
+
+def test_a_call_waits_for_the_hold_then_spends_each_budget_in_turn(store: ExportStore, clock: FakeClock) -> None:
+    """The hold first (nothing is spent while it lasts), then the budgets, scarcest first; the one that
+    refuses is named, and those before it stay charged, as a call per budget would leave them."""
+    spend = Spend("impact:default", (("impact:default:ReportExport", 2, 60.0), ("impact:default:requests", 1, 1.0)))
+    store.hold("impact:default", 5)
+    assert store.spend(spend) == Refusal(None, pytest.approx(5, abs=0.01))
+    assert store.redis.keys("unit:rate:*") == [], "a held call spent from a budget"
+    store.redis.delete("unit:hold:impact:default")
+    assert store.spend(spend) is None
+    refused = store.spend(spend)
+    assert refused is not None and (refused.budget, refused.seconds) == (1, pytest.approx(1.0, abs=1e-9))
+    clock.advance(1.0)
+    refused = store.spend(spend)
+    assert refused is not None and refused.budget == 0, "the second call spent the quota's last request"
+
+
 def test_rate_limit_lets_a_burst_through_then_spaces_requests_by_the_interval(store: ExportStore, clock: FakeClock) -> None:
     bucket = "samsara:default:poll"
-    assert [store.rate_limit_wait(bucket, 4, 2.0) for _ in range(4)] == [0, 0, 0, 0]
-    assert store.rate_limit_wait(bucket, 4, 2.0) == pytest.approx(0.5, abs=1e-9)
+    assert [wait(store, bucket, 4, 2.0) for _ in range(4)] == [0, 0, 0, 0]
+    assert wait(store, bucket, 4, 2.0) == pytest.approx(0.5, abs=1e-9)
     clock.advance(0.2)
-    assert store.rate_limit_wait(bucket, 4, 2.0) == pytest.approx(0.3, abs=1e-9)
+    assert wait(store, bucket, 4, 2.0) == pytest.approx(0.3, abs=1e-9)
     clock.advance(0.3)
-    assert store.rate_limit_wait(bucket, 4, 2.0) == 0, "the interval has passed: one more may go"
-    assert store.rate_limit_wait(bucket, 4, 2.0) == pytest.approx(0.5, abs=1e-9)
-    assert store.rate_limit_wait("samsara:other:poll", 4, 2.0) == 0, "each bucket has its own budget"
+    assert wait(store, bucket, 4, 2.0) == 0, "the interval has passed: one more may go"
+    assert wait(store, bucket, 4, 2.0) == pytest.approx(0.5, abs=1e-9)
+    assert wait(store, "samsara:other:poll", 4, 2.0) == 0, "each bucket has its own budget"
     clock.advance(1.0)
-    assert [store.rate_limit_wait(bucket, 4, 2.0) for _ in range(3)] == [0, 0, 0.5], "a second earns two intervals"
+    assert [wait(store, bucket, 4, 2.0) for _ in range(3)] == [0, 0, 0.5], "a second earns two intervals"
 
 
 def test_a_refusal_shorter_than_a_millisecond_is_not_read_as_go(store: ExportStore, clock: FakeClock) -> None:
     """Redis answers a Lua number as an integer: a wait of 0.5 ms must not come back as 0, uncharged."""
     bucket = "samsara:default:poll"
-    assert [store.rate_limit_wait(bucket, 4, 2.0) for _ in range(4)] == [0, 0, 0, 0]
+    assert [wait(store, bucket, 4, 2.0) for _ in range(4)] == [0, 0, 0, 0]
     clock.advance(0.4995)
-    assert [store.rate_limit_wait(bucket, 4, 2.0) for _ in range(3)] == [0.001, 0.001, 0.001]
+    assert [wait(store, bucket, 4, 2.0) for _ in range(3)] == [0.001, 0.001, 0.001]
     clock.advance(0.0005)
-    assert [store.rate_limit_wait(bucket, 4, 2.0) > 0 for _ in range(2)] == [False, True]
-    same_instant = [store.rate_limit_wait("impact:default:poll", 3, 2.0) for _ in range(10)]
+    assert [wait(store, bucket, 4, 2.0) > 0 for _ in range(2)] == [False, True]
+    same_instant = [wait(store, "impact:default:poll", 3, 2.0) for _ in range(10)]
     assert same_instant.count(0) <= 3, "never more requests at one instant than the budget holds"
 
 

@@ -19,6 +19,7 @@ from tests.unit.test_store import new_record
 from worker.errors import UnknownExport
 from worker.models import ExportRecord, ExportStatus, FileRecord, FileStatus, Writes
 from worker.store import CorruptRecord, ExportStore
+from worker.store.limits import Spend
 
 
 def file_record(key: str, status: FileStatus = FileStatus.PENDING) -> FileRecord:
@@ -246,8 +247,8 @@ def start_running(calls: list[int]) -> Callable[[ExportRecord, Writes], None]:
 def test_a_rate_budget_and_a_hold_live_where_the_layout_says(fake_redis: fakeredis.FakeRedis) -> None:
     """Operators inspect (and after an incident clear) ``rate:`` and ``hold:`` keys by these documented names."""
     store = ExportStore(fake_redis, prefix="unit")
-    store.rate_limit_wait("samsara:default:poll", 5, 1.0)
+    store.spend(Spend("samsara:default", (("samsara:default:poll", 5, 1.0),)))
     store.hold("samsara:default", 30)
     assert {key.decode() for key in fake_redis.keys("unit:*")} == {"unit:rate:samsara:default:poll", "unit:hold:samsara:default"}
     fake_redis.delete("unit:hold:samsara:default")
-    assert store.held_for("samsara:default") == 0
+    assert store.holds_left(["samsara:default"]) == {"samsara:default": 0}

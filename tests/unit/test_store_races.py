@@ -7,6 +7,7 @@ point between our read and our EXEC, so a check moved outside the WATCH fails on
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import fakeredis
@@ -128,3 +129,25 @@ def test_a_lease_taken_during_an_unleased_file_change_refuses_the_change() -> No
     for at, ours, theirs, store in schedules:
         assert (ours, theirs) == ("refused", True), at
         assert store.get_file("e1", "0-0").token == 0, at
+
+
+def test_a_watch_kept_across_a_provider_call_is_trusted_only_on_its_own_live_connection() -> None:
+    """redis-py connects again silently when a connection was lost or its health check's PING fails;
+    the EXEC would then go unwatched, so a poll's change decides again on a fresh read instead."""
+    store = ExportStore(fakeredis.FakeRedis(), prefix="unit")
+    store.create(new_record())
+    fresh = store._pipeline()
+    fresh.watch_then(store.key("export", "e1"), "GET", store.key("export", "e1"))
+    assert fresh.watch_holds()
+    connection = fresh.connection
+    assert connection is not None
+    connection.health_check_interval = 30
+    connection.next_health_check = time.monotonic() + 30
+    assert fresh.watch_holds()
+    connection.next_health_check = time.monotonic() + 0.5
+    assert not fresh.watch_holds(), "a health check due before the EXEC may reconnect unwatched"
+    connection.next_health_check = time.monotonic() + 30
+    connection.disconnect()
+    assert not fresh.watch_holds(), "a lost connection watches nothing once connected again"
+    fresh.reset()
+    assert not fresh.watch_holds()

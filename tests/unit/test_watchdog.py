@@ -111,8 +111,8 @@ def test_lost_submits_are_sent_again_at_once_with_the_next_token_counted_and_log
         report = run_watchdog(rt)
     assert (report.scanned, report.jobs_revived, report.files_revived, report.completed) == (1, 2, 0, 0)
     assert driver.dispatcher.take() == [
-        ("submit", JobTaskArgs(export_id=export_id, job_key="0.0", token=2), 0),
-        ("submit", JobTaskArgs(export_id=export_id, job_key="0.1", token=2), 0),
+        ("submit", JobTaskArgs(export_id=export_id, job_key="0.0", token=2, provider="samsara", credential="default"), 0),
+        ("submit", JobTaskArgs(export_id=export_id, job_key="0.1", token=2, provider="samsara", credential="default"), 0),
     ]
     assert (revived("job"), revived("file")) == (jobs_before + 2, files_before)
     assert watchdog_warnings(caplog) == [
@@ -149,8 +149,16 @@ def test_lost_polls_are_sent_again_at_once_with_the_next_token(
     assert report.jobs_revived == 2
     tokens = {key: rt.store.get(export_id).jobs[key].token for key in ("0.0", "0.1")}
     assert driver.dispatcher.take() == [
-        ("poll", JobTaskArgs(export_id=export_id, job_key="0.0", token=tokens["0.0"]), 0),
-        ("poll", JobTaskArgs(export_id=export_id, job_key="0.1", token=tokens["0.1"]), 0),
+        (
+            "poll",
+            JobTaskArgs(export_id=export_id, job_key="0.0", token=tokens["0.0"], provider="samsara", credential="default"),
+            0,
+        ),
+        (
+            "poll",
+            JobTaskArgs(export_id=export_id, job_key="0.1", token=tokens["0.1"], provider="samsara", credential="default"),
+            0,
+        ),
     ]
     assert [args.token + 1 for _kind, args, _countdown in lost] == [tokens["0.0"], tokens["0.1"]]
     assert watchdog_warnings(caplog) == [
@@ -197,7 +205,7 @@ def test_a_job_without_a_due_time_is_judged_from_the_export_creation(
     assert run_watchdog(rt).jobs_revived == 0
     clock.advance(2)
     assert run_watchdog(rt).jobs_revived == 1
-    assert dispatcher.take() == [("submit", JobTaskArgs(export_id="legacy", job_key="0", token=2), 0)]
+    assert dispatcher.take() == [("submit", JobTaskArgs.of(record, "0", 2), 0)]
 
 
 def test_a_chain_that_wakes_up_during_the_pass_leaves_the_others_revived(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ def create_export(rt: Runtime, request: NewExport) -> str:
     def start(saved: ExportRecord) -> None:
         for job in saved.jobs.values():
             if job.status is JobStatus.PENDING:
-                rt.dispatcher.submit(JobTaskArgs(export_id=saved.id, job_key=job.key, token=job.token), 0)
+                rt.dispatcher.submit(JobTaskArgs.of(saved, job.key, job.token), 0)
 
     stored, created = rt.store.create(tr.new_export(request, rt.clock()), then=start)
     if created:
@@ -99,7 +99,7 @@ def replay(rt: Runtime, record: ExportRecord, job: JobRecord, actor: str | None 
         return tr.reopen_replayed_job(state, job.key, snapshot, delay, rt.clock(), writes, actor)
 
     token = rt.store.transact(record.id, mutate)
-    rt.dispatcher.poll(JobTaskArgs(export_id=record.id, job_key=job.key, token=token), delay)
+    rt.dispatcher.poll(JobTaskArgs.of(record, job.key, token), delay)
 
 
 def resubmit(rt: Runtime, record: ExportRecord, job: JobRecord, actor: str | None = None) -> None:
@@ -109,4 +109,4 @@ def resubmit(rt: Runtime, record: ExportRecord, job: JobRecord, actor: str | Non
         return tr.reopen_unsubmitted_job(state, job.key, rt.clock(), writes, actor)
 
     token = rt.store.transact(record.id, mutate)
-    rt.dispatcher.submit(JobTaskArgs(export_id=record.id, job_key=job.key, token=token), 0)
+    rt.dispatcher.submit(JobTaskArgs.of(record, job.key, token), 0)

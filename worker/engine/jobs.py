@@ -16,6 +16,7 @@ from worker.engine.context import Runtime, export_log
 from worker.engine.lifecycle import enforce_deadline, fail_export, finish_if_complete, on_terminal
 from worker.errors import InvalidRequest, PermanentError, RetryLater, StaleTask, TransientError
 from worker.models import ExportRecord, FileTaskArgs, JobRecord, JobTaskArgs, Writes
+from worker.providers.base import Operation
 from worker.providers.gateway import ProviderGateway
 from worker.security.filenames import safe_filename
 from worker.sinks import SinkContext, check_sink
@@ -23,8 +24,18 @@ from worker.sinks import SinkContext, check_sink
 T = TypeVar("T")
 
 
+Transact = Callable[[Callable[[ExportRecord, Writes], int]], int]
+"""Applies a change to the step's export; a poll step's own, on the watch of its read, saves a round trip."""
+
+
 def _retry_job_step(
-    rt: Runtime, record: ExportRecord, args: JobTaskArgs, exc: RetryLater | TransientError, *, submitting: bool
+    rt: Runtime,
+    record: ExportRecord,
+    args: JobTaskArgs,
+    exc: RetryLater | TransientError,
+    *,
+    submitting: bool,
+    transact: Transact | None = None,
 ) -> None:
     """Reschedule a submit/poll step after a provider refusal, or fail once retries are exhausted."""
     job = record.jobs[args.job_key]
@@ -51,11 +62,11 @@ def _retry_job_step(
         )
 
     try:
-        token = rt.store.transact(record.id, mutate)
+        token = transact(mutate) if transact is not None else rt.store.transact(record.id, mutate)
     except StaleTask:
         metrics.STALE_TASKS.labels(step).inc()
         return
-    next_args = JobTaskArgs(export_id=record.id, job_key=args.job_key, token=token)
+    next_args = JobTaskArgs.of(record, args.job_key, token)
     (rt.dispatcher.submit if submitting else rt.dispatcher.poll)(next_args, delay)
 
 
@@ -67,13 +78,14 @@ def _call_provider(
     *,
     failure: str,
     submitting: bool = True,
+    transact: Transact | None = None,
 ) -> T | None:
     """One create/poll call; a refusal reschedules the step or fails the export (and a job never
     created with it), and gives None."""
     try:
         return call()
     except (RetryLater, TransientError) as exc:
-        _retry_job_step(rt, record, args, exc, submitting=submitting)
+        _retry_job_step(rt, record, args, exc, submitting=submitting, transact=transact)
     except PermanentError as exc:
         fail_export(rt, record.id, f"{failure}: {exc}", job_key=args.job_key if submitting else None)
     return None
@@ -105,7 +117,7 @@ def run_submit(rt: Runtime, args: JobTaskArgs) -> None:
     except StaleTask:
         metrics.STALE_TASKS.labels("submit").inc()
         return
-    claimed = JobTaskArgs(export_id=args.export_id, job_key=args.job_key, token=token)
+    claimed = JobTaskArgs.of(record, args.job_key, token)
     job = record.jobs[args.job_key]
     gateway = _call_provider(
         rt,
@@ -135,54 +147,59 @@ def run_submit(rt: Runtime, args: JobTaskArgs) -> None:
         return
     created = job.model_copy(update={"provider_job_id": snapshot.provider_job_id})
     export_log(record, created).info("created provider job %s", snapshot.provider_job_id)
-    rt.dispatcher.poll(JobTaskArgs(export_id=args.export_id, job_key=args.job_key, token=poll_token), delay)
+    rt.dispatcher.poll(JobTaskArgs.of(record, args.job_key, poll_token), delay)
 
 
 def run_poll(rt: Runtime, args: JobTaskArgs) -> None:
-    record = rt.store.get(args.export_id)
-    if enforce_deadline(rt, record):
-        return
-    try:
-        job = tr.current_job(record, args.job_key, args.token)
-    except StaleTask:
-        metrics.STALE_TASKS.labels("poll").inc()
-        return
-    assert job.provider_job_id is not None, "a polled job always has a provider job id"
-    gateway = rt.gateway(record.provider, record.credential)
-    provider_job_id = job.provider_job_id
-    snapshot = _call_provider(
-        rt,
-        record,
-        args,
-        lambda: gateway.get(provider_job_id, job.params),
-        failure=f"polling {record.provider} job {provider_job_id} failed",
-        submitting=False,
-    )
-    if snapshot is None:
-        return
-    metrics.POLLS.labels(record.provider, snapshot.raw_status).inc()
-
-    def mutate(state: ExportRecord, writes: Writes) -> tr.PollOutcome:
-        ctx = tr.PollContext(
-            now=rt.clock(),
-            policy=rt.policy,
-            rng=rt.rng,
-            split=gateway.split,
-            safe_name=lambda name, fallback: safe_filename(name, fallback=fallback),
+    """Two Redis round trips when the task names its provider and credential: the read, which spends the
+    poll's budgets too, and the EXEC of the change on the same WATCH (:meth:`ExportStore.watch_export`)."""
+    routed = rt.gateway(args.provider, args.credential) if args.provider is not None and args.credential is not None else None
+    spend = routed.spend(Operation.POLL, None) if routed is not None else None
+    with rt.store.watch_export(args.export_id, args.job_key, args.token, spend) as watched:
+        record = watched.record
+        if enforce_deadline(rt, record):
+            return
+        try:
+            job = tr.current_job(record, args.job_key, args.token)
+        except StaleTask:
+            metrics.STALE_TASKS.labels("poll").inc()
+            return
+        assert job.provider_job_id is not None, "a polled job always has a provider job id"
+        gateway = rt.gateway(record.provider, record.credential)
+        spent = watched.spent if gateway is routed else None
+        provider_job_id = job.provider_job_id
+        snapshot = _call_provider(
+            rt,
+            record,
+            args,
+            lambda: gateway.get(provider_job_id, job.params, spent),
+            failure=f"polling {record.provider} job {provider_job_id} failed",
+            submitting=False,
+            transact=watched.transact,
         )
-        return tr.apply_snapshot(state, args.job_key, args.token, snapshot, ctx, writes)
+        if snapshot is None:
+            return
+        metrics.POLLS.labels(record.provider, snapshot.raw_status).inc()
 
-    try:
-        outcome = rt.store.transact(args.export_id, mutate)
-    except StaleTask:
-        metrics.STALE_TASKS.labels("poll").inc()
-        return
+        def mutate(state: ExportRecord, writes: Writes) -> tr.PollOutcome:
+            ctx = tr.PollContext(
+                now=rt.clock(),
+                policy=rt.policy,
+                rng=rt.rng,
+                split=gateway.split,
+                safe_name=lambda name, fallback: safe_filename(name, fallback=fallback),
+            )
+            return tr.apply_snapshot(state, args.job_key, args.token, snapshot, ctx, writes)
+
+        try:
+            outcome = watched.transact(mutate)
+        except StaleTask:
+            metrics.STALE_TASKS.labels("poll").inc()
+            return
     if outcome.poll_token is not None:
-        rt.dispatcher.poll(
-            JobTaskArgs(export_id=args.export_id, job_key=args.job_key, token=outcome.poll_token), outcome.poll_delay
-        )
+        rt.dispatcher.poll(JobTaskArgs.of(record, args.job_key, outcome.poll_token), outcome.poll_delay)
     for child_key, child_token in outcome.submit_jobs:
-        rt.dispatcher.submit(JobTaskArgs(export_id=args.export_id, job_key=child_key, token=child_token), 0)
+        rt.dispatcher.submit(JobTaskArgs.of(record, child_key, child_token), 0)
     for file_record in outcome.files:
         rt.dispatcher.download(FileTaskArgs(export_id=args.export_id, file_key=file_record.key, token=0), 0)
     if outcome.failed:

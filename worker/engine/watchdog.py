@@ -66,7 +66,7 @@ def _revive_jobs(rt: Runtime, record: ExportRecord, report: WatchdogReport) -> l
         except StaleTask:  # its chain moved on meanwhile: look again next run
             dues.append(due)
             continue
-        args = JobTaskArgs(export_id=record.id, job_key=job.key, token=job.token + 1)
+        args = JobTaskArgs.of(record, job.key, job.token + 1)
         if status is JobStatus.POLLING:
             rt.dispatcher.poll(args, 0)
         else:

@@ -140,7 +140,9 @@ class Provider:
         raise ReplayNotAllowed(f"{self.name} jobs cannot be replayed; submit a new export instead")
 
     def budgets(self, operation: Operation, params: Any) -> list[Budget]:
-        """The budgets one call spends from, scarcest first; by default one per-operation rate limit."""
+        """The budgets one call spends from, scarcest first; by default one per-operation rate limit.
+
+        A poll's are spent in the round trip that reads its job, so they are asked for with ``params`` None."""
         limit = self.rate_limits.get(operation)
         return [Budget(operation.value, limit)] if limit else []
 

@@ -26,6 +26,7 @@ from worker.providers.base import Operation, ProviderContext, ReportDetail, Repo
 from worker.security.urls import UrlGuard
 from worker.settings import Settings
 from worker.store import ExportStore
+from worker.store.limits import Refusal, Spend, Spent
 
 T = TypeVar("T")
 
@@ -97,22 +98,29 @@ class ProviderGateway:
         the broker's visibility timeout is checked to outlast (a longer one would be redelivered)."""
         return max(self.settings.poll_max_seconds, self.settings.slow_poll_seconds)
 
-    def _throttle(self, operation: Operation, params: Any) -> None:
-        held = self.store.held_for(self._hold_bucket)
-        if held > 0:
-            raise self._wait(held, f"{self.provider.name} answered 429 for credential {self.credential_name!r}")
-        for budget in self.provider.budgets(operation, params):
-            bucket = f"{self.provider.name}:{self.credential_name}:{budget.name}"
-            wait = self.store.rate_limit_wait(bucket, budget.limit.requests, budget.limit.per_seconds)
-            if wait > 0:
-                raise self._wait(
-                    wait,
-                    f"{self.provider.name} {budget.name} budget of {budget.limit.requests} requests per "
-                    f"{budget.limit.per_seconds:g}s is spent",
-                )
+    def spend(self, operation: Operation, params: Any) -> Spend:
+        """What one call spends from: the credential's hold, then each of its budgets."""
+        budgets = tuple(
+            (f"{self.provider.name}:{self.credential_name}:{budget.name}", budget.limit.requests, budget.limit.per_seconds)
+            for budget in self.provider.budgets(operation, params)
+        )
+        return Spend(self._hold_bucket, budgets)
 
-    def _call(self, operation: Operation, params: Any, call: Callable[[], T]) -> T:
-        self._throttle(operation, params)
+    def _refused(self, operation: Operation, params: Any, refusal: Refusal) -> RetryLater:
+        if refusal.budget is None:
+            return self._wait(refusal.seconds, f"{self.provider.name} answered 429 for credential {self.credential_name!r}")
+        budget = self.provider.budgets(operation, params)[refusal.budget]
+        return self._wait(
+            refusal.seconds,
+            f"{self.provider.name} {budget.name} budget of {budget.limit.requests} requests per "
+            f"{budget.limit.per_seconds:g}s is spent",
+        )
+
+    def _call(self, operation: Operation, params: Any, call: Callable[[], T], spent: Spent | None = None) -> T:
+        """``call`` once its budgets allow; ``spent``: what spending them already answered (None: spend now)."""
+        refusal = self.store.spend(self.spend(operation, params)) if spent is None else spent.refusal
+        if refusal is not None:
+            raise self._refused(operation, params, refusal)
         try:
             return call()
         except RetryLater as exc:  # the provider's own 429: every worker waits as long as it asked
@@ -123,9 +131,10 @@ class ProviderGateway:
         typed = self.params(params)
         return self._call(Operation.CREATE, typed, lambda: self.provider.create(self.context, typed))
 
-    def get(self, provider_job_id: str, params: dict[str, Any]) -> JobSnapshot:
+    def get(self, provider_job_id: str, params: dict[str, Any], spent: Spent | None = None) -> JobSnapshot:
+        """The job's state; ``spent``: the poll's budgets were spent already (:meth:`ExportStore.watch_export`)."""
         typed = self.params(params)
-        return self._call(Operation.POLL, typed, lambda: self.provider.get(self.context, provider_job_id, typed))
+        return self._call(Operation.POLL, typed, lambda: self.provider.get(self.context, provider_job_id, typed), spent)
 
     def replay(self, provider_job_id: str, params: dict[str, Any]) -> JobSnapshot:
         typed = self.params(params)

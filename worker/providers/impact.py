@@ -375,9 +375,9 @@ class ImpactJobs(Provider):
     """5 provider retries 15 minutes apart must fit, with room for the report itself."""
     default_headers: ClassVar[dict[str, str]] = ACCEPT_JSON
 
-    def budgets(self, operation: Operation, params: ImpactParams) -> list[Budget]:
+    def budgets(self, operation: Operation, params: ImpactParams | None) -> list[Budget]:
         account = Budget("requests", ACCOUNT_RATE)
-        if operation is Operation.CREATE and params.report_id is not None:
+        if operation is Operation.CREATE and params is not None and params.report_id is not None:
             return [Budget("ReportExport", REPORT_EXPORT_QUOTA), account]
         return [account]
 

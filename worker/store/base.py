@@ -117,14 +117,16 @@ class StoreBase:
         Loading first matters for the embedded fake server, which drops the connection on any
         error reply; a real Redis that lost its scripts (restart) still gets one reload and retry.
         """
-        sha = self._shas.get(script)
-        if sha is None:
-            sha = self._shas[script] = self.redis.script_load(script)
         try:
-            return self.redis.evalsha(sha, len(keys), *keys, *args)
+            return self.redis.evalsha(self._sha(script), len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
+            return self.redis.evalsha(self._sha(script, reload=True), len(keys), *keys, *args)
+
+    def _sha(self, script: str, *, reload: bool = False) -> str:
+        """The script's SHA, loaded into Redis on first use (or again, after a NOSCRIPT error)."""
+        if reload or script not in self._shas:
             self._shas[script] = self.redis.script_load(script)
-            return self.redis.evalsha(self._shas[script], len(keys), *keys, *args)
+        return self._shas[script]
 
     # -- key names (the map is in this package's docstring) -----------------------------------------
 

@@ -9,19 +9,40 @@ survives a lost connection or a failover, and which ones wait for a replica, is 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
+
+import redis
 
 from worker.models import ExportRecord, ExportStatus, FileRecord, Writes
 from worker.store import base
 from worker.store.base import text
+from worker.store.limits import READ_AND_SPEND_SCRIPT, LimitsMixin, Spend, Spent
 from worker.store.retention import RetentionMixin
-from worker.store.transactions import Confirm, Decision, TransactionsMixin
+from worker.store.transactions import AcknowledgingPipeline, Confirm, Decision, TransactionsMixin
 
 T = TypeVar("T")
 
 
-class ExportsMixin(RetentionMixin, TransactionsMixin):
+@dataclass
+class WatchedExport:
+    """An export read under WATCH, to be changed by :meth:`transact` on the same watch (no second read)."""
+
+    record: ExportRecord
+    spent: Spent | None
+    """What spending the call's budgets answered; None when the read spent nothing (the task's token was
+    not the job's, or there was nothing to spend)."""
+    _transact: Callable[[Callable[[ExportRecord, Writes], Any]], Any]
+
+    def transact(self, mutate: Callable[[ExportRecord, Writes], T]) -> T:
+        """:meth:`ExportsMixin.transact`, whose first attempt decides on this record: one round trip, the EXEC."""
+        result: T = self._transact(mutate)
+        return result
+
+
+class ExportsMixin(RetentionMixin, LimitsMixin, TransactionsMixin):
     def create(self, record: ExportRecord, then: Callable[[ExportRecord], None] | None = None) -> tuple[ExportRecord, bool]:
         """Store a new export; with an idempotency key already used, return that export instead.
 
@@ -57,6 +78,48 @@ class ExportsMixin(RetentionMixin, TransactionsMixin):
     def get(self, export_id: str) -> ExportRecord:
         return self._load_export(self.redis.get(self._export_key(export_id)), export_id)
 
+    @contextmanager
+    def watch_export(self, export_id: str, job_key: str, token: int, spend: Spend | None) -> Iterator[WatchedExport]:
+        """Read the export under WATCH and, when the job's token is ``token``, spend ``spend``: one round trip.
+
+        A poll step reads, calls its provider, then changes the export: this read and the EXEC of
+        :meth:`WatchedExport.transact` are its only round trips. A change by anyone in between aborts
+        that EXEC and the change is decided again on a fresh read, as in :meth:`transact`. The connection
+        stays with the watch until the block ends.
+        """
+        export_key = self._export_key(export_id)
+        pipe = self._pipeline()
+        keys = [export_key, *self._spend_keys(spend)] if spend else []
+        args = [*self._spend_args(spend.budgets), job_key, token] if spend else []
+
+        def read() -> Any:
+            pipe.reset()
+            if spend is None:
+                return [pipe.watch_then(export_key, "GET", export_key)]
+            try:
+                return pipe.watch_then(export_key, "EVALSHA", self._sha(READ_AND_SPEND_SCRIPT), len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                sha = self._sha(READ_AND_SPEND_SCRIPT, reload=True)
+                return pipe.watch_then(export_key, "EVALSHA", sha, len(keys), *keys, *args)
+
+        with pipe:
+            ride_out = getattr(self.redis, "ride_out", None)
+            reply = ride_out(read) if ride_out else read()
+            raw = reply[0] if reply else None
+            record = self._load_export(raw, export_id)
+            spent = Spent(self.refusal(reply[1])) if spend is not None and len(reply) == 2 else None
+
+            unused = [(pipe, raw)]
+
+            def transact(mutate: Callable[[ExportRecord, Writes], Any]) -> Any:
+                def change(state: ExportRecord, _files: list[FileRecord], writes: Writes) -> Any:
+                    return mutate(state, writes)
+
+                # The watch serves one transaction: its EXEC (or the reset after it) ends the watch.
+                return self._transact(export_id, change, with_files=False, watched=unused.pop() if unused else None)
+
+            yield WatchedExport(record, spent, transact)
+
     def transact(self, export_id: str, mutate: Callable[[ExportRecord, Writes], T]) -> T:
         """Apply ``mutate`` atomically. It may raise to abort; its record changes are saved otherwise."""
         return self._transact(export_id, lambda record, _files, writes: mutate(record, writes), with_files=False)
@@ -70,12 +133,26 @@ class ExportsMixin(RetentionMixin, TransactionsMixin):
         """
         return self._transact(export_id, mutate, with_files=True)
 
-    def _transact(self, export_id: str, mutate: Callable[[ExportRecord, list[FileRecord], Writes], T], *, with_files: bool) -> T:
+    def _transact(
+        self,
+        export_id: str,
+        mutate: Callable[[ExportRecord, list[FileRecord], Writes], T],
+        *,
+        with_files: bool,
+        watched: tuple[AcknowledgingPipeline, Any] | None = None,
+    ) -> T:
+        """``watched``: a pipeline already watching the export, and the record it read there (first attempt only)."""
         export_key = self._export_key(export_id)
+        first_read = [watched[1]] if watched else []
 
-        def body(pipe: Any) -> Decision[T]:
-            pipe.watch(export_key)
-            record = self._load_export(pipe.get(export_key), export_id)
+        def body(pipe: AcknowledgingPipeline) -> Decision[T]:
+            if first_read and pipe.watch_holds():
+                raw = first_read.pop()
+            else:
+                first_read.clear()
+                pipe.watch(export_key)
+                raw = pipe.get(export_key)
+            record = self._load_export(raw, export_id)
             file_keys = self._watch_file_keys(pipe, export_id) if with_files else None
             files = self._read_files(pipe, export_id, file_keys) if file_keys else []
             before = record.model_dump_json()
@@ -103,7 +180,7 @@ class ExportsMixin(RetentionMixin, TransactionsMixin):
                 self._stage_status_change(pipe, record, status_before, sorted({*(file_keys or []), *written}))
             return Decision(result, confirm=self._confirm_status_change(status_before, record.status))
 
-        return self._commit(body)
+        return self._commit(body, watched[0] if watched else None)
 
     @staticmethod
     def _confirm_status_change(before: ExportStatus, after: ExportStatus) -> Confirm:

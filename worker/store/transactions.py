@@ -50,6 +50,9 @@ T = TypeVar("T")
 
 log = logging.getLogger("worker.store")
 
+HEALTH_CHECK_MARGIN_SECONDS = 1.0
+"""A watch whose connection's health check falls due within this long is read again, not trusted."""
+
 WRITE_KEY_MIN_SECONDS = 120
 """A transaction's write key outlives every retry of it: this long, or four times the retry budget."""
 
@@ -155,13 +158,47 @@ class AcknowledgingPipeline(Pipeline):
             self.replication = _confirm_on(connection, *self.wait_for)
         return response
 
+    def watch_holds(self) -> bool:
+        """Whether the next send goes on the connection that sent the WATCH, still watching.
+
+        redis-py connects again without a word where the connection was lost, and where the PING of its
+        health check (an idle connection's, before the next send) fails; a new connection watches nothing
+        and its EXEC would apply over any change made meanwhile. A watch kept across a provider call is
+        trusted only while the health check is not due."""
+        connection = self.connection
+        if connection is None or not self.watching or not connection.is_connected:
+            return False
+        interval = connection.health_check_interval
+        return not interval or time.monotonic() < connection.next_health_check - HEALTH_CHECK_MARGIN_SECONDS
+
+    def watch_then(self, key: str, *command: Any) -> Any:
+        """WATCH ``key`` and send ``command`` in the same round trip; the pipeline is left watching, as
+        after :meth:`watch` and an immediate command. Gives the command's reply.
+
+        redis-py sends a WATCH on its own; packing it with the read that follows is what makes a step's
+        read one round trip."""
+        if self.connection is None:
+            self.connection = self.connection_pool.get_connection()
+        connection = self.connection
+        try:
+            connection.send_packed_command(connection.pack_commands([("WATCH", key), command]))
+            connection.read_response()
+            self.watching = True
+            return connection.read_response()
+        except UNREACHABLE:
+            connection.disconnect()
+            raise
+
 
 class TransactionsMixin(StoreBase):
     def _pipeline(self) -> AcknowledgingPipeline:
         return AcknowledgingPipeline(self.redis.connection_pool, self.redis.response_callbacks, True, None)
 
-    def _commit(self, body: Callable[[AcknowledgingPipeline], Decision[T]]) -> T:
-        """Run ``body`` until its EXEC commits once; see this module's docstring for the failure cases."""
+    def _commit(self, body: Callable[[AcknowledgingPipeline], Decision[T]], pipe: AcknowledgingPipeline | None = None) -> T:
+        """Run ``body`` until its EXEC commits once; see this module's docstring for the failure cases.
+
+        ``pipe`` may already watch what the body's first attempt decides on (read in the same round trip
+        as its WATCH); every later attempt watches and reads again."""
         write_key = self.key("write", uuid.uuid4().hex)
         decided: dict[int, Decision[T]] = {}
         followed: set[int] = set()
@@ -171,7 +208,7 @@ class TransactionsMixin(StoreBase):
         deadline: float | None = None
         delay = FIRST_BACKOFF_SECONDS
         attempt = 0
-        pipe = self._pipeline()
+        pipe = self._pipeline() if pipe is None else pipe
         with pipe:
             while True:
                 attempt += 1
