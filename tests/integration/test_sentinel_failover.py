@@ -24,6 +24,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -36,8 +37,10 @@ from worker.dev.localstack import Broker, LocalStack
 from worker.dev.sentinel_cluster import REDIS_SERVER, SentinelCluster
 from worker.dev.simulator import SamsaraBehaviour, SimulatorConfig
 from worker.models import ExportStatus, FileStatus
+from worker.settings import Settings
 from worker.store import STORE_UNAVAILABLE
 from worker.store.transactions import NotReplicated
+from worker.wiring import make_store
 
 pytestmark = pytest.mark.integration
 
@@ -212,3 +215,28 @@ def test_a_primary_left_without_replicas_acknowledges_at_once(cluster: SentinelC
         began = time.monotonic()
         stack.client.submit("samsara", {"startHour": hour, "endHour": day_after(hour), "vehicleIds": [1]})
         assert time.monotonic() - began < 2, "no replica connected: nothing to wait for (the timeout is 5 s)"
+
+
+def test_a_replica_a_stale_sentinel_still_names_is_not_read(cluster: SentinelCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right after a failover a Sentinel may still name the old primary, back as a replica and empty while it
+    loads its first copy. The store must not read "no such export" there: it refuses the connection and asks
+    again until it reaches the primary."""
+    settings = Settings(**cluster.settings(), key_prefix=f"stale-{uuid.uuid4().hex[:8]}", redis_retry_seconds=10)
+    store = make_store(settings)
+    store.redis.set(store.key("probe"), "on the primary")
+    store.redis.connection_pool.disconnect()
+    replica = next(node for node in cluster.nodes if node is not cluster.primary())
+    asked = store.redis.connection_pool.proxy  # what each new connection asks for the primary's address
+    named: list[tuple[str, int]] = []
+    true_primary = asked.get_master_address
+
+    def stale_then_right() -> tuple[str, int]:
+        named.append(replica.address if len(named) < 2 else true_primary())
+        return named[-1]
+
+    monkeypatch.setattr(asked, "get_master_address", stale_then_right)
+    with cluster.client(replica) as direct:  # as empty as a replica still loading its first copy
+        direct.config_set("replica-read-only", "no")
+        direct.delete(store.key("probe"))
+    assert store.redis.get(store.key("probe")) == b"on the primary"
+    assert named[:2] == [replica.address, replica.address] and named[-1] != replica.address

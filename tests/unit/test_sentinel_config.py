@@ -209,7 +209,7 @@ class PrimaryConnection(ScriptedConnection):
     """A connection to one primary (host and port), answering the eviction check from a table."""
 
     def __init__(self, port: int, policy: bytes) -> None:
-        super().__init__({CONFIG: [b"maxmemory-policy", policy]})
+        super().__init__({"ROLE": [b"master", 0, []], CONFIG: [b"maxmemory-policy", policy]})
         self.host, self.port = "10.0.0.9", port
 
 
@@ -220,8 +220,19 @@ def test_the_eviction_check_runs_again_on_each_new_primary_sentinel_names(tmp_pa
     guard(first)
     again = PrimaryConnection(6379, b"allkeys-lru")
     guard(again)
-    assert again.sent == [], "the primary already checked is not asked again"
+    assert again.sent == ["ROLE"], "the primary already checked is not asked for its policy again"
     promoted = PrimaryConnection(6380, b"allkeys-lru")
     with pytest.raises(EvictingStore, match=r"the Redis primary of 'aew', db 4 \(Sentinels .*\), now 10.0.0.9:6380, has"):
         guard(promoted)
-    assert promoted.sent == [CONFIG]
+    assert promoted.sent == ["ROLE", CONFIG]
+
+
+def test_a_replica_a_stale_sentinel_names_is_refused_as_a_connection_error(tmp_path: Path) -> None:
+    store = make_store(sentinel_settings(tmp_path))
+    guard = store.redis.connection_pool.connection_kwargs["redis_connect_func"]
+    loading = PrimaryConnection(6379, b"noeviction")
+    loading.answers["ROLE"] = [b"slave", b"10.0.0.9", 6380, b"sync", -1]
+    with pytest.raises(redis.ConnectionError, match=r"10.0.0.9:6379 is a slave, not the primary"):
+        guard(loading)
+    assert loading.sent == ["ROLE"], "nothing is read from it"
+    guard(PrimaryConnection(6380, b"noeviction"))

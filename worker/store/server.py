@@ -65,10 +65,25 @@ def read_policy(connection: AbstractConnection) -> str | None:
     return None
 
 
+class NotPrimary(redis.ConnectionError):
+    """Sentinel named a server that is no primary (yet, or any more): a connection error, so it is ridden out."""
+
+
+def refuse_a_replica(connection: AbstractConnection) -> None:
+    """Behind Sentinel, a new connection must reach the primary. A Sentinel that has not yet heard of a failover
+    still names the old primary, which may be back as a replica still loading its first copy: reads there find
+    exports missing (empty until the sync ends) and redis-py checks nothing on connect."""
+    role = _text(_ask(connection, "ROLE")[0])
+    if role != "master":
+        where = f"{getattr(connection, 'host', '?')}:{getattr(connection, 'port', '?')}"
+        raise NotPrimary(f"{where} is a {role}, not the primary: a Sentinel named it before it learned of a failover")
+
+
 class EvictionGuard:
     """Runs on each new connection of one client until a check of its server has passed; a refusal is raised
-    again each time. Behind Sentinel the server changes with a failover: a connection to another primary than
-    the one checked is checked again (its policy may differ)."""
+    again each time. Behind Sentinel the server changes with a failover: every new connection must reach a
+    primary (:func:`refuse_a_replica`), and one to another primary than the one checked is checked again (its
+    policy may differ)."""
 
     def __init__(self, allow_evicting: bool) -> None:
         self.allow_evicting = allow_evicting
@@ -83,6 +98,8 @@ class EvictionGuard:
 
     def __call__(self, connection: AbstractConnection) -> None:
         connection.on_connect()
+        if self.per_primary:
+            refuse_a_replica(connection)
         server = (getattr(connection, "host", None), getattr(connection, "port", None))
         if self.checked and server == self.server:
             return
