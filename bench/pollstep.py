@@ -6,9 +6,10 @@ token the previous one dispatched, exactly as the next Celery task would. No Cel
 this is the engine's own cost per poll. Redis round trips and commands are counted on the
 runtime's own connections (a counting connection class), and cross-checked with INFO commandstats.
 
-Both providers are measured. Each poll spends from its provider's shared rate limit in the script
-that reads the export; the limiter's key is deleted between steps (by another connection, outside the
-timing) so that no step is refused. A poll that returns "still running" is the steady state of a
+Both providers are measured. Each poll spends from its provider's shared budgets (Samsara's polls per
+second, impact.com's requests per hour) in the script that reads the export; their keys are deleted
+between steps (by another connection, outside the timing) so that no step is refused, and a run in
+which one was refused is an error. A poll that returns "still running" is the steady state of a
 waiting export.
 
 Then one whole Samsara export runs the same way, every step in turn (submit, its submit step, polls
@@ -34,6 +35,7 @@ from worker.dev.testing import RecordingDispatcher
 from worker.engine.context import Runtime
 from worker.engine.download_step import run_download
 from worker.engine.jobs import run_poll, run_submit
+from worker.providers.base import Operation
 from worker.settings import Credential, Settings
 from worker.store import ExportStore
 
@@ -182,11 +184,13 @@ def _measure(provider: str, steps: int, url: str, output_dir: Path, deadline: De
         rng=random.Random(5),
         transport=spec["transport"](f"bench-{provider}-job"),
     )
-    rate_keys = [f"{prefix}:rate:{provider}:{spec['credential']}:poll"]
     probe = RedisProbe(other)
     try:
         export_id = ExportClient(rt).submit(provider, spec["params"], credential=spec["credential"])
         run_submit(rt, dispatcher.take_one("submit"))
+        gateway = rt.gateway(provider, spec["credential"])
+        poll_spend = gateway.spend(Operation.POLL, gateway.params(spec["params"]))
+        rate_keys = [rt.store.key("rate", bucket) for bucket, _requests, _per in poll_spend.budgets]
         args = dispatcher.take_one("poll")
         warmup = max(5, steps // 20)
         timings: list[float] = []
@@ -215,6 +219,8 @@ def _measure(provider: str, steps: int, url: str, output_dir: Path, deadline: De
         for name in ("info",):  # the probe's own INFO calls
             server.pop(name, None)
         polls = rt.store.get(export_id).jobs["0"].polls
+        if polls != warmup + steps:
+            raise RuntimeError(f"{provider}: {warmup + steps - polls} steps were refused by a budget, not polled")
         return {
             "steps": steps,
             "polls_recorded": polls,
