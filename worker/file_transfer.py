@@ -1,5 +1,8 @@
 """Glue of one file transfer: download chunks → row path (Arrow or exact parser) → writer, counting bytes and rows.
 
+The download and the row path run on their own thread a few batches ahead of the writer
+(:mod:`worker.read_ahead`); progress, the writer and every exception stay on the caller's thread.
+
 It never commits: the caller commits after the download finished cleanly and aborts otherwise, so
 a truncated or failed download can never become a half file in the output.
 """
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 
 from worker.parsing.row_path import parse_rows
 from worker.parsing.schema import RowSchema
+from worker.read_ahead import Mark, ReadAhead
 from worker.sinks.base import FileWriter
 
 PROGRESS_BYTES = 1 << 20
@@ -34,13 +38,14 @@ class TransferResult:
 class _ByteCounter:
     """Counts bytes as the parser pulls them, so progress reflects what was actually read.
 
-    ``idle`` runs when a chunk arrives and :data:`PROGRESS_BYTES` came in since the last report: the
-    row path holds a few MB before its next batch, and the lease must not wait for it.
+    ``idle`` runs (on the parser's thread) when a chunk arrives and :data:`PROGRESS_BYTES` came in
+    since the last report: the row path holds a few MB before its next batch, and the lease must not
+    wait for it.
     """
 
-    def __init__(self, chunks: Iterable[bytes], idle: Callable[[], None]) -> None:
+    def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = chunks
-        self._idle = idle
+        self.idle: Callable[[], None] = lambda: None
         self.bytes = 0
         self.reported = 0
 
@@ -48,7 +53,8 @@ class _ByteCounter:
         for chunk in self._chunks:
             self.bytes += len(chunk)
             if self.bytes - self.reported >= PROGRESS_BYTES:
-                self._idle()
+                self.reported = self.bytes
+                self.idle()
             yield chunk
 
 
@@ -90,9 +96,14 @@ def transfer_file(
         if on_progress is not None:
             on_progress(counter.bytes, rows)
 
-    counter = _ByteCounter(chunks, report)
-    with _cyclic_gc_paused():
-        for batch in parse_rows(counter, schema, max_field_bytes=max_field_bytes, batch_rows=batch_rows):
+    counter = _ByteCounter(chunks)
+    ahead = ReadAhead(parse_rows(counter, schema, max_field_bytes=max_field_bytes, batch_rows=batch_rows))
+    counter.idle = ahead.mark
+    with _cyclic_gc_paused(), ahead:
+        for batch in ahead:
+            if isinstance(batch, Mark):
+                report()
+                continue
             if batch.lines:
                 writer.write_batch(batch)
                 rows += len(batch.lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,22 @@ def test_the_cycle_collector_is_paused_during_the_transfer_and_restored_after(tm
         assert states == [False] and gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_progress_comes_while_the_row_path_holds_a_chunk_and_a_failing_callback_stops_the_reader(tmp_path: Path) -> None:
+    """1 MiB pieces that end mid-record: no batch yet, but the lease is renewed; a lost lease ends the read-ahead thread."""
+    record = b"1234567\n"
+    body = b"id\n" + record * ((3 << 20) // len(record))
+    cuts = [body[start : start + (1 << 20) + 3] for start in range(0, len(body), (1 << 20) + 3)]
+    calls: list[int] = []
+
+    def lost_lease(done: int, rows: int) -> None:
+        calls.append(rows)
+        raise RuntimeError("lease lost")
+
+    writer = JsonlSink(tmp_path).open_file("exp1", "k", "f.csv")
+    with pytest.raises(RuntimeError, match="lease lost"):
+        transfer_file(cuts, schema=SCHEMA, writer=writer, source_name="f.csv", max_field_bytes=1024, on_progress=lost_lease)
+    writer.abort()
+    assert calls == [0]  # the mark of the first MiB comes before the first batch
+    assert not [thread for thread in threading.enumerate() if thread.name == "read-ahead"]
