@@ -16,21 +16,14 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Final, Generic, TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 DEPTH = 4
-"""Items the producer may be ahead: each is one batch (a chunk of a few MB), or a mark."""
+"""Items the producer may be ahead: each is one batch (a chunk of a few MB)."""
 _POLL_SECONDS = 0.1
 """How often a producer blocked on a full queue looks whether the consumer has left."""
-
-
-class Mark:
-    """What :meth:`ReadAhead.mark` puts between the items: the producer is busy but alive."""
-
-
-MARK: Final = Mark()
 
 
 class _End:
@@ -47,7 +40,7 @@ class ReadAhead(Generic[T]):
 
     def __init__(self, source: Iterable[T], depth: int = DEPTH) -> None:
         self._source = source
-        self._queue: queue.Queue[T | Mark | _End] = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[T | _End] = queue.Queue(maxsize=depth)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._produce, name="read-ahead", daemon=True)
 
@@ -59,7 +52,7 @@ class ReadAhead(Generic[T]):
         self._stopped.set()
         self._thread.join()
 
-    def __iter__(self) -> Iterator[T | Mark]:
+    def __iter__(self) -> Iterator[T]:
         while True:
             item = self._queue.get()
             if isinstance(item, _End):
@@ -67,10 +60,6 @@ class ReadAhead(Generic[T]):
                     raise item.error
                 return
             yield item
-
-    def mark(self) -> None:
-        """Called by the source, on the producer's thread: the consumer sees :data:`MARK` next."""
-        self._put(MARK)
 
     def _produce(self) -> None:
         iterator = iter(self._source)
@@ -87,7 +76,7 @@ class ReadAhead(Generic[T]):
                 close()
         self._put(_End(None))
 
-    def _put(self, item: T | Mark | _End) -> bool:
+    def _put(self, item: T | _End) -> bool:
         while not self._stopped.is_set():
             try:
                 self._queue.put(item, timeout=_POLL_SECONDS)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import gc
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from worker.file_transfer import TransferResult, transfer_file
+from worker.file_transfer import TransferResult, _grouped, transfer_file
 from worker.parsing.schema import ColumnType, RowSchema
 from worker.sinks.jsonl import JsonlSink
 
@@ -72,5 +73,48 @@ def test_progress_comes_while_the_row_path_holds_a_chunk_and_a_failing_callback_
     with pytest.raises(RuntimeError, match="lease lost"):
         transfer_file(cuts, schema=SCHEMA, writer=writer, source_name="f.csv", max_field_bytes=1024, on_progress=lost_lease)
     writer.abort()
-    assert calls == [0]  # the mark of the first MiB comes before the first batch
+    assert calls == [0]  # the report of the first MiB comes before the first batch
     assert not [thread for thread in threading.enumerate() if thread.name == "read-ahead"]
+
+
+@pytest.mark.parametrize("fail_at", [None, 0, 1, 2, 5])
+def test_grouping_joins_chunks_by_size_and_hands_on_what_it_held_before_a_failure(fail_at: int | None) -> None:
+    def chunks() -> Iterator[bytes]:
+        for index in range(5):
+            if index == fail_at:
+                raise RuntimeError("download broke")
+            yield b"%d" % index * 3
+
+    seen: list[bytes] = []
+    try:
+        for group in _grouped(chunks(), 7):
+            seen.append(group)
+    except RuntimeError:
+        assert fail_at is not None
+    else:
+        assert fail_at is None or fail_at >= 5
+    arrived = b"".join(b"%d" % index * 3 for index in range(5 if fail_at is None else min(fail_at, 5)))
+    assert b"".join(seen) == arrived
+    assert all(len(group) >= 7 for group in seen[:-1])
+
+
+def test_progress_is_never_reported_from_two_threads_at_once(tmp_path: Path) -> None:
+    """Per MiB on the download's thread and per batch on this one: the callback runs one call at a time."""
+    record = b"1234567\n"
+    body = b"id\n" + record * ((9 << 20) // len(record))
+    inside: list[int] = []
+    threads: set[str] = set()
+
+    def progress(done: int, rows: int) -> None:
+        inside.append(1)
+        assert len(inside) == 1, "two reports at once"
+        threads.add(threading.current_thread().name)
+        threading.Event().wait(0.001)
+        inside.pop()
+
+    cuts = [body[start : start + (1 << 20)] for start in range(0, len(body), 1 << 20)]
+    writer = JsonlSink(tmp_path).open_file("exp1", "k", "f.csv")
+    result = transfer_file(cuts, schema=SCHEMA, writer=writer, source_name="f.csv", max_field_bytes=1024, on_progress=progress)
+    writer.commit()
+    assert result.rows == body.count(b"\n") - 1
+    assert threads == {"read-ahead", threading.current_thread().name}

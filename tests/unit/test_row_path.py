@@ -272,25 +272,3 @@ def test_a_file_dense_with_bad_records_is_not_offered_to_arrow_chunk_after_chunk
     assert sum(len(b.bad) for b in batches) == 200 and sum(len(b.lines) for b in batches) == 1800
     assert len(offered) <= 10  # chunks 1, 3, 7, 15, 31, 63, 127, 191 of 200
     compare(body, SCHEMA, sizes=[len(row)], max_field_bytes=1 << 20)
-
-
-def test_after_a_declined_chunk_the_next_ones_back_off_at_any_chunk_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same back-off with Arrow chunks of one 10-record stretch each, whatever the download's chunks."""
-    from worker.parsing.arrow_chunks import ChunkReader
-
-    offered: list[int] = []
-    read = ChunkReader.read
-    monkeypatch.setattr(ChunkReader, "read", lambda self, data, line: offered.append(line) or read(self, data, line))
-    row = b"1,a,1.5,\n" * 9 + b"x,bad,1,\n"
-    body = b"id,name,amount,at\n" + row * 200
-    batches = list(parse_rows(split(body, [37]), SCHEMA, max_field_bytes=1 << 20, batch_rows=1000, chunk_bytes=len(row)))
-    assert sum(len(b.bad) for b in batches) == 200 and sum(len(b.lines) for b in batches) == 1800
-    assert 5 <= len(offered) <= 10
-
-
-def test_chunks_are_cut_by_size_not_by_how_the_download_arrives() -> None:
-    """Arrow gets chunks of about ``chunk_bytes`` even when the download comes a few bytes at a time."""
-    body = CLEAN + CLEAN[CLEAN.index(b"\n") + 1 :] * 3
-    batches = list(parse_rows(split(body, [5]), SCHEMA, max_field_bytes=1 << 20, batch_rows=1 << 20, chunk_bytes=len(body) // 2))
-    arrow = [len(b.lines) for b in batches if isinstance(b, ArrowBatch)]
-    assert len(arrow) == 2 and sum(arrow) >= body.count(b"\n") - 10

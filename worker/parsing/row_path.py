@@ -4,7 +4,7 @@ One :class:`~worker.parsing.csv_stream.ExactStream` reads the header and every s
 take; it is fed the download's own pieces, in order, so its answer (rows, bad rows, their lines,
 raw text and reasons) is what :func:`~worker.parsing.csv_stream.parse_csv` gives for the whole file.
 Whenever it stands at the start of a record, the pieces that follow are collected into a chunk
-ending at a line feed after :data:`CHUNK_BYTES` (or at the end of the file), and
+ending at a line feed, at the end of each download chunk or after :data:`CHUNK_BYTES`, and
 :class:`~worker.parsing.arrow_chunks.ChunkReader` either converts the chunk (the exact parser then
 only counts its lines) or declines it, and the exact parser parses it. A piece is only ever split
 just after its last line break when that is a ``\\n``, which leaves the exact parser's segments as
@@ -29,9 +29,8 @@ RETRY_AFTER_MAX = 64
 """After a chunk Arrow declined, the next 1, 2, 4, ... (at most this many) chunks go straight to the exact
 parser: a file dense with bad records costs no wasted Arrow reads, a lone bad record only a chunk or two."""
 CHUNK_BYTES = 4 << 20
-"""Bytes per Arrow chunk (whatever the download's chunks): Arrow reads its 1 MiB blocks of a chunk on
-several threads, and per-chunk costs are spread over more rows. Measured from disk, 1 MiB chunks
-1.4 M rows/s, 4 MiB 1.9 M rows/s."""
+"""Most bytes per Arrow chunk; a chunk of the input that ends sooner ends the chunk too (the transfer
+hands on the download in pieces of this size: :func:`worker.file_transfer.transfer_file`)."""
 
 
 def parse_rows(
@@ -73,6 +72,8 @@ class _RowPath:
                 yield from self._take(piece)
                 if self.held_bytes >= self.chunk_bytes:
                     yield from self._chunk(final=False)
+            if self.held:  # what came so far goes on now: a writer sees rows as the download arrives
+                yield from self._chunk(final=False)
         if self.held:
             yield from self._chunk(final=True)
         yield from self.exact.finish()
