@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from worker.parsing.row_path import CHUNK_BYTES, parse_rows
+from worker.parsing.row_path import parse_rows
 from worker.parsing.schema import RowSchema
 from worker.read_ahead import ReadAhead
 from worker.sinks.base import Batch, Encoded, EncodingWriter, FileWriter
@@ -108,7 +108,7 @@ def transfer_file(
                 on_progress(counter.bytes, rows)
 
     counter = _ByteCounter(chunks, report)
-    parsed = ReadAhead(parse_rows(_grouped(counter, CHUNK_BYTES), schema, max_field_bytes=max_field_bytes, batch_rows=batch_rows))
+    parsed = ReadAhead(parse_rows(counter, schema, max_field_bytes=max_field_bytes, batch_rows=batch_rows))
     with _cyclic_gc_paused(), parsed:
         for batch, encoded in _encoded(parsed, writer):
             if batch.lines:
@@ -123,35 +123,6 @@ def transfer_file(
                 quarantined += len(batch.bad)
             report()
     return TransferResult(rows=rows, quarantined=quarantined, bytes=counter.bytes)
-
-
-def _grouped(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """The chunks joined into pieces of at least ``size`` bytes, where the row path cuts its Arrow chunks.
-
-    Arrow reads a chunk's 1 MiB blocks on its threads and per-chunk costs spread over more rows
-    (from disk: 1 MiB chunks 1.4 M rows/s, 4 MiB 1.9 M rows/s), while the download's 1 MiB chunks keep
-    progress (the lease) going per MiB. When the download fails, what it held is handed on first,
-    so the rows that arrived are written before the error, as they would be without grouping.
-    """
-    held: list[bytes] = []
-    count = 0
-    iterator = iter(chunks)
-    while True:
-        try:
-            chunk = next(iterator)
-        except StopIteration:
-            break
-        except BaseException:
-            if held:
-                yield b"".join(held)
-            raise
-        held.append(chunk)
-        count += len(chunk)
-        if count >= size:
-            yield b"".join(held)
-            held, count = [], 0
-    if held:
-        yield b"".join(held)
 
 
 def _encoded(batches: Iterable[Batch], writer: FileWriter) -> Iterator[tuple[Batch, Encoded | None]]:
@@ -170,7 +141,7 @@ def _encoded(batches: Iterable[Batch], writer: FileWriter) -> Iterator[tuple[Bat
     try:
         for batch in batches:
             pending.append((batch, pool.submit(writer.encode, batch) if batch.lines else None))
-            while pending and (len(pending) > ENCODERS or pending[0][1] is None):
+            while pending and (len(pending) >= ENCODERS or pending[0][1] is None):
                 head, future = pending.popleft()
                 yield head, None if future is None else future.result()
         while pending:

@@ -20,7 +20,7 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-DEPTH = 4
+DEPTH = 2
 """Items the producer may be ahead: each is one batch (a chunk of a few MB)."""
 _POLL_SECONDS = 0.1
 """How often a producer blocked on a full queue looks whether the consumer has left."""

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from worker.file_transfer import TransferResult, _grouped, transfer_file
+from worker.file_transfer import TransferResult, transfer_file
 from worker.parsing.schema import ColumnType, RowSchema
 from worker.sinks.jsonl import JsonlSink
 
@@ -75,27 +74,6 @@ def test_progress_comes_while_the_row_path_holds_a_chunk_and_a_failing_callback_
     writer.abort()
     assert calls == [0]  # the report of the first MiB comes before the first batch
     assert not [thread for thread in threading.enumerate() if thread.name == "read-ahead"]
-
-
-@pytest.mark.parametrize("fail_at", [None, 0, 1, 2, 5])
-def test_grouping_joins_chunks_by_size_and_hands_on_what_it_held_before_a_failure(fail_at: int | None) -> None:
-    def chunks() -> Iterator[bytes]:
-        for index in range(5):
-            if index == fail_at:
-                raise RuntimeError("download broke")
-            yield b"%d" % index * 3
-
-    seen: list[bytes] = []
-    try:
-        for group in _grouped(chunks(), 7):
-            seen.append(group)
-    except RuntimeError:
-        assert fail_at is not None
-    else:
-        assert fail_at is None or fail_at >= 5
-    arrived = b"".join(b"%d" % index * 3 for index in range(5 if fail_at is None else min(fail_at, 5)))
-    assert b"".join(seen) == arrived
-    assert all(len(group) >= 7 for group in seen[:-1])
 
 
 def test_progress_is_never_reported_from_two_threads_at_once(tmp_path: Path) -> None:
