@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from worker.parsing.columns import ParsedBatch
 from worker.parsing.row_path import parse_rows
 from worker.parsing.schema import RowSchema
 from worker.read_ahead import ReadAhead
@@ -128,7 +129,9 @@ def transfer_file(
 def _encoded(batches: Iterable[Batch], writer: FileWriter) -> Iterator[tuple[Batch, Encoded | None]]:
     """The batches in order, each with what ``writer.encode`` gave for it, encoded up to :data:`ENCODERS` ahead.
 
-    A writer that does not encode gets None (it writes the batch itself). An encoding's exception is
+    Only Arrow batches are encoded ahead: the exact parser's are encoded in Python, which holds the
+    GIL, so another thread would only contend with the parser's. None means the writer writes the
+    batch itself (it does not encode, or the batch is the exact parser's). An encoding's exception is
     raised here, in batch order; on the way out, encodings not started are cancelled and running
     ones waited for.
     """
@@ -140,7 +143,8 @@ def _encoded(batches: Iterable[Batch], writer: FileWriter) -> Iterator[tuple[Bat
     pending: deque[tuple[Batch, Future[Encoded] | None]] = deque()
     try:
         for batch in batches:
-            pending.append((batch, pool.submit(writer.encode, batch) if batch.lines else None))
+            offload = batch.lines and not isinstance(batch, ParsedBatch)
+            pending.append((batch, pool.submit(writer.encode, batch) if offload else None))
             while pending and (len(pending) >= ENCODERS or pending[0][1] is None):
                 head, future = pending.popleft()
                 yield head, None if future is None else future.result()
