@@ -110,14 +110,14 @@ def transfer_file(
 
     counter = _ByteCounter(chunks, report)
     parsed = ReadAhead(parse_rows(counter, schema, max_field_bytes=max_field_bytes, batch_rows=batch_rows))
+    encoding = writer if isinstance(writer, EncodingWriter) else None  # a Protocol's isinstance is slow: once
     with _cyclic_gc_paused(), parsed:
-        for batch, encoded in _encoded(parsed, writer):
+        for batch, encoded in _encoded(parsed, encoding):
             if batch.lines:
-                if encoded is None:
+                if encoding is None or encoded is None:
                     writer.write_batch(batch)
                 else:
-                    assert isinstance(writer, EncodingWriter)
-                    writer.write_encoded(batch, encoded)
+                    encoding.write_encoded(batch, encoded)
                 rows += len(batch.lines)
             if batch.bad:
                 writer.write_bad(batch.bad, source_name)
@@ -126,16 +126,16 @@ def transfer_file(
     return TransferResult(rows=rows, quarantined=quarantined, bytes=counter.bytes)
 
 
-def _encoded(batches: Iterable[Batch], writer: FileWriter) -> Iterator[tuple[Batch, Encoded | None]]:
+def _encoded(batches: Iterable[Batch], writer: EncodingWriter | None) -> Iterator[tuple[Batch, Encoded | None]]:
     """The batches in order, each with what ``writer.encode`` gave for it, encoded up to :data:`ENCODERS` ahead.
 
     Only Arrow batches are encoded ahead: the exact parser's are encoded in Python, which holds the
     GIL, so another thread would only contend with the parser's. None means the writer writes the
-    batch itself (it does not encode, or the batch is the exact parser's). An encoding's exception is
+    batch itself (``writer`` is None: it does not encode; or the batch is the exact parser's). An encoding's exception is
     raised here, in batch order; on the way out, encodings not started are cancelled and running
     ones waited for.
     """
-    if not isinstance(writer, EncodingWriter):
+    if writer is None:
         for batch in batches:
             yield batch, None
         return
