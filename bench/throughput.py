@@ -13,8 +13,9 @@ sample). Each run measures, on the same file:
 End to end is the worker's download path exactly as the download step runs it, in a fresh
 subprocess (``ProviderGateway`` client and URL guard → ``open_download`` → ``transfer_file`` → the
 sink's writer → ``commit``), with the process's memory sampled every 10 ms so its peak growth is
-clean, and its CPU (every thread) is counted. Each ratio is taken within one run; the table shows min / median / max over the runs. Also
-once: httpx → /dev/null (the transport's ceiling) and the row path alone (a breakdown). On every
+clean, and its CPU (every thread) counted. Each ratio is taken within one run; the table shows min /
+median / max over the runs. Also once: httpx → /dev/null (the transport's ceiling) and the row path
+alone (a breakdown). On every
 full-size run the JSONL path runs again under cProfile (on a smaller file) and the functions that
 dominate are reported.
 
