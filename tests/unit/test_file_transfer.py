@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,3 +97,56 @@ def test_progress_is_never_reported_from_two_threads_at_once(tmp_path: Path) -> 
     writer.commit()
     assert result.rows == body.count(b"\n") - 1
     assert threads == {"read-ahead", threading.current_thread().name}
+
+
+class EncodingProbe:
+    """An EncodingWriter whose encode or write fails at one batch (by its first line); records the writes in order."""
+
+    def __init__(self, encode_fails_at: int | None = None, write_fails_at: int | None = None) -> None:
+        self.encode_fails_at = encode_fails_at
+        self.write_fails_at = write_fails_at
+        self.written: list[int] = []
+
+    def encode(self, batch: Any) -> list[bytes]:
+        if batch.lines[0] == self.encode_fails_at:
+            raise ValueError("encode failed")
+        return [b"%d" % batch.lines[0]]
+
+    def write_encoded(self, batch: Any, encoded: list[bytes]) -> None:
+        if batch.lines[0] == self.write_fails_at:
+            raise OSError("disk full")
+        assert encoded == [b"%d" % batch.lines[0]]
+        self.written.append(batch.lines[0])
+
+    def write_batch(self, batch: Any) -> None:
+        self.write_encoded(batch, self.encode(batch))
+
+    def write_bad(self, bad: list[Any], source_name: str) -> None:
+        pass
+
+    def commit(self) -> Any:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        pass
+
+
+BODY = b"id\n" + b"".join(b"%d\n" % i for i in range(8))
+FIRST_LINES = list(range(2, 10))
+"""One batch per row (batch_rows=1): the first line of each."""
+
+
+def test_an_encoding_writer_gets_every_batch_encoded_in_order() -> None:
+    probe = EncodingProbe()
+    transfer_file([BODY], schema=SCHEMA, writer=probe, source_name="f.csv", max_field_bytes=1024, batch_rows=1)
+    assert probe.written == FIRST_LINES
+
+
+@pytest.mark.parametrize("where", ["encode", "write"])
+@pytest.mark.parametrize("at", FIRST_LINES)
+def test_a_failing_encode_or_write_raises_after_the_batches_before_it_and_leaves_no_thread(where: str, at: int) -> None:
+    probe = EncodingProbe(**{f"{where}_fails_at": at})
+    with pytest.raises(ValueError if where == "encode" else OSError):
+        transfer_file([BODY], schema=SCHEMA, writer=probe, source_name="f.csv", max_field_bytes=1024, batch_rows=1)
+    assert probe.written == FIRST_LINES[: FIRST_LINES.index(at)]
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith(("read-ahead", "encode"))]
