@@ -13,8 +13,9 @@ sample). Each run measures, on the same file:
 End to end is the worker's download path exactly as the download step runs it, in a fresh
 subprocess (``ProviderGateway`` client and URL guard → ``open_download`` → ``transfer_file`` → the
 sink's writer → ``commit``), with the process's memory sampled every 10 ms so its peak growth is
-clean. Each ratio is taken within one run; the table shows min / median / max over the runs. Also
-once: httpx → /dev/null (the transport's ceiling) and the row path alone (a breakdown). On every
+clean, and its CPU (every thread) counted. Each ratio is taken within one run; the table shows min /
+median / max over the runs. Also once: httpx → /dev/null (the transport's ceiling) and the row path
+alone (a breakdown). On every
 full-size run the JSONL path runs again under cProfile (on a smaller file) and the functions that
 dominate are reported.
 
@@ -259,6 +260,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
             raise
 
     maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    cpu_before = _cpu_seconds()
     profiler = cProfile.Profile() if spec.get("profile") else None
     with MemorySampler(os.getpid(), interval=0.01) as memory:
         time.sleep(0.05)
@@ -269,6 +271,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         if profiler is not None:
             profiler.disable()
         seconds = time.perf_counter() - start
+    cpu_seconds = _cpu_seconds() - cpu_before
     maxrss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     baseline = memory.first
     peak = max(memory.peak, maxrss_after if maxrss_after > maxrss_before else 0)
@@ -279,6 +282,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         "quarantined": committed.quarantined,
         "bytes": moved.bytes,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "headers_seconds": headers_seconds,
         "commit_seconds": commit_seconds,
         "output_bytes": output.stat().st_size if output.exists() else None,
@@ -292,6 +296,12 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         answer["profile"] = _top_functions(profiler)
     output.unlink(missing_ok=True)
     return answer
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU of this process, every thread (the row path, the encoders and Arrow's own)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _top_functions(profiler: cProfile.Profile, count: int = 15) -> list[dict[str, Any]]:
@@ -451,11 +461,12 @@ def run(result: Result) -> None:
             e2e_rates = [rate(s["rows"], s["seconds"]) for s in samples[sink]]
             ratios = [e2e / raw for e2e, raw in zip(e2e_rates, raw_rates[sink], strict=True)]
             written = samples[sink][-1]["output_bytes"]
+            cpu = _spread([s["cpu_seconds"] / s["rows"] * 1e6 for s in samples[sink]], lambda value: f"{value:.2f}")
             result.add(
                 f"end to end → {sink}",
                 _spread(e2e_rates, _rows_per_second),
                 "rows/s",
-                note=f"{written / MB:,.0f} MB written" if written else "",
+                note=(f"{written / MB:,.0f} MB written; " if written else "") + f"CPU {cpu} s per million rows",
             )
             result.add(
                 f"end to end → {sink} / {RAW_TOOL[sink]}",

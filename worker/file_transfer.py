@@ -1,5 +1,11 @@
 """Glue of one file transfer: download chunks → row path (Arrow or exact parser) → writer, counting bytes and rows.
 
+The download and the row path run on their own thread a few batches ahead of the writer
+(:mod:`worker.read_ahead`), and a writer that encodes its batches (JSON Lines, COPY text) has them
+encoded on a small pool meanwhile; the writes and every exception stay on the caller's thread, in
+batch order. Progress is reported from both threads, one call at a time: per batch written, and per
+MiB downloaded.
+
 It never commits: the caller commits after the download finished cleanly and aborts otherwise, so
 a truncated or failed download can never become a half file in the output.
 """
@@ -7,16 +13,24 @@ a truncated or failed download can never become a half file in the output.
 from __future__ import annotations
 
 import gc
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from worker.parsing.columns import ParsedBatch
 from worker.parsing.row_path import parse_rows
 from worker.parsing.schema import RowSchema
-from worker.sinks.base import FileWriter
+from worker.read_ahead import ReadAhead
+from worker.sinks.base import Batch, Encoded, EncodingWriter, FileWriter
 
 PROGRESS_BYTES = 1 << 20
 """Progress is reported at least once per this many bytes read, batch or not."""
+ENCODERS = 2
+"""Batches encoded at once (JSON Lines, COPY text), each on its own thread: Arrow's text kernels
+release the GIL, so two batches use both cores while the parser waits for the writer."""
 BATCH_ROWS = 1 << 16
 """Most rows a sink gets at once: an Arrow chunk (a few MB) is one batch; the exact parser's stay per segment."""
 
@@ -34,8 +48,9 @@ class TransferResult:
 class _ByteCounter:
     """Counts bytes as the parser pulls them, so progress reflects what was actually read.
 
-    ``idle`` runs when a chunk arrives and :data:`PROGRESS_BYTES` came in since the last report: the
-    row path holds a few MB before its next batch, and the lease must not wait for it.
+    ``idle`` runs when a chunk arrives and :data:`PROGRESS_BYTES` came in since the last report, on
+    the parser's thread before it takes the next chunk: the lease is renewed as the download goes,
+    however far behind the writer is.
     """
 
     def __init__(self, chunks: Iterable[bytes], idle: Callable[[], None]) -> None:
@@ -81,23 +96,60 @@ def transfer_file(
     """Parse ``chunks`` into ``writer``; ``on_progress(bytes_so_far, rows_so_far)`` runs once per batch (and per MiB read).
 
     The progress callback is where the caller renews its lease and emits metrics; an exception it
-    raises (e.g. the lease was lost) stops the transfer.
+    raises (e.g. the lease was lost) stops the transfer. It runs on this thread or the download's,
+    never on both at once.
     """
     rows = quarantined = 0
+    reporting = threading.Lock()
 
     def report() -> None:
-        counter.reported = counter.bytes
-        if on_progress is not None:
-            on_progress(counter.bytes, rows)
+        with reporting:
+            counter.reported = counter.bytes
+            if on_progress is not None:
+                on_progress(counter.bytes, rows)
 
     counter = _ByteCounter(chunks, report)
-    with _cyclic_gc_paused():
-        for batch in parse_rows(counter, schema, max_field_bytes=max_field_bytes, batch_rows=batch_rows):
+    parsed = ReadAhead(parse_rows(counter, schema, max_field_bytes=max_field_bytes, batch_rows=batch_rows))
+    encoding = writer if isinstance(writer, EncodingWriter) else None  # a Protocol's isinstance is slow: once
+    with _cyclic_gc_paused(), parsed:
+        for batch, encoded in _encoded(parsed, encoding):
             if batch.lines:
-                writer.write_batch(batch)
+                if encoding is None or encoded is None:
+                    writer.write_batch(batch)
+                else:
+                    encoding.write_encoded(batch, encoded)
                 rows += len(batch.lines)
             if batch.bad:
                 writer.write_bad(batch.bad, source_name)
                 quarantined += len(batch.bad)
             report()
     return TransferResult(rows=rows, quarantined=quarantined, bytes=counter.bytes)
+
+
+def _encoded(batches: Iterable[Batch], writer: EncodingWriter | None) -> Iterator[tuple[Batch, Encoded | None]]:
+    """The batches in order, each with what ``writer.encode`` gave for it, encoded up to :data:`ENCODERS` ahead.
+
+    Only Arrow batches are encoded ahead: the exact parser's are encoded in Python, which holds the
+    GIL, so another thread would only contend with the parser's. None means the writer writes the
+    batch itself (``writer`` is None: it does not encode; or the batch is the exact parser's). An encoding's exception is
+    raised here, in batch order; on the way out, encodings not started are cancelled and running
+    ones waited for.
+    """
+    if writer is None:
+        for batch in batches:
+            yield batch, None
+        return
+    pool = ThreadPoolExecutor(ENCODERS, thread_name_prefix="encode")
+    pending: deque[tuple[Batch, Future[Encoded] | None]] = deque()
+    try:
+        for batch in batches:
+            offload = batch.lines and not isinstance(batch, ParsedBatch)
+            pending.append((batch, pool.submit(writer.encode, batch) if offload else None))
+            while pending and (len(pending) >= ENCODERS or pending[0][1] is None):
+                head, future = pending.popleft()
+                yield head, None if future is None else future.result()
+        while pending:
+            head, future = pending.popleft()
+            yield head, None if future is None else future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import FakeClock
 from worker.dev.simulator import ImpactBehaviour, SamsaraBehaviour, SimulatorConfig, SimulatorThread
-from worker.dev.simulator.csvgen import CsvFile
+from worker.dev.simulator.csvgen import CsvFile, gzipped
 from worker.dev.simulator.samsara import COLUMNS as SAMSARA_COLUMNS
 from worker.dev.simulator.samsara import TOO_MANY_VEHICLES
 
@@ -534,3 +534,17 @@ def test_config_round_trip_validation_and_reset(control: httpx.Client, samsara: 
     assert stats["jobs"] == {} and stats["creates"] == {"samsara": 0, "impact": 0}
     assert control.get("/_sim/faults").json() == {"pending": []}
     assert samsara.get(f"/ifta-detail/csv/{job_id}").status_code == 404
+
+
+@pytest.mark.parametrize(("rows", "bad_every"), [(0, None), (1, None), (3_000, None), (40_000, None), (40_000, 7)])
+def test_a_gzipped_file_inflates_to_the_plain_one_with_its_checksum_and_size(rows: int, bad_every: int | None) -> None:
+    """Repeated chunks reuse one compressed block; the member still ends with the CRC and size of the whole file."""
+    file = CsvFile(
+        ["a", "b"], rows, "seed", lambda rng: [str(rng.randint(0, 9_999)), "x"], numeric_column=0, bad_rows_every=bad_every
+    )
+    plain = b"".join(file.chunks())
+    packed = b"".join(gzipped(file))
+    assert gzip.decompress(packed) == plain  # checks the trailer's CRC-32 and size too
+    assert packed == b"".join(gzipped(file)), "deterministic"
+    if rows > 10_000 and bad_every is None:
+        assert len(packed) < len(plain) / 2

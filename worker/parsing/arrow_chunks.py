@@ -93,7 +93,7 @@ class ChunkReader:
         """``data`` (whole records, ending at a line break) as a batch, or None when in any doubt."""
         if b"\x00" in data or not _strict_utf8(data):
             return None
-        if self._ints and (b"0x" in data or b"0X" in data):
+        if self._ints and _hex_possible(data):
             return None
         oversize_possible = _long_run(data, self.max_field_bytes)
         if oversize_possible and self._numbers:
@@ -104,7 +104,7 @@ class ChunkReader:
             )
         except pa.ArrowException:
             return None  # a wrong field count, a value that does not convert, ...
-        lines = data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+        lines = _line_count(data)
         if table.num_rows != lines:
             return None  # a blank line or a line break inside quotes: line numbers need the exact parser
         try:
@@ -162,6 +162,41 @@ def _strict_utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+_HEX_LOOK_BYTES = 1024
+"""One letter ``x``/``X`` per this many bytes is looked at one by one before a plain search for ``0x``/``0X``
+takes over: a look costs less than searching this many bytes for two bytes."""
+
+
+def _hex_possible(data: bytes) -> bool:
+    """Whether ``data`` holds ``0x`` or ``0X``.
+
+    A one-byte search (memchr) is ~20x faster than a two-byte one, and an ``x`` is rare in most
+    files: each one found is checked for a ``0`` before it, up to one per :data:`_HEX_LOOK_BYTES`.
+    """
+    find = data.find
+    looks = len(data) // _HEX_LOOK_BYTES + 1
+    for letter, prefix in ((b"x", b"0x"), (b"X", b"0X")):
+        at = find(letter, 1)
+        for _ in range(looks):
+            if at < 0:
+                break
+            if data[at - 1] == 0x30:  # "0"
+                return True
+            at = find(letter, at + 1)
+        else:
+            if find(prefix, at - 1) >= 0:
+                return True
+    return False
+
+
+def _line_count(data: bytes) -> int:
+    """Physical lines ending in ``\n``, ``\r\n`` or ``\r``; the ``\r`` counts (slower) only when there is one."""
+    lines = data.count(b"\n")
+    if b"\r" in data:
+        lines += data.count(b"\r") - data.count(b"\r\n")
+    return lines
 
 
 def _long_run(data: bytes, limit: int) -> bool:

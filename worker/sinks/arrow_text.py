@@ -25,11 +25,19 @@ from worker.parsing.arrow_chunks import ArrowBatch
 from worker.parsing.schema import ColumnType
 
 _Part: TypeAlias = "pa.Array | pa.ChunkedArray | str"
-_CONTROL = r"[\x00-\x1f\"\\]"
 _SHORT_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 _PLAIN_LOW, _PLAIN_HIGH = 1e-5, 1e10
 """Where Arrow's and orjson's float text agree (both plain decimal notation)."""
 _COPY_NULL = "\\N"
+
+
+def _marking(chars: bytes) -> bytes:
+    """A translate table that maps ``chars`` to 0 and every other byte to 1."""
+    return bytes(0 if byte in chars else 1 for byte in range(256))
+
+
+_JSON_SPECIAL = _marking(bytes(range(0x20)) + b'"\\')
+_COPY_SPECIAL = _marking(b"\\\t")
 
 
 def jsonl(batch: ArrowBatch) -> list[pa.Buffer]:
@@ -92,7 +100,13 @@ def _json_values(column: pa.ChunkedArray, kind: ColumnType) -> pa.ChunkedArray |
 
 
 def _json_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    return _json_escaped(column) if pc.any(pc.match_substring_regex(column, _CONTROL)).as_py() else column
+    return _json_escaped(column) if _holds_any(column, _JSON_SPECIAL) else column
+
+
+def _holds_any(column: pa.ChunkedArray, special: bytes) -> bool:
+    """Whether any value holds a byte marked 0 in ``special`` (a translate table): one pass over the text
+    buffer in C, where a regular expression per value cost ~30 ns a value."""
+    return any(b"\x00" in _text_bytes(chunk).to_pybytes().translate(special) for chunk in column.chunks if len(chunk))
 
 
 def _json_floats(column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
@@ -124,7 +138,7 @@ def _json_escaped(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 def _copy_values(column: pa.ChunkedArray, kind: ColumnType) -> pa.ChunkedArray | pa.Array:
     if kind is ColumnType.STR:
-        if pc.any(pc.match_substring_regex(column, r"[\\\t]")).as_py():
+        if _holds_any(column, _COPY_SPECIAL):
             column = pc.replace_substring(pc.replace_substring(column, "\\", "\\\\"), "\t", "\\t")
         return column  # never null, and no line break or NUL in a row Arrow took
     text = column if kind is ColumnType.DATETIME else column.cast(pa.string())

@@ -8,12 +8,15 @@ away. That is what makes every sink exactly once per file under retries and work
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
 
 from worker.parsing.columns import BadRow, ParsedBatch
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from worker.parsing.arrow_chunks import ArrowBatch
 
 Batch: TypeAlias = "ParsedBatch | ArrowBatch"
@@ -46,6 +49,26 @@ class FileWriter(Protocol):
 
     def abort(self) -> None:
         """Discard this attempt; safe to call more than once and after a commit (then a no-op)."""
+
+
+Encoded: TypeAlias = "Sequence[bytes | memoryview | pa.Buffer]"
+"""A batch's rows as the bytes a sink writes (JSON Lines, COPY text)."""
+
+
+@runtime_checkable
+class EncodingWriter(FileWriter, Protocol):
+    """A writer whose :meth:`FileWriter.write_batch` is :meth:`encode`, then :meth:`write_encoded`.
+
+    ``encode`` touches nothing of the writer, so the transfer runs it for several batches at once on
+    other threads (Arrow's text kernels release the GIL) and hands the results to ``write_encoded``
+    in batch order.
+    """
+
+    def encode(self, batch: Batch) -> Encoded:
+        """The batch's good rows as bytes; thread-safe."""
+
+    def write_encoded(self, batch: Batch, encoded: Encoded) -> None:
+        """Append what :meth:`encode` gave for ``batch``; in batch order, on the transfer's thread."""
 
 
 class Sink(Protocol):

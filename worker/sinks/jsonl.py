@@ -13,7 +13,7 @@ import orjson
 
 from worker.parsing.columns import ParsedBatch
 from worker.parsing.schema import ColumnType
-from worker.sinks.base import Batch
+from worker.sinks.base import Batch, Encoded
 from worker.sinks.files import STALE_TEMP_SECONDS, FileAttempt, close_durably, discard_attempts, target_directory
 
 __all__ = ["STALE_TEMP_SECONDS", "JsonlFileWriter", "JsonlSink"]
@@ -46,31 +46,42 @@ class JsonlFileWriter(FileAttempt):
         self._out = open(self._tmp, "xb", buffering=_BUFFER_BYTES)  # noqa: SIM115 - closed by commit or abort
 
     def write_batch(self, batch: Batch) -> None:
+        self.write_encoded(batch, self.encode(batch))
+
+    def encode(self, batch: Batch) -> Encoded:
+        """The good rows as JSON Lines: Arrow's text kernels for a clean chunk, orjson for the exact parser's."""
         if not isinstance(batch, ParsedBatch):
             from worker.sinks.arrow_text import jsonl
 
-            self._check_open()
-            for data in jsonl(batch):
-                self._out.write(data)
-            self._rows += len(batch.lines)
-            return
+            return jsonl(batch)
         slices = encode_columns(batch)
-        if slices is None:
-            self.write_rows(batch.rows)
-            return
+        return slices if slices is not None else dump_rows(batch.rows)
+
+    def write_encoded(self, batch: Batch, encoded: Encoded) -> None:
         self._check_open()
-        for data in slices:
-            self._out.write(data)
+        for data in encoded:
+            self._write(memoryview(data))  # type: ignore[arg-type]
         self._rows += len(batch.lines)
+
+    def _write(self, data: memoryview) -> None:
+        """Small pieces through the buffer; an Arrow chunk's text (MBs) straight to the file, not copied into it first.
+
+        Measured: 10 MB writes through a 1 MiB buffer ran at half the speed of direct writes.
+        """
+        if data.nbytes < _BUFFER_BYTES:
+            self._out.write(data)
+            return
+        self._out.flush()
+        raw = self._out.raw  # type: ignore[attr-defined]
+        while data:
+            data = data[raw.write(data) :]
 
     def write_rows(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
         self._check_open()
-        dumps = orjson.dumps
-        for start in range(0, len(rows), _ROWS_PER_WRITE):
-            # the trailing b"" gives the last line its newline without another write or copy
-            self._out.write(b"\n".join([*map(dumps, rows[start : start + _ROWS_PER_WRITE]), b""]))
+        for data in dump_rows(rows):
+            self._out.write(data)
         self._rows += len(rows)
 
     def _finish(self) -> None:
@@ -78,6 +89,15 @@ class JsonlFileWriter(FileAttempt):
 
     def _discard(self) -> None:
         self._out.close()
+
+
+def dump_rows(rows: list[dict[str, Any]]) -> list[bytes]:
+    """Row dicts as JSON Lines, in slices of :data:`_ROWS_PER_WRITE` rows."""
+    dumps = orjson.dumps
+    # the trailing b"" gives each slice's last line its newline without another copy
+    return [
+        b"\n".join([*map(dumps, rows[start : start + _ROWS_PER_WRITE]), b""]) for start in range(0, len(rows), _ROWS_PER_WRITE)
+    ]
 
 
 def encode_columns(batch: ParsedBatch) -> list[bytes] | None:

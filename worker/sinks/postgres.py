@@ -31,7 +31,7 @@ from worker.models import ExportRecord
 from worker.parsing.columns import BadRow, ParsedBatch
 from worker.parsing.schema import ColumnType
 from worker.settings import Settings
-from worker.sinks.base import Batch, SinkResult
+from worker.sinks.base import Batch, Encoded, SinkResult
 from worker.sinks.files import json_safe
 
 PG_TYPES = {
@@ -127,19 +127,25 @@ class PostgresFileWriter:
     # -- the attempt -------------------------------------------------------------------------------
 
     def write_batch(self, batch: Batch) -> None:
+        self.write_encoded(batch, self.encode(batch))
+
+    def encode(self, batch: Batch) -> Encoded:
+        """The good rows as COPY text: Arrow's text kernels for a clean chunk, column by column for the exact parser's."""
+        if isinstance(batch, ParsedBatch):
+            return [encode_rows(self.export_id, self.file_key, batch).encode("utf-8")]
+        from worker.sinks.arrow_text import copy_text
+
+        return copy_text(batch, (self.export_id, self.file_key))
+
+    def write_encoded(self, batch: Batch, encoded: Encoded) -> None:
         if not batch.lines:
             return
         if self._writer is None:
             self._start(batch.names, batch.types)
         assert self._writer is not None
         with _errors(self.sink):
-            if isinstance(batch, ParsedBatch):
-                self._writer.write(encode_rows(self.export_id, self.file_key, batch).encode("utf-8"))
-            else:  # a clean chunk: the same COPY text, built column-wise by Arrow
-                from worker.sinks.arrow_text import copy_text
-
-                for data in copy_text(batch, (self.export_id, self.file_key)):
-                    self._writer.write(memoryview(data))
+            for data in encoded:
+                self._writer.write(memoryview(data))  # type: ignore[arg-type]
         self._rows += len(batch.lines)
 
     def write_bad(self, bad: list[BadRow], source_name: str) -> None:
