@@ -27,6 +27,7 @@ from rich.table import Table
 
 from bench import dashboard, fanout, inflight, pollstep, replicas, soak, throughput, waiting, watchdog
 from bench.common import PrivateRedis, Result
+from worker.dev.teardown import SignalChain
 
 BENCHMARKS: dict[str, ModuleType] = {
     module.NAME: module for module in (pollstep, throughput, fanout, inflight, waiting, watchdog, soak, dashboard, replicas)
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     results: list[Result] = []
     with contextlib.ExitStack() as resources:
+        # SIGTERM unwinds like Ctrl-C, so the private Redis and every stack stop and the JSON is written
+        resources.callback(SignalChain().restore)
         if args.private_redis:
             os.environ["EXPORT_WORKER_REDIS_URL"] = resources.enter_context(PrivateRedis())
             console.print(f"measuring on a private Redis at {os.environ['EXPORT_WORKER_REDIS_URL']}")

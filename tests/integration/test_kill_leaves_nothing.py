@@ -109,6 +109,30 @@ def test_sigterm_to_a_running_benchmark_leaves_nothing(tmp_path: Path) -> None:
             process.kill()
     assert process.returncode != 0
     assert_nothing_left(owner, "redis")
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert written["argv"][:2] == ["inflight", "--size"], "the JSON of what finished is written on the way out"
+
+
+def test_sigterm_to_a_benchmark_outside_any_stack_stops_its_private_redis(tmp_path: Path) -> None:
+    """The throughput benchmark runs no stack (whose handlers would unwind it): the bench's own must."""
+    command = [sys.executable, "-m", "bench", "throughput", "--smoke", "--private-redis", "--json", str(tmp_path / "b.json")]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def measuring() -> bool:
+        lines = [" ".join(_cmdline(child)) for child in children(process.pid)]
+        return any("redis-server" in line for line in lines) and any("bench.throughput child" in line for line in lines)
+
+    try:
+        wait_for("a measurement beside the private redis-server", measuring, 60, process)
+        spawned = children(process.pid)
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    _gone, alive = psutil.wait_procs(spawned, timeout=15)
+    assert not alive, f"left running: {[' '.join(_cmdline(p))[:100] for p in alive]}"
+    assert process.returncode != 0
 
 
 @pytest.mark.parametrize(
