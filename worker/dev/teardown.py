@@ -112,19 +112,13 @@ def tear_down(plan: TeardownPlan) -> None:
     """Processes first, so none recreates a key or a queue after it is deleted."""
     stop_processes(stack_processes(plan))
     if plan.redis_url is not None:
-        store = redis.Redis.from_url(plan.redis_url)
-        try:
+        with redis.Redis.from_url(plan.redis_url) as store:
             forget_redis_keys(store, plan.key_prefix)
-        finally:
-            store.close()
     if plan.broker == "rabbitmq":
         forget_rabbitmq_queues(plan.broker_url, plan.queues)
     elif plan.redis_url is not None:
-        broker = redis.Redis.from_url(plan.broker_url)
-        try:
+        with redis.Redis.from_url(plan.broker_url) as broker:
             forget_redis_queues(broker, plan.queues)
-        finally:
-            broker.close()
     if plan.temp_dir is not None:
         shutil.rmtree(plan.temp_dir, ignore_errors=True)
 
