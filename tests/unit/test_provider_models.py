@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -364,3 +365,22 @@ def test_impact_report_export_with_status_error_fails_with_the_reason() -> None:
 def test_impact_report_params_are_checked_at_enqueue(params: dict, fragment: str) -> None:
     with pytest.raises(InvalidRequest, match=fragment):
         ImpactJobs().validate(params)
+
+
+def test_every_gateway_of_a_process_shares_one_tls_context(tmp_path: Path) -> None:
+    """Each client loading the CA bundle again cost ~0.8 MiB: two clients per credential in every pool process."""
+    import fakeredis
+
+    from tests.conftest import make_settings
+    from worker.providers.gateway import ProviderGateway
+    from worker.store import ExportStore
+
+    credentials = {name: Credential(token=f"t-{name}") for name in ("a", "b", "c")}
+    settings = make_settings(tmp_path, credentials=credentials)
+    store = ExportStore(fakeredis.FakeRedis())
+    clients = []
+    for name in credentials:
+        gateway = ProviderGateway("samsara", name, settings, store)
+        clients += [gateway.context.client, gateway.signed_download_client]
+    contexts = {id(client._transport._pool._ssl_context) for client in clients}  # type: ignore[attr-defined]
+    assert len(clients) == 6 and len(contexts) == 1
