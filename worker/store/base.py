@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import redis
 from pydantic import ValidationError
@@ -14,6 +14,8 @@ from worker.errors import ExportWorkerError, UnknownExport
 from worker.models import ExportRecord, FileRecord, FileStatus
 from worker.store.connection import RedisTarget
 from worker.store.server import EvictionGuard, connect, location, server_memory
+
+T = TypeVar("T")
 
 EVENTS_MAXLEN = 100_000
 EXPORT_EVENTS_MAXLEN = 2_000
@@ -108,19 +110,27 @@ class StoreBase:
                 fill(pipe)
                 return pipe.execute()
 
+        return self._ride_out(once)
+
+    def _ride_out(self, call: Callable[[], T]) -> T:
+        """``call`` (safe to repeat) retried while Redis is away, as the store's client does for single
+        commands; called once on a client that does not ride out (fakeredis)."""
         ride_out = getattr(self.redis, "ride_out", None)
-        return ride_out(once) if ride_out else once()
+        return ride_out(call) if ride_out else call()
 
     def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        """EVALSHA, loading the script first rather than after a NOSCRIPT error.
+        return self._with_script(script, lambda sha: self.redis.evalsha(sha, len(keys), *keys, *args))
+
+    def _with_script(self, script: str, send: Callable[[str], T]) -> T:
+        """``send(sha)`` of a script loaded first rather than after a NOSCRIPT error.
 
         Loading first matters for the embedded fake server, which drops the connection on any
         error reply; a real Redis that lost its scripts (restart) still gets one reload and retry.
         """
         try:
-            return self.redis.evalsha(self._sha(script), len(keys), *keys, *args)
+            return send(self._sha(script))
         except redis.exceptions.NoScriptError:
-            return self.redis.evalsha(self._sha(script, reload=True), len(keys), *keys, *args)
+            return send(self._sha(script, reload=True))
 
     def _sha(self, script: str, *, reload: bool = False) -> str:
         """The script's SHA, loaded into Redis on first use (or again, after a NOSCRIPT error)."""

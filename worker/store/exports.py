@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import redis
-
 from worker.models import ExportRecord, ExportStatus, FileRecord, Writes
 from worker.store import base
 from worker.store.base import text
@@ -96,15 +94,12 @@ class ExportsMixin(RetentionMixin, LimitsMixin, TransactionsMixin):
             pipe.reset()
             if spend is None:
                 return [pipe.watch_then(export_key, "GET", export_key)]
-            try:
-                return pipe.watch_then(export_key, "EVALSHA", self._sha(READ_AND_SPEND_SCRIPT), len(keys), *keys, *args)
-            except redis.exceptions.NoScriptError:
-                sha = self._sha(READ_AND_SPEND_SCRIPT, reload=True)
-                return pipe.watch_then(export_key, "EVALSHA", sha, len(keys), *keys, *args)
+            return self._with_script(
+                READ_AND_SPEND_SCRIPT, lambda sha: pipe.watch_then(export_key, "EVALSHA", sha, len(keys), *keys, *args)
+            )
 
         with pipe:
-            ride_out = getattr(self.redis, "ride_out", None)
-            reply = ride_out(read) if ride_out else read()
+            reply = self._ride_out(read)
             raw = reply[0] if reply else None
             record = self._load_export(raw, export_id)
             spent = Spent(self.refusal(reply[1])) if spend is not None and len(reply) == 2 else None
