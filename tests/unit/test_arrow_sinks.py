@@ -66,6 +66,30 @@ def test_floats_outside_the_plain_band_and_escapes_are_written_as_orjson_does(tm
     assert jsonl_of(tmp_path, "fast.csv", fast) == jsonl_of(tmp_path, "exact.csv", exact)
 
 
+FLOATS_AROUND = RowSchema(types={"a": ColumnType.FLOAT, "b": ColumnType.FLOAT, "i": ColumnType.INT, "z": ColumnType.FLOAT})
+
+
+@st.composite
+def float_edged_files(draw: st.DrawFn) -> bytes:
+    """Floats first, side by side, and last in the row (where each value carries the row's closing brace)."""
+    rows = draw(st.lists(st.tuples(FLOAT | st.none(), FLOAT | st.none(), TEXT, FLOAT | st.none()), min_size=1, max_size=40))
+    lines = ["a,b,s,z"]
+    for first, second, text, last in rows:
+        lines.append(",".join(["" if value is None else repr(value) for value in (first, second)] + [cell(text)]))
+        lines[-1] += "," + ("" if last is None else repr(last))
+    return ("\n".join(lines) + "\n").encode()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=float_edged_files(), batch_rows=st.sampled_from([1, 3, 1000]))
+def test_jsonl_floats_first_together_and_last_are_byte_identical(tmp_path: Path, data: bytes, batch_rows: int) -> None:
+    """Small batches are slices of one Arrow chunk: the float text must start at each slice's own first row."""
+    fast = list(parse_rows([data], FLOATS_AROUND, max_field_bytes=1 << 20, batch_rows=batch_rows))
+    assert all(isinstance(batch, ArrowBatch) for batch in fast), "a clean file goes through Arrow"
+    exact = list(parse_csv([data], FLOATS_AROUND, max_field_bytes=1 << 20, batch_rows=batch_rows))
+    assert jsonl_of(tmp_path, "fast.csv", fast) == jsonl_of(tmp_path, "exact.csv", exact)
+
+
 def parquet_table(tmp_path: Path, name: str, data: bytes, monkeypatch_fast: bool) -> list[dict]:
     writer = ParquetSink(tmp_path).open_file("e", "k", name)
     if monkeypatch_fast:

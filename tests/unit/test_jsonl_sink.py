@@ -120,7 +120,7 @@ def test_a_killed_attempt_leaves_only_a_temp_which_a_later_attempt_sweeps(tmp_pa
     sink = JsonlSink(tmp_path)
     dead = sink.open_file("exp1", "k", "f.csv")
     dead.write_rows(ROWS)
-    dead._out.flush()  # the worker is SIGKILLed here: no commit, no abort
+    # the worker is SIGKILLed here: no commit, no abort
     (temp,) = (tmp_path / "exp1").iterdir()
     assert temp.name.endswith(".tmp") and not (tmp_path / "exp1" / "f.csv.jsonl").exists()
     old = time.time() - STALE_TEMP_SECONDS - 10

@@ -5,11 +5,12 @@ Each column becomes one string array of its values as text (escaped where needed
 per row; the rows are then the array's data buffer, written as is. No Python object per value.
 
 JSON Lines must be byte for byte what ``orjson.dumps`` of each row dict gives (the exact path's
-output): ints are Arrow's decimal text; floats are Arrow's shortest round-trip text, which is
-orjson's where both write plain decimals, 1e-5 to 1e10 and zero (plus ``.0`` on integral values),
-so a column with a value outside that band is written through orjson instead; text gets orjson's
-escapes. COPY text is PostgreSQL's: ``\\N`` for null, backslash and tab escaped (a row Arrow took
-has no line break or NUL), floats in any round-trip notation.
+output): ints are Arrow's decimal text; floats are orjson's own, from one ``orjson.dumps`` of the
+column as a NumPy array (nulls become NaN, which orjson writes as ``null``; a float Arrow took is
+always finite), cut into values at its commas; text gets orjson's escapes. Measured on 11.6 M
+floats: 0.35 s, where Arrow's shortest round-trip text took 0.62 s and its fix-ups to orjson's form
+0.3 s more. COPY text is PostgreSQL's: ``\\N`` for null, backslash and tab escaped (a row Arrow
+took has no line break or NUL), floats in any round-trip notation.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeAlias
 
+import numpy
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,8 +28,7 @@ from worker.parsing.schema import ColumnType
 
 _Part: TypeAlias = "pa.Array | pa.ChunkedArray | str"
 _SHORT_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
-_PLAIN_LOW, _PLAIN_HIGH = 1e-5, 1e10
-"""Where Arrow's and orjson's float text agree (both plain decimal notation)."""
+_ENDINGS = {b",": bytes.maketrans(b"]", b","), b"}": bytes.maketrans(b",]", b"}}")}
 _COPY_NULL = "\\N"
 
 
@@ -43,14 +44,19 @@ _COPY_SPECIAL = _marking(b"\\\t")
 def jsonl(batch: ArrowBatch) -> list[pa.Buffer]:
     """The batch's rows as JSON Lines, one buffer per chunk of the table."""
     parts: list[_Part] = []
-    closing = ""
+    before = "{"  # what comes before the next key: the row's start, or the end of the last value and a comma
+    last = len(batch.names) - 1
     for index, (name, kind) in enumerate(zip(batch.names, batch.types, strict=True)):
         column = batch.table.column(index)
         quoted = kind is ColumnType.STR  # never null: its quotes go into the fixed fragments
-        parts.append(closing + ("{" if index == 0 else ",") + orjson.dumps(name).decode() + (':"' if quoted else ":"))
-        parts.append(_json_text(column) if quoted else _json_values(column, kind))
-        closing = '"' if quoted else ""
-    parts.append(closing + "}\n")
+        parts.append(before + orjson.dumps(name).decode() + (':"' if quoted else ":"))
+        if kind is ColumnType.FLOAT:
+            parts.append(_json_floats(column, b"}" if index == last else b","))
+            before = ""  # the values carry their own comma (or the row's closing brace)
+        else:
+            parts.append(_json_text(column) if quoted else _json_values(column, kind))
+            before = '",' if quoted else ","
+    parts.append(before[:-1] + "}\n" if before else "\n")
     return _joined(parts)
 
 
@@ -94,8 +100,6 @@ def _text_bytes(array: pa.Array) -> pa.Buffer:
 def _json_values(column: pa.ChunkedArray, kind: ColumnType) -> pa.ChunkedArray | pa.Array:
     if kind is ColumnType.INT:
         return pc.fill_null(column.cast(pa.string()), "null")
-    if kind is ColumnType.FLOAT:
-        return _json_floats(column)
     return pc.fill_null(pc.binary_join_element_wise('"', column, '"', ""), "null")  # datetimes: checked text
 
 
@@ -109,21 +113,24 @@ def _holds_any(column: pa.ChunkedArray, special: bytes) -> bool:
     return any(b"\x00" in _text_bytes(chunk).to_pybytes().translate(special) for chunk in column.chunks if len(chunk))
 
 
-def _json_floats(column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
-    if column.null_count == len(column):
-        return pc.fill_null(column.cast(pa.string()), "null")
-    low, high = pc.min_max(pc.abs(column)).values()
-    if not (_PLAIN_LOW <= low.as_py() and high.as_py() < _PLAIN_HIGH):
-        magnitude = pc.abs(column)
-        band = pc.and_(pc.greater_equal(magnitude, _PLAIN_LOW), pc.less(magnitude, _PLAIN_HIGH))
-        if pc.all(pc.or_(pc.equal(magnitude, 0.0), band)).as_py() is False:  # exact, slower: orjson writes the column
-            values = orjson.dumps(column.to_pylist())[1:-1].decode().split(",")
-            return pa.array(values, type=pa.string())
-    text = column.cast(pa.string())
-    whole = pc.equal(pc.floor(column), column)  # Arrow writes 5.0 as "5", orjson as "5.0"
-    if pc.any(whole).as_py():
-        text = pc.if_else(whole, pc.binary_join_element_wise(text, ".0", ""), text)
-    return pc.fill_null(text, "null")
+def _json_floats(column: pa.ChunkedArray, ending: bytes) -> pa.ChunkedArray:
+    """Each value as orjson writes it, followed by ``ending`` (the ``,`` to the next key, or the row's ``}``)."""
+    return pa.chunked_array([_json_float_chunk(chunk, ending) for chunk in column.chunks], type=pa.string())
+
+
+def _json_float_chunk(chunk: pa.Array, ending: bytes) -> pa.Array:
+    """``[v0,v1,...,vn]`` from orjson becomes the values ``v0,`` ``v1,`` ... ``vn,`` of one string array, no copy per
+    value: ``]`` (and, for the last column, every separator) turned into ``ending`` by one ``translate``, and the
+    offsets are where the separators are."""
+    if not len(chunk):
+        return pa.array([], type=pa.string())
+    text = orjson.dumps(chunk.to_numpy(zero_copy_only=False), option=orjson.OPT_SERIALIZE_NUMPY)
+    text = text.translate(_ENDINGS[ending])
+    ends = numpy.flatnonzero(numpy.frombuffer(text, dtype=numpy.uint8) == ending[0]) + 1
+    if len(ends) != len(chunk):  # cannot happen (no float text holds the ending); never write a misaligned row
+        raise ValueError(f"orjson wrote {len(ends)} values for {len(chunk)} floats")
+    offsets = numpy.concatenate(([1], ends)).astype(numpy.int32)
+    return pa.StringArray.from_buffers(len(chunk), pa.py_buffer(offsets), pa.py_buffer(text))
 
 
 def _json_escaped(column: pa.ChunkedArray) -> pa.ChunkedArray:
