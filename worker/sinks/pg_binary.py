@@ -19,12 +19,15 @@ keeps the encoded rows in an internal buffer that ``write_batch`` hands out only
 The rows themselves carry no stream state: per row, ``write_batch`` writes the field count (int16)
 and each field's length (int32, -1 for null) and bytes, from that batch's arrays alone
 (``core/src/lib.rs``). That is pgpq's source as of January 2026 (its files still say 0.10); the 0.12
-wheel behaves the same, which the test below pins. So each batch gets an encoder of its own: ``write_header()`` returns the
-header and empties the buffer (``write_batch`` refuses to run before it), and what ``write_batch``
-returns followed by ``finish()`` without its last two bytes is exactly the batch's rows. The file's
-header and trailer come from one more encoder that the writer holds and that encodes no batch (so
-its ``finish()`` is the trailer alone). ``tests/unit/test_pg_binary.py`` checks that the pieces
-concatenated are one encoder's stream, byte for byte.
+wheel behaves the same, which ``tests/unit/test_pg_binary.py`` pins. So each batch gets an encoder
+of its own: ``write_header()`` returns the header and empties the buffer (``write_batch`` refuses to
+run before it), and what ``write_batch`` returns followed by ``finish()`` without its last two bytes
+is exactly the batch's rows. The file's header and trailer come from one more encoder that the
+writer holds and that encodes no batch (so its ``finish()`` is the trailer alone). The test checks
+that the pieces concatenated are one encoder's stream, byte for byte, across the 1 MiB boundary.
+
+pgpq names ``timestamp[us, UTC]`` PostgreSQL's ``timestamp``; on the wire ``timestamptz`` is the
+same int64 of microseconds since 2000-01-01 UTC, so the column's type decides, as with text.
 
 pgpq holds the GIL while it encodes (its ``write_batch`` does not release it), so the transfer's
 encoding threads overlap only in Arrow's kernels (datetime parsing) and in the server's COPY.
