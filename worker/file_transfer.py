@@ -1,7 +1,7 @@
 """Glue of one file transfer: download chunks → row path (Arrow or exact parser) → writer, counting bytes and rows.
 
 The download and the row path run on their own thread a few batches ahead of the writer
-(:mod:`worker.read_ahead`), and a writer that encodes its batches (JSON Lines, COPY text) has them
+(:mod:`worker.read_ahead`), and a writer that encodes its batches (JSON Lines, binary COPY rows) has them
 encoded on a small pool meanwhile; the writes and every exception stay on the caller's thread, in
 batch order. Progress is reported from both threads, one call at a time: per batch written, and per
 MiB downloaded.
@@ -29,8 +29,9 @@ from worker.sinks.base import Batch, Encoded, EncodingWriter, FileWriter
 PROGRESS_BYTES = 1 << 20
 """Progress is reported at least once per this many bytes read, batch or not."""
 ENCODERS = 2
-"""Batches encoded at once (JSON Lines, COPY text), each on its own thread: Arrow's text kernels
-release the GIL, so two batches use both cores while the parser waits for the writer."""
+"""Batches encoded at once (JSON Lines, binary COPY rows), each on its own thread: Arrow's kernels
+release the GIL, so two batches use both cores while the parser waits for the writer (pgpq's
+binary encoding holds it, see :mod:`worker.sinks.pg_binary`)."""
 BATCH_ROWS = 1 << 16
 """Most rows a sink gets at once: an Arrow chunk (a few MB) is one batch; the exact parser's stay per segment."""
 

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 from tests.pg import TEST_DATABASE_URL, query, scratch_schema, table_rows
@@ -23,6 +24,11 @@ pytestmark = pytest.mark.integration
 def schema() -> Iterator[str]:
     with scratch_schema() as name:
         yield name
+
+
+def execute(statement: str) -> None:
+    with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
+        conn.execute(statement)
 
 
 def sink(schema: str, table: str = "ifta", url: str = TEST_DATABASE_URL) -> PostgresSink:
@@ -167,11 +173,48 @@ def test_a_column_from_a_later_file_is_added_while_other_workers_load(schema: st
 def test_a_value_postgres_refuses_fails_the_file_and_commits_nothing(schema: str) -> None:
     target = sink(schema)
     load(target.open_file("exp1", "0-0001", "a.csv"), csv_of(2))
-    # A deployment changed COLUMN_TYPES: ``id`` is now text, but the table's column is bigint.
-    retyped = RowSchema(types={"amount": ColumnType.FLOAT})
-    with pytest.raises(PermanentError, match=rf"^PostgreSQL refused the rows for {schema}\.ifta: invalid input syntax[^\n]*$"):
-        load(target.open_file("exp1", "0-0000", "a.csv"), b"id,name,amount,at\nnot-a-number,x,1,\n", schema=retyped)
+    # An analyst constrained the table; binary COPY skips the text parser, not the table's checks.
+    execute(f'ALTER TABLE "{schema}".ifta ADD CONSTRAINT small CHECK (amount < 100)')
+    with pytest.raises(PermanentError, match=rf"^PostgreSQL refused the rows for {schema}\.ifta: new row [^\n]*\"small\"$"):
+        load(target.open_file("exp1", "0-0000", "a.csv"), b"id,name,amount,at\n1,x,1,\n2,y,1000,\n")
     assert query(f'SELECT _file_key, count(*) FROM "{schema}".ifta GROUP BY 1') == [("0-0001", 2)]
+
+
+def test_a_file_typed_otherwise_than_the_table_fails_naming_the_columns_and_commits_nothing(schema: str) -> None:
+    """Binary rows carry no types: text bytes sent to a bigint column would be refused at best, read as a number at
+    worst, so the column types are compared before the COPY and the file fails saying what to change."""
+    target = sink(schema)
+    load(target.open_file("exp1", "0-0001", "a.csv"), csv_of(2))
+    # A deployment changed COLUMN_TYPES: ``id`` and ``at`` are now text, but the table's columns are bigint, timestamptz.
+    retyped = RowSchema(types={"amount": ColumnType.FLOAT})
+    with pytest.raises(PermanentError) as caught:
+        load(target.open_file("exp1", "0-0000", "a.csv"), b"id,name,amount,at\nabcdefgh,x,1,\n", schema=retyped)
+    assert str(caught.value) == (
+        f"{schema}.ifta does not have the column types the sink writes (column 'id' is bigint, the sink writes text; "
+        "column 'at' is timestamp with time zone, the sink writes text); the sink loads by binary COPY, which takes each "
+        f'column\'s exact type: change the column (ALTER TABLE "{schema}"."ifta" ALTER COLUMN "id" TYPE text) or point '
+        "the export at another table (another table option), then retry the export"
+    )
+    assert query(f'SELECT _file_key, count(*) FROM "{schema}".ifta GROUP BY 1') == [("0-0001", 2)]
+
+
+@pytest.mark.parametrize(
+    ("column", "altered"),
+    [("amount", "numeric"), ("id", "double precision"), ("name", "character varying"), ("_line", "integer")],
+)
+def test_a_column_altered_to_another_type_fails_the_file_naming_it_and_the_fix(schema: str, column: str, altered: str) -> None:
+    """bigint to double precision is the silent case: both take 8 bytes, so the server would read an int64 as a double."""
+    target = sink(schema)
+    load(target.open_file("exp1", "0-0001", "a.csv"), csv_of(2))
+    execute(f'ALTER TABLE "{schema}".ifta ALTER COLUMN {column} TYPE {altered}')
+    with pytest.raises(PermanentError) as caught:
+        load(target.open_file("exp1", "0-0000", "b.csv"), csv_of(3))
+    wanted = {"amount": "double precision", "id": "bigint", "name": "text", "_line": "bigint"}[column]
+    assert f"(column '{column}' is {altered}, the sink writes {wanted});" in str(caught.value)
+    assert f'ALTER COLUMN "{column}" TYPE {wanted}' in str(caught.value)
+    assert query(f'SELECT _file_key, count(*) FROM "{schema}".ifta GROUP BY 1') == [("0-0001", 2)]
+    execute(f'ALTER TABLE "{schema}".ifta ALTER COLUMN {column} TYPE {wanted}')  # what the message says to do
+    assert load(target.open_file("exp1", "0-0000", "b.csv"), csv_of(3)).rows == 3
 
 
 def test_an_int_outside_64_bits_is_quarantined_not_refused(schema: str) -> None:

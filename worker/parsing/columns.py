@@ -3,7 +3,7 @@
 Half of the parser's speed comes from here: one ``orjson`` call parses a whole numeric column,
 datetimes already in the usual ``YYYY-MM-DDTHH:MM:SSZ`` form are only validated, and a value that
 fails sends only its own column to the exact per-value path. The result stays columnar
-(:class:`ParsedBatch`), so each sink encodes whole columns (COPY text, Arrow arrays) and only the
+(:class:`ParsedBatch`), so each sink encodes whole columns (Arrow arrays for Parquet and PostgreSQL) and only the
 sinks that want dicts build them.
 """
 

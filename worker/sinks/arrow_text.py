@@ -1,4 +1,4 @@
-"""Arrow batches as the exact path's text, built column-wise in Arrow's C++ kernels: JSON Lines and COPY text.
+"""Arrow batches as the exact path's text, built column-wise in Arrow's C++ kernels: JSON Lines.
 
 Each column becomes one string array of its values as text (escaped where needed), and one
 ``binary_join_element_wise`` glues the columns and the fixed fragments between them into one string
@@ -9,13 +9,11 @@ output): ints are Arrow's decimal text; floats are orjson's own, from one ``orjs
 column as a NumPy array (nulls become NaN, which orjson writes as ``null``; a float Arrow took is
 always finite), cut into values at its commas; text gets orjson's escapes. Measured on 11.6 M
 floats: 0.35 s, where Arrow's shortest round-trip text took 0.62 s and its fix-ups to orjson's form
-0.3 s more. COPY text is PostgreSQL's: ``\\N`` for null, backslash and tab escaped (a row Arrow
-took has no line break or NUL), floats in any round-trip notation.
+0.3 s more.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TypeAlias
 
 import numpy
@@ -29,7 +27,6 @@ from worker.parsing.schema import ColumnType
 _Part: TypeAlias = "pa.Array | pa.ChunkedArray | str"
 _SHORT_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 _ENDINGS = {b",": bytes.maketrans(b"]", b","), b"}": bytes.maketrans(b",]", b"}}")}
-_COPY_NULL = "\\N"
 
 
 def _marking(chars: bytes) -> bytes:
@@ -38,7 +35,6 @@ def _marking(chars: bytes) -> bytes:
 
 
 _JSON_SPECIAL = _marking(bytes(range(0x20)) + b'"\\')
-_COPY_SPECIAL = _marking(b"\\\t")
 
 
 def jsonl(batch: ArrowBatch) -> list[pa.Buffer]:
@@ -58,28 +54,6 @@ def jsonl(batch: ArrowBatch) -> list[pa.Buffer]:
             before = '",' if quoted else ","
     parts.append(before[:-1] + "}\n" if before else "\n")
     return _joined(parts)
-
-
-def copy_text(batch: ArrowBatch, prefix: Sequence[str]) -> list[pa.Buffer]:
-    """The batch as COPY text rows: the ``prefix`` fields (plain identifiers), the line number, then each column."""
-    lines = batch.lines
-    numbers = pc.add(_counting(len(lines)), lines.start) if lines.step == 1 else pa.array(lines, type=pa.int64())
-    parts: list[_Part] = ["".join(f"{field}\t" for field in prefix), numbers.cast(pa.string())]
-    for index, kind in enumerate(batch.types):
-        parts.append("\t")
-        parts.append(_copy_values(batch.table.column(index), kind))
-    parts.append("\n")
-    return _joined(parts)
-
-
-_COUNTING: list[pa.Array] = [pa.array([], type=pa.int64())]
-
-
-def _counting(count: int) -> pa.Array:
-    """0, 1, ..., count - 1, sliced from one cached array (grown as needed)."""
-    if len(_COUNTING[0]) < count:
-        _COUNTING[0] = pa.array(range(max(count, 2 * len(_COUNTING[0]))), type=pa.int64())
-    return _COUNTING[0].slice(0, count)
 
 
 def _joined(parts: list[_Part]) -> list[pa.Buffer]:
@@ -141,12 +115,3 @@ def _json_escaped(column: pa.ChunkedArray) -> pa.ChunkedArray:
         char = chr(code)
         column = pc.replace_substring(column, char, _SHORT_ESCAPES.get(char, f"\\u{code:04x}"))
     return column
-
-
-def _copy_values(column: pa.ChunkedArray, kind: ColumnType) -> pa.ChunkedArray | pa.Array:
-    if kind is ColumnType.STR:
-        if _holds_any(column, _COPY_SPECIAL):
-            column = pc.replace_substring(pc.replace_substring(column, "\\", "\\\\"), "\t", "\\t")
-        return column  # never null, and no line break or NUL in a row Arrow took
-    text = column if kind is ColumnType.DATETIME else column.cast(pa.string())
-    return pc.fill_null(text, _COPY_NULL)

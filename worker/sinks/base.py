@@ -52,7 +52,7 @@ class FileWriter(Protocol):
 
 
 Encoded: TypeAlias = "Sequence[bytes | memoryview | pa.Buffer]"
-"""A batch's rows as the bytes a sink writes (JSON Lines, COPY text)."""
+"""A batch's rows as the bytes a sink writes (JSON Lines, binary COPY rows)."""
 
 
 @runtime_checkable

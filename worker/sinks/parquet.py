@@ -10,30 +10,18 @@ Clean chunks arrive as Arrow tables from the row path and are written as they ar
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from worker.parsing.arrow_chunks import ArrowBatch, datetimes
-from worker.parsing.schema import ColumnType
+from worker.sinks.arrow_tables import ARROW_TYPES, typed_columns
 from worker.sinks.base import Batch
 from worker.sinks.files import FileAttempt, discard_attempts, target_directory
 
 ROW_GROUP_ROWS = 128 * 1024
 """Rows per row group: large enough for good compression and scans, small enough for ~10 MB of buffer."""
-TIMESTAMP = pa.timestamp("us", tz="UTC")
-ARROW_TYPES = {
-    ColumnType.INT: pa.int64(),
-    ColumnType.FLOAT: pa.float64(),
-    ColumnType.DATETIME: TIMESTAMP,
-    ColumnType.STR: pa.string(),
-}
 
 
 class ParquetSink:
@@ -66,15 +54,7 @@ class ParquetFileWriter(FileAttempt):
         if self._schema is None:
             fields = [pa.field(name, ARROW_TYPES[kind]) for name, kind in zip(batch.names, batch.types, strict=True)]
             self._schema = pa.schema(fields)
-        if isinstance(batch, ArrowBatch):  # already typed by Arrow; datetimes are checked text
-            columns = [
-                datetimes(column) if kind is ColumnType.DATETIME else column
-                for column, kind in zip(batch.table.columns, batch.types, strict=True)
-            ]
-            self._pending.extend(pa.Table.from_arrays(columns, schema=self._schema).to_batches())
-        else:
-            arrays = [_array(column, kind) for column, kind in zip(batch.columns, batch.types, strict=True)]
-            self._pending.append(pa.RecordBatch.from_arrays(arrays, schema=self._schema))
+        self._pending.extend(pa.Table.from_arrays(typed_columns(batch), schema=self._schema).to_batches())
         self._pending_rows += len(batch.lines)
         self._rows += len(batch.lines)
         if self._pending_rows >= ROW_GROUP_ROWS:
@@ -103,15 +83,3 @@ class ParquetFileWriter(FileAttempt):
             self._writer.write_table(pa.Table.from_batches(self._pending, schema=self._schema), row_group_size=self._pending_rows)
         self._pending = []
         self._pending_rows = 0
-
-
-def _array(values: Sequence[Any], kind: ColumnType) -> pa.Array:
-    if kind is not ColumnType.DATETIME:
-        return pa.array(values, type=ARROW_TYPES[kind])
-    strings = pa.array(values, type=pa.string())
-    with contextlib.suppress(pa.ArrowInvalid):
-        return strings.cast(TIMESTAMP)  # every value with an offset or Z: parsed in C
-    with contextlib.suppress(pa.ArrowInvalid):
-        return strings.cast(pa.timestamp("us")).cast(TIMESTAMP)  # every value without offset: UTC
-    # A mix of naive and offset values: pyarrow takes a naive datetime as UTC for a UTC type, as the other sinks do.
-    return pa.array([None if value is None else datetime.fromisoformat(value) for value in values], type=TIMESTAMP)

@@ -7,6 +7,13 @@ file are serialised by a transaction-level advisory lock on that file, so the se
 sees (and removes) the first one's rows. Bad rows go to ``<table>_quarantine`` in the same
 transaction.
 
+Good rows go as binary COPY (:mod:`worker.sinks.pg_binary` says why and how), which carries no
+types: the server reads each field with its column's own binary input, so a column someone altered
+to another type would refuse the rows at best and reinterpret their bytes at worst (an int64 read as
+a double). The table's types are therefore checked inside the load's transaction, after the DELETE
+has locked the table against ALTER, and a column of another type fails the file naming it. Bad rows
+stay COPY text: their raw text is all they have.
+
 The table grows with the files: columns are typed from the provider's row schema and every CSV
 column is kept; a column first seen in a later file is added (``ADD COLUMN IF NOT EXISTS``) in a short
 DDL transaction under an advisory lock, with a lock timeout so a long load elsewhere turns into a
@@ -20,31 +27,35 @@ import hashlib
 import re
 import tempfile
 from collections.abc import Iterator, Sequence
-from itertools import repeat
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
 from worker.errors import PermanentError, TransientError
 from worker.models import ExportRecord
-from worker.parsing.columns import BadRow, ParsedBatch
+from worker.parsing.columns import BadRow
 from worker.parsing.schema import ColumnType
 from worker.settings import Settings
 from worker.sinks.base import Batch, Encoded, SinkResult
 from worker.sinks.files import json_safe
 
+if TYPE_CHECKING:
+    from pgpq import ArrowToPostgresBinaryEncoder
+
 PG_TYPES = {
     ColumnType.INT: "bigint",
     ColumnType.FLOAT: "double precision",
-    ColumnType.DATETIME: "timestamptz",
+    ColumnType.DATETIME: "timestamp with time zone",
     ColumnType.STR: "text",
 }
+"""Each column type as PostgreSQL names it (``regtype`` output), for the DDL and for the check of a table's types."""
 META_COLUMNS = ("_export_id", "_file_key", "_line", "_loaded_at")
+META_TYPES = {"_export_id": "text", "_file_key": "text", "_line": "bigint"}
+"""The COPY's own columns and their types (``_loaded_at`` takes its default)."""
 QUARANTINE_COLUMNS = ("_export_id", "_file_key", "_file", "_line", "reason", "raw")
 DDL_LOCK_TIMEOUT = "5s"
 _MAX_IDENTIFIER_BYTES = 63
-_NULL = "\\N"
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\x00": "\\\\x00"})
 """COPY text escapes; NUL (never in a good row, possible in a quarantined one) is written as ``\\x00``."""
 
@@ -119,6 +130,9 @@ class PostgresFileWriter:
         self._conn: psycopg.Connection[Any] | None = None
         self._copy: contextlib.ExitStack | None = None
         self._writer: psycopg.Copy | None = None
+        self._encoder: ArrowToPostgresBinaryEncoder | None = None
+        """Gives the COPY's header and trailer; the rows come from :meth:`encode`."""
+        self._columns: tuple[tuple[str, ...], tuple[ColumnType, ...]] | None = None
         self._bad: IO[bytes] | None = None
         self._rows = self._quarantined = 0
         self._result: SinkResult | None = None
@@ -130,18 +144,18 @@ class PostgresFileWriter:
         self.write_encoded(batch, self.encode(batch))
 
     def encode(self, batch: Batch) -> Encoded:
-        """The good rows as COPY text: Arrow's text kernels for a clean chunk, column by column for the exact parser's."""
-        if isinstance(batch, ParsedBatch):
-            return [encode_rows(self.export_id, self.file_key, batch).encode("utf-8")]
-        from worker.sinks.arrow_text import copy_text
+        """The good rows as binary COPY tuples, either kind of batch through the same Arrow schema."""
+        from worker.sinks.pg_binary import tuples  # pyarrow and pgpq load with the first file, not with the worker
 
-        return copy_text(batch, (self.export_id, self.file_key))
+        return tuples(self.export_id, self.file_key, batch)
 
     def write_encoded(self, batch: Batch, encoded: Encoded) -> None:
         if not batch.lines:
             return
         if self._writer is None:
             self._start(batch.names, batch.types)
+        elif (tuple(batch.names), tuple(batch.types)) != self._columns:
+            raise RuntimeError(f"a batch of {self.file_key} has other columns than the file's first: one COPY, one schema")
         assert self._writer is not None
         with _errors(self.sink):
             for data in encoded:
@@ -167,6 +181,8 @@ class PostgresFileWriter:
             self._start((), ())
         assert self._conn is not None and self._copy is not None
         with _errors(self.sink):
+            assert self._writer is not None and self._encoder is not None
+            self._writer.write(self._encoder.finish())  # the trailer alone: this encoder encoded no row
             self._copy.close()  # ends the COPY; PostgreSQL checks every value here at the latest
             if self._bad is not None:
                 self._bad.seek(0)
@@ -195,6 +211,10 @@ class PostgresFileWriter:
     def _start(self, names: Sequence[str], types: Sequence[ColumnType]) -> None:
         self._require_open()
         _check_names(names)
+        from worker.sinks.pg_binary import stream_encoder
+
+        self._columns = (tuple(names), tuple(types))
+        self._encoder = stream_encoder(names, types)
         conn = self._conn = self.sink.connect()
         with _errors(self.sink):
             ensure_tables(conn, self.sink.schema, self.sink.table, dict(zip(names, types, strict=True)))
@@ -205,10 +225,14 @@ class PostgresFileWriter:
                     sql.SQL("DELETE FROM {} WHERE _export_id = %s AND _file_key = %s").format(table),
                     (self.export_id, self.file_key),
                 )
-            columns = sql.SQL(", ").join(map(sql.Identifier, ("_export_id", "_file_key", "_line", *names)))
+            written = {**META_TYPES, **{name: PG_TYPES[kind] for name, kind in zip(names, types, strict=True)}}
+            _check_types(conn, self.sink.schema, self.sink.table, written)
+            columns = sql.SQL(", ").join(map(sql.Identifier, (*META_TYPES, *names)))
+            copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(self.table, columns)
             stack = contextlib.ExitStack()
-            self._writer = stack.enter_context(conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(self.table, columns)))
+            self._writer = stack.enter_context(conn.cursor().copy(copy))
             self._copy = stack
+            self._writer.write(self._encoder.write_header())  # also when no row follows: binary COPY needs it
 
     def _require_open(self) -> None:
         if self._closed:
@@ -226,6 +250,7 @@ class PostgresFileWriter:
             self._conn = None
         self._writer = None
         self._copy = None
+        self._encoder = None
 
 
 def ensure_tables(conn: psycopg.Connection[Any], schema: str, table: str, columns: dict[str, ColumnType]) -> None:
@@ -277,25 +302,28 @@ def _missing_columns(conn: psycopg.Connection[Any], schema: str, table: str, col
     return None if not missing and tables == {table, f"{table}_quarantine"} else missing
 
 
-def encode_rows(export_id: str, file_key: str, batch: ParsedBatch) -> str:
-    """The batch in COPY text format, column by column: each column is formatted once, rows joined in C."""
-    texts = [_encode_column(column, kind) for column, kind in zip(batch.columns, batch.types, strict=True)]
-    rows = zip(repeat(export_id), repeat(file_key), map(str, batch.lines), *texts)
-    return "\n".join(map("\t".join, rows)) + "\n"
+def _check_types(conn: psycopg.Connection[Any], schema: str, table: str, expected: dict[str, str]) -> None:
+    """Every column the COPY fills has the type its binary rows are encoded for (see the module docstring).
 
-
-def _encode_column(values: Sequence[Any], kind: ColumnType) -> Sequence[str]:
-    if kind is ColumnType.STR or kind is ColumnType.DATETIME:
-        if None in values:
-            values = [_NULL if value is None else value for value in values]
-        joined = "".join(values)
-        if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
-            return [value if value is _NULL else value.translate(_ESCAPES) for value in values]
-        return values
-    texts = list(map(str, values))  # ints and floats: str() is exact (floats round-trip)
-    if None in values:
-        texts = [_NULL if value is None else text for value, text in zip(values, texts, strict=True)]
-    return texts
+    A missing column is left to the COPY, which names it; ``regtype`` compares the type alone, so a
+    precision such as ``timestamptz(0)`` rounds as the server would round text."""
+    rows = conn.execute(
+        "SELECT attname, atttypid::regtype::text FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+        "AND NOT attisdropped",
+        (sql.Identifier(schema, table).as_string(conn),),
+    ).fetchall()
+    wrong = [(name, actual, expected[name]) for name, actual in rows if name in expected and actual != expected[name]]
+    if wrong:
+        found = "; ".join(f"column {name!r} is {actual}, the sink writes {want}" for name, actual, want in wrong)
+        name, _, want = wrong[0]
+        alter = sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {}").format(
+            sql.Identifier(schema, table), sql.Identifier(name), sql.SQL(want)
+        )
+        raise PermanentError(
+            f"{schema}.{table} does not have the column types the sink writes ({found}); the sink loads by binary COPY, "
+            f"which takes each column's exact type: change the column ({alter.as_string(conn)}) or point the export at "
+            "another table (another table option), then retry the export"
+        )
 
 
 def _copy_line(fields: tuple[str, ...]) -> str:
