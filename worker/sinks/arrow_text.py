@@ -26,7 +26,7 @@ from worker.parsing.schema import ColumnType
 
 _Part: TypeAlias = "pa.Array | pa.ChunkedArray | str"
 _SHORT_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
-_ENDINGS = {b",": bytes.maketrans(b"]", b","), b"}": bytes.maketrans(b",]", b"}}")}
+_CLOSING = bytes.maketrans(b",]", b"}}")
 
 
 def _marking(chars: bytes) -> bytes:
@@ -93,13 +93,19 @@ def _json_floats(column: pa.ChunkedArray, ending: bytes) -> pa.ChunkedArray:
 
 
 def _json_float_chunk(chunk: pa.Array, ending: bytes) -> pa.Array:
-    """``[v0,v1,...,vn]`` from orjson becomes the values ``v0,`` ``v1,`` ... ``vn,`` of one string array, no copy per
-    value: ``]`` (and, for the last column, every separator) turned into ``ending`` by one ``translate``, and the
-    offsets are where the separators are."""
+    """orjson's ``[v0,v1,...]`` becomes the values ``v0,`` ``v1,`` ... of one string array, no copy per value.
+
+    The offsets are where the separators are. Within a row, one more float (``0.0``) is written after
+    the column's, so every value of the column has its ``,`` as is; the row's last column has its
+    separators turned into ``}`` by one ``translate``.
+    """
     if not len(chunk):
         return pa.array([], type=pa.string())
-    text = orjson.dumps(chunk.to_numpy(zero_copy_only=False), option=orjson.OPT_SERIALIZE_NUMPY)
-    text = text.translate(_ENDINGS[ending])
+    values = chunk.to_numpy(zero_copy_only=False)
+    if ending == b",":
+        text = orjson.dumps(numpy.append(values, 0.0), option=orjson.OPT_SERIALIZE_NUMPY)
+    else:
+        text = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY).translate(_CLOSING)
     ends = numpy.flatnonzero(numpy.frombuffer(text, dtype=numpy.uint8) == ending[0]) + 1
     if len(ends) != len(chunk):  # cannot happen (no float text holds the ending); never write a misaligned row
         raise ValueError(f"orjson wrote {len(ends)} values for {len(chunk)} floats")
