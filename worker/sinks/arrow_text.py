@@ -88,8 +88,10 @@ def _holds_any(column: pa.ChunkedArray, special: bytes) -> bool:
 
 
 def _json_floats(column: pa.ChunkedArray, ending: bytes) -> pa.ChunkedArray:
-    """Each value as orjson writes it, followed by ``ending`` (the ``,`` to the next key, or the row's ``}``)."""
-    return pa.chunked_array([_json_float_chunk(chunk, ending) for chunk in column.chunks], type=pa.string())
+    """Each value as orjson writes it, followed by ``ending`` (the ``,`` to the next key, or the row's ``}``).
+
+    Empty chunks are left out: they hold no value, and the join lines the columns up by position."""
+    return pa.chunked_array([_json_float_chunk(chunk, ending) for chunk in column.chunks if len(chunk)], type=pa.string())
 
 
 def _json_float_chunk(chunk: pa.Array, ending: bytes) -> pa.Array:
@@ -99,8 +101,6 @@ def _json_float_chunk(chunk: pa.Array, ending: bytes) -> pa.Array:
     the column's, so every value of the column has its ``,`` as is; the row's last column has its
     separators turned into ``}`` by one ``translate``.
     """
-    if not len(chunk):
-        return pa.array([], type=pa.string())
     values = chunk.to_numpy(zero_copy_only=False)
     if ending == b",":
         text = orjson.dumps(numpy.append(values, 0.0), option=orjson.OPT_SERIALIZE_NUMPY)
