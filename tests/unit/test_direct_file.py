@@ -23,6 +23,8 @@ SIZES = [
     STAGING_BYTES + 1,
     2 * STAGING_BYTES + 7,
 ]
+MAX_CALLS = 100
+"""Fake writes stop a test that would otherwise loop (a broken ``DirectFile`` could write until the disk is full)."""
 
 
 def pattern(size: int) -> bytes:
@@ -99,6 +101,7 @@ def test_a_short_write_goes_on_buffered_from_where_it_stopped(tmp_path: Path, mo
 
     def write(view: memoryview) -> int | None:
         calls.append(bool(fcntl.fcntl(out.fileno(), fcntl.F_GETFL) & os.O_DIRECT))
+        assert len(calls) <= MAX_CALLS, "DirectFile keeps writing: a broken loop would fill the disk"
         return real_write(view[: ALIGNMENT * 3] if len(calls) == 1 else view)
 
     monkeypatch.setattr(out._raw, "write", write, raising=False)
@@ -126,3 +129,20 @@ def test_the_file_must_be_new(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         DirectFile(tmp_path / "f")
     assert (tmp_path / "f").read_bytes() == b"someone else's"
+
+
+def test_once_buffered_an_invalid_argument_is_an_error_not_a_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only O_DIRECT's own refusal is retried, once; the same error from a buffered write is the disk's answer."""
+    out = DirectFile(tmp_path / "f")
+    calls = []
+
+    def refuse(view: memoryview) -> int:
+        calls.append(bool(fcntl.fcntl(out.fileno(), fcntl.F_GETFL) & os.O_DIRECT))
+        assert len(calls) <= MAX_CALLS, "DirectFile retries without end"
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(out._raw, "write", refuse, raising=False)
+    with pytest.raises(OSError, match="Invalid argument"):
+        out.write(pattern(STAGING_BYTES))
+    assert calls == [True, False] or not direct_file._DIRECT
+    out.close()
