@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from worker.sinks.arrow_tables import ARROW_TYPES, typed_columns
+from worker.sinks.arrow_tables import typed_columns, typed_fields
 from worker.sinks.base import Batch
 from worker.sinks.files import FileAttempt, discard_attempts, target_directory
 
@@ -52,8 +52,7 @@ class ParquetFileWriter(FileAttempt):
             return
         self._check_open()
         if self._schema is None:
-            fields = [pa.field(name, ARROW_TYPES[kind]) for name, kind in zip(batch.names, batch.types, strict=True)]
-            self._schema = pa.schema(fields)
+            self._schema = pa.schema(typed_fields(batch.names, batch.types))
         self._pending.extend(pa.Table.from_arrays(typed_columns(batch), schema=self._schema).to_batches())
         self._pending_rows += len(batch.lines)
         self._rows += len(batch.lines)

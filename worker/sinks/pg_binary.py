@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 from pgpq import ArrowToPostgresBinaryEncoder
 
 from worker.parsing.schema import ColumnType
-from worker.sinks.arrow_tables import ARROW_TYPES, typed_columns
+from worker.sinks.arrow_tables import typed_columns, typed_fields
 from worker.sinks.base import Batch
 
 META_FIELDS = (pa.field("_export_id", pa.string()), pa.field("_file_key", pa.string()), pa.field("_line", pa.int64()))
@@ -53,7 +53,7 @@ TRAILER = b"\xff\xff"
 
 def arrow_schema(names: Sequence[str], types: Sequence[ColumnType]) -> pa.Schema:
     """The Arrow schema of every row a file with this header sends, meta columns first."""
-    return pa.schema([*META_FIELDS, *(pa.field(name, ARROW_TYPES[kind]) for name, kind in zip(names, types, strict=True))])
+    return pa.schema([*META_FIELDS, *typed_fields(names, types)])
 
 
 def stream_encoder(names: Sequence[str], types: Sequence[ColumnType]) -> ArrowToPostgresBinaryEncoder:
